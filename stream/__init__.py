@@ -1,0 +1,1 @@
+"""Nudge's live service: the faust-streaming application around the core engine."""

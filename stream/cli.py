@@ -1,0 +1,69 @@
+"""The ``nudge`` command line: worker, replay, rules check, simulate.
+
+Heavy imports (Faust, Kafka clients) happen inside the subcommand that needs
+them, so ``nudge replay`` and ``nudge rules check`` start fast and never touch
+Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nudge",
+        description="Real-time marketing trigger engine for e-commerce.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser("worker", help="run the live service (Faust worker on Kafka + Redis)")
+    worker.add_argument("--rules", help="rules file (YAML); default: NUDGE_RULES_PATH or built-in")
+
+    replay = sub.add_parser("replay", help="run the engine on a JSON Lines event file")
+    replay.add_argument("events", help="events file (JSON Lines), '-' for stdin")
+    replay.add_argument("--rules", help="rules file (YAML)")
+    replay.add_argument("--until", help="advance the clock to this time at the end (RFC 3339)")
+    replay.add_argument("--out", default="-", help="output file, '-' for stdout (default)")
+
+    rules = sub.add_parser("rules", help="rules file tools")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    check = rules_sub.add_parser("check", help="print the effective rules or the errors")
+    check.add_argument("file", help="rules file (YAML)")
+
+    simulate = sub.add_parser("simulate", help="produce synthetic shop traffic to Kafka")
+    simulate.add_argument("--rate", type=float, default=50.0, help="events per second")
+    simulate.add_argument("--users", type=int, default=1000, help="number of shoppers")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed")
+    simulate.add_argument("--limit", type=int, default=0, help="stop after N events (0 = never)")
+    simulate.add_argument("--file", help="produce this JSON Lines file instead of synthetic traffic")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "replay":
+        from triggers.replay import replay_command
+
+        return replay_command(args.events, rules=args.rules, until=args.until, out=args.out)
+    if args.command == "rules":
+        from triggers.rules import rules_check_command
+
+        return rules_check_command(args.file)
+    if args.command == "worker":
+        from stream.worker import worker_command
+
+        return worker_command(rules=args.rules)
+    if args.command == "simulate":
+        from stream.simulate import simulate_command
+
+        return simulate_command(
+            rate=args.rate, users=args.users, seed=args.seed, limit=args.limit, file=args.file
+        )
+    raise AssertionError(args.command)  # argparse guarantees one of the above
+
+
+if __name__ == "__main__":
+    sys.exit(main())
