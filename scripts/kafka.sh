@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, broker+controller) for development,
+# tests and CI, assembled from Maven Central jars and run with Java 17. No Docker.
+#
+#   scripts/kafka.sh fetch     download the jars once into .cache/kafka/lib (git-ignored)
+#   scripts/kafka.sh start     format storage, start on 127.0.0.1, wait until it serves requests
+#   scripts/kafka.sh stop      stop it cleanly (SIGTERM, then SIGKILL after 30 s)
+#   scripts/kafka.sh status    print the bootstrap address if running
+#
+# Environment: KAFKA_PORT (default 9092, `auto` = a free port), KAFKA_DIR (default var/kafka),
+# KAFKA_HEAP (default 512m). `start` prints NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:PORT.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+lib="$root/.cache/kafka/lib"
+dir="${KAFKA_DIR:-$root/var/kafka}"
+python="${PYTHON:-python3}"
+
+fetch() {
+  if [ -f "$lib/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is required to fetch the Kafka jars" >&2; exit 1; }
+  echo "kafka.sh: fetching Kafka jars from Maven Central into $lib" >&2
+  rm -rf "$lib"
+  mvn -q -B -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$lib" -DincludeScope=runtime >&2
+  touch "$lib/.complete"
+}
+
+running_pid() {
+  [ -f "$dir/pid" ] || return 1
+  local pid; pid="$(cat "$dir/pid")"
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+  fetch
+  if pid="$(running_pid)"; then
+    echo "NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$dir/port")"
+    return 0
+  fi
+  local port="${KAFKA_PORT:-9092}" cport
+  [ "$port" = auto ] && port="$("$python" "$root/scripts/free_port.py")"
+  cport="$("$python" "$root/scripts/free_port.py")"
+  rm -rf "$dir"; mkdir -p "$dir/data" "$dir/logs"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.segment.bytes=67108864
+log.retention.hours=168
+PROPS
+  local java_opts=(-Xmx"${KAFKA_HEAP:-512m}" -Xms128m -XX:+UseSerialGC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" -Dkafka.logs.dir="$dir/logs")
+  local cluster_id
+  cluster_id="$("$python" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+  java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format \
+    --cluster-id="$cluster_id" --config "$dir/server.properties" --ignore-formatted \
+    >"$dir/logs/format.out" 2>&1 || { cat "$dir/logs/format.out" >&2; exit 1; }
+  local t0; t0="$(date +%s.%N)"
+  nohup java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/logs/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+  echo "$port" > "$dir/port"
+  if ! "$python" "$root/scripts/kafka_probe.py" "127.0.0.1:$port" "${KAFKA_START_TIMEOUT:-90}"; then
+    tail -50 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2 || true
+    stop; exit 1
+  fi
+  echo "kafka.sh: broker ready on 127.0.0.1:$port in $("$python" -c \
+    'import sys,time;print(f"{time.time()-float(sys.argv[1]):.1f}")' "$t0") s" >&2
+  echo "NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:$port"
+}
+
+stop() {
+  local pid
+  if pid="$(running_pid)"; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid"
+}
+
+status() {
+  if running_pid >/dev/null; then echo "NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$dir/port")"
+  else echo "kafka: not running" >&2; return 1; fi
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+esac
