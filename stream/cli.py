@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=1, help="random seed")
     simulate.add_argument("--limit", type=int, default=0, help="stop after N events (0 = never)")
     simulate.add_argument("--file", help="produce this JSON Lines file instead of synthetic traffic")
+
+    tail = sub.add_parser("tail", help="print a topic's records, e.g. marketing.triggers")
+    tail.add_argument("topic", help="topic name")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--limit", type=int, default=0, help="stop after N records (0 = never)")
     return parser
 
 
@@ -62,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate_command(
             rate=args.rate, users=args.users, seed=args.seed, limit=args.limit, file=args.file
         )
+    if args.command == "tail":
+        from stream.tail import tail_command
+
+        return tail_command(args.topic, from_beginning=args.from_beginning, limit=args.limit)
     raise AssertionError(args.command)  # argparse guarantees one of the above
 
 

@@ -1,0 +1,183 @@
+"""The faust-streaming application: topics, tables, the agent, the tick timer, web views.
+
+One agent consumes the four input topics and the internal tick topic. They have
+the same partition count and one agent reads them, so partition ``p`` of each is
+assigned to the same worker and processed in order, one message at a time: a
+user's events, their state and their deadline ticks never race.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from stream.contact_ledger import ContactLedger
+from stream.kafka_auth import faust_credentials
+from stream.metrics import NudgeMetrics
+from stream.processor import UserProcessor
+from stream.settings import Settings
+from triggers.engine import Engine
+from triggers.rules import Rules
+
+log = logging.getLogger("nudge.app")
+
+#: Bounded RocksDB memory per table partition (Faust's defaults are 64 MiB x3 write
+#: buffers and a 2 GiB block cache).
+ROCKSDB_OPTIONS: dict[str, Any] = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 16 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+    "max_open_files": 256,
+}
+
+
+@dataclass
+class NudgeApp:
+    app: faust.App
+    processor: UserProcessor
+    metrics: NudgeMetrics
+    registry: CollectorRegistry
+    ledger: ContactLedger
+
+    def ready(self) -> bool:
+        app = self.app
+        recovery = app.tables.recovery
+        return bool(
+            app.started_once()
+            and not app.rebalancing
+            and recovery.completed.is_set()
+            and not recovery.in_recovery
+        )
+
+
+class _FaustSink:
+    def __init__(self, triggers: faust.TopicT, audit: faust.TopicT, dlq: faust.TopicT) -> None:
+        self._triggers, self._audit, self._dlq = triggers, audit, dlq
+
+    async def audit(self, key: bytes, value: bytes) -> None:
+        await self._audit.send(key=key, value=value)
+
+    async def triggered(self, key: bytes, value: bytes) -> Any:
+        return await self._triggers.send(key=key, value=value)
+
+    async def dead_letter(self, key: bytes | None, value: bytes) -> None:
+        await self._dlq.send(key=key, value=value)
+
+
+def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
+    partitions = partitions or settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        table_standby_replicas=1,
+        stream_wait_empty=False,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    source = app.topic(
+        *settings.input_topics, settings.topic_ticks, key_serializer="raw", value_serializer="raw"
+    )
+    ticks = app.topic(settings.topic_ticks, key_serializer="raw", value_serializer="raw")
+    sink = _FaustSink(
+        app.topic(settings.topic_triggers, key_serializer="raw", value_serializer="raw"),
+        app.topic(settings.topic_audit, key_serializer="raw", value_serializer="raw"),
+        app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw"),
+    )
+    table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
+    users = app.Table(
+        "users", partitions=partitions, key_serializer="raw", value_serializer="raw",
+        options=table_options, help="Per-user engine state.",
+    )
+    deadlines = app.Table(
+        "deadlines", partitions=partitions, key_serializer="raw", value_serializer="raw",
+        options=table_options, help="Time-bucketed index of pending deadlines.",
+    )
+
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    metrics = NudgeMetrics.create(registry)
+    ledger = ContactLedger.from_url(
+        settings.redis_url,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        suppression_key=settings.redis_suppression_key,
+        prefix=settings.redis_key_prefix,
+    )
+    processor = UserProcessor(
+        engine=Engine(rules),
+        users=users,  # type: ignore[arg-type]
+        deadlines=deadlines,  # type: ignore[arg-type]
+        ledger=ledger,
+        sink=sink,
+        metrics=metrics,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    nudge = NudgeApp(app, processor, metrics, registry, ledger)
+    input_topics = set(settings.input_topics)
+
+    @app.agent(source, concurrency=1)
+    async def process(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                if message.topic == settings.topic_ticks:
+                    await processor.on_tick(message.partition)
+                else:
+                    await processor.on_input(
+                        message.topic, message.partition, message.offset, message.key, event.value
+                    )
+            except Exception:  # the agent must never die on a message
+                log.exception(
+                    "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
+                )
+                metrics.events.labels(message.topic, "unknown", "error").inc()
+
+    @app.timer(interval=settings.tick_interval_seconds)
+    async def send_ticks() -> None:
+        if app.rebalancing:
+            return
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == settings.topic_ticks:
+                await ticks.send(value=b"", partition=tp.partition)
+
+    @app.timer(interval=5.0)
+    async def report_lag_and_readiness() -> None:
+        metrics.ready.set(1 if nudge.ready() else 0)
+        monitor = app.monitor
+        for tp, end in list(monitor.tp_end_offsets.items()):
+            if tp.topic in input_topics:
+                committed = monitor.tp_committed_offsets.get(tp, 0)
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - committed))
+
+    @app.page("/healthz")
+    async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        ready = nudge.ready()
+        return self.json({"ready": ready}, status=200 if ready else 503)
+
+    return nudge

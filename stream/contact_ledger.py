@@ -1,0 +1,127 @@
+"""Redis adapter: operator suppression set, shared contact ledger, send idempotency.
+
+Keys (prefix configurable, default ``nudge:``):
+- ``nudge:suppressed`` (set, name configurable): user ids the operator never wants contacted;
+- ``{prefix}contacts:{user_id}`` (sorted set): contacts by any sender, member
+  ``{sender}:{id}``, score = epoch seconds. Nudge writes ``nudge:{trigger_id}``;
+  other senders write their own members and Nudge counts them toward the
+  frequency cap;
+- ``{prefix}sent:{trigger_id}`` (string with TTL): this decision reached
+  ``marketing.triggers``; a replay after a crash does not send it again.
+
+Every method raises :class:`RedisUnavailable` when Redis cannot be reached, so the
+caller can hold due decisions back (never send unchecked) and retry later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+SENDER = "nudge"
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached or answered with an error."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(f"redis {operation} failed: {type(cause).__name__}")
+        self.operation = operation
+
+
+class ContactLedger:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        suppression_key: str = "nudge:suppressed",
+        prefix: str = "nudge:",
+        contact_retention: timedelta = timedelta(days=8),
+        sent_ttl: timedelta = timedelta(days=35),
+    ) -> None:
+        self._redis = client
+        self._suppression_key = suppression_key
+        self._prefix = prefix
+        self._retention = contact_retention
+        self._sent_ttl = sent_ttl
+
+    @classmethod
+    def from_url(cls, url: str, *, password: str | None = None, **kwargs: object) -> ContactLedger:
+        client = aioredis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry_on_timeout=False,
+        )
+        return cls(client, **kwargs)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _contacts_key(self, user_id: str) -> str:
+        return f"{self._prefix}contacts:{user_id}"
+
+    def _sent_key(self, trigger_id: str) -> str:
+        return f"{self._prefix}sent:{trigger_id}"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable("ping", exc) from exc
+
+    async def lookup(self, user_id: str, now: datetime) -> tuple[bool, tuple[datetime, ...]]:
+        """Is the user suppressed, and when did other senders contact them recently?"""
+        since = (now - self._retention).timestamp()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sismember(self._suppression_key, user_id)
+                pipe.zrangebyscore(self._contacts_key(user_id), since, "+inf", withscores=True)
+                suppressed, contacts = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable("lookup", exc) from exc
+        mine = f"{SENDER}:".encode()
+        others = tuple(
+            sorted(
+                datetime.fromtimestamp(score, UTC)
+                for member, score in contacts
+                if not member.startswith(mine)
+            )
+        )
+        return bool(suppressed), others
+
+    async def already_sent(self, trigger_ids: Iterable[str]) -> set[str]:
+        ids = list(trigger_ids)
+        if not ids:
+            return set()
+        try:
+            values = await self._redis.mget([self._sent_key(t) for t in ids])
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable("already_sent", exc) from exc
+        return {t for t, v in zip(ids, values, strict=True) if v is not None}
+
+    async def record(
+        self, user_id: str, contacts: Iterable[tuple[str, datetime]], sent: Iterable[str]
+    ) -> None:
+        """Record this engine's contacts (sent and holdout) and the ids it sent."""
+        contacts = list(contacts)
+        sent = list(sent)
+        if not contacts and not sent:
+            return
+        key = self._contacts_key(user_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if contacts:
+                    pipe.zadd(key, {f"{SENDER}:{tid}": at.timestamp() for tid, at in contacts})
+                    newest = max(at for _, at in contacts)
+                    pipe.zremrangebyscore(key, "-inf", (newest - self._retention).timestamp())
+                    pipe.expire(key, int(self._retention.total_seconds()))
+                for trigger_id in sent:
+                    pipe.set(self._sent_key(trigger_id), b"1", ex=int(self._sent_ttl.total_seconds()))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable("record", exc) from exc

@@ -1,0 +1,275 @@
+"""The imperative shell around the engine: load state, call the core, save, emit.
+
+One :class:`UserProcessor` serves one worker. The Faust agent hands it every input
+message and every deadline tick; it owns no business logic — that lives in
+``triggers`` — only the order of effects:
+
+1. before an event, fire the user's stages already due (as ``nudge replay`` does);
+2. apply the event; fire again if the event made something due at once;
+3. save the state and re-index its next deadline;
+4. emit records: audit first, then ``marketing.triggers`` (awaiting the broker's
+   acknowledgement), then mark the sends in Redis.
+
+Firing needs Redis (suppression set, other senders' contacts, idempotency). When
+Redis fails, nothing is fired — the pure engine's result is simply discarded, the
+stored state keeps the stage pending — and firing is retried with backoff, while
+events keep being consumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from stream.contact_ledger import ContactLedger, RedisUnavailable
+from stream.deadline_index import DeadlineIndex
+from stream.metrics import NudgeMetrics
+from triggers.engine import Engine, OutsideFacts, Step
+from triggers.events import InvalidEvent, parse_event
+from triggers.records import Conversion, Decision, record_to_json
+from triggers.state import UserState, decode_state, encode_state
+
+log = logging.getLogger("nudge.processor")
+
+_DUE = struct.Struct(">q")
+_NO_DUE = -1
+
+
+class RecordSink(Protocol):
+    async def audit(self, key: bytes, value: bytes) -> None: ...
+    async def triggered(self, key: bytes, value: bytes) -> Awaitable[Any]: ...
+    async def dead_letter(self, key: bytes | None, value: bytes) -> None: ...
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def pack_user(state: UserState, next_due: datetime | None) -> bytes:
+    """Table value: the next deadline (epoch ms, -1 for none) then the encoded state."""
+    return _DUE.pack(_NO_DUE if next_due is None else to_ms(next_due)) + encode_state(state)
+
+
+def unpack_user(value: bytes) -> tuple[UserState, int | None]:
+    (due_ms,) = _DUE.unpack_from(value)
+    return decode_state(value[_DUE.size :]), (None if due_ms == _NO_DUE else due_ms)
+
+
+def dead_letter_record(
+    *, reason: str, detail: str, topic: str, partition: int, offset: int, raw: bytes, at: datetime
+) -> bytes:
+    record: dict[str, Any] = {
+        "kind": "dead_letter",
+        "reason": reason,
+        "detail": detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "received_at": at.isoformat().replace("+00:00", "Z"),
+        "size": len(raw),
+    }
+    try:
+        record["raw"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["raw_base64"] = base64.b64encode(raw).decode("ascii")
+    return orjson.dumps(record)
+
+
+@dataclass
+class RedisBackoff:
+    """Exponential backoff between attempts to use Redis after a failure."""
+
+    initial: float = 0.5
+    ceiling: float = 30.0
+    _delay: float = 0.0
+    _retry_at: float = 0.0
+
+    def ready(self, monotonic_now: float) -> bool:
+        return monotonic_now >= self._retry_at
+
+    def failed(self, monotonic_now: float) -> None:
+        self._delay = min(self.ceiling, max(self.initial, self._delay * 2))
+        self._retry_at = monotonic_now + self._delay
+
+    def succeeded(self) -> None:
+        self._delay = 0.0
+        self._retry_at = 0.0
+
+
+class UserProcessor:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        users: MutableMapping[bytes, bytes],
+        deadlines: MutableMapping[bytes, bytes],
+        ledger: ContactLedger,
+        sink: RecordSink,
+        metrics: NudgeMetrics,
+        max_message_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._users = users
+        self._deadlines = deadlines
+        self._ledger = ledger
+        self._sink = sink
+        self._metrics = metrics
+        self._max_bytes = max_message_bytes
+        self._clock = clock
+        self._monotonic = monotonic
+        self.backoff = RedisBackoff()
+
+    # -- input events -------------------------------------------------------------------
+
+    async def on_input(
+        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes
+    ) -> None:
+        now = self._clock()
+        try:
+            event = parse_event(raw, max_bytes=self._max_bytes)
+        except InvalidEvent as exc:
+            await self._sink.dead_letter(
+                key,
+                dead_letter_record(
+                    reason=exc.reason, detail=exc.detail, topic=topic, partition=partition,
+                    offset=offset, raw=raw, at=now,
+                ),
+            )
+            self._metrics.dead_letters.labels(exc.reason).inc()
+            self._metrics.events.labels(topic, "invalid", "invalid").inc()
+            log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc.reason)
+            return
+
+        user_key = event.user_id.encode()
+        stored = self._users.get(user_key)
+        state, old_due = unpack_user(stored) if stored is not None else (None, None)
+        due = old_due
+        fired_first = False
+
+        if state is not None and due is not None and due <= to_ms(now):
+            fired = await self._fire(state, due, now)
+            if fired is not None:
+                state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True
+
+        step = self._engine.on_event(state, event, now)
+        self._metrics.events.labels(topic, event.type, step.outcome).inc()
+        if step.outcome != "processed" and not fired_first:
+            return  # duplicate or test event: nothing changed, nothing to write
+        state, due = step.state, _ms_or_none(step.next_due)
+        await self._emit(event.user_id, step.records, deliver=False)
+
+        if due is not None and due <= to_ms(now):
+            fired = await self._fire(state, due, now)
+            if fired is not None:
+                state, due = fired.state, _ms_or_none(fired.next_due)
+
+        self._users[user_key] = pack_user(state, _dt_or_none(due))
+        DeadlineIndex(self._deadlines, partition).move(event.user_id, old_due, due, to_ms(now))
+
+    # -- deadline ticks -----------------------------------------------------------------
+
+    async def on_tick(self, partition: int) -> None:
+        now = self._clock()
+        now_ms = to_ms(now)
+        self._metrics.ticks.inc()
+        index = DeadlineIndex(self._deadlines, partition)
+        current_second = now_ms // 1000
+        for second in index.due_buckets(now_ms):
+            complete = True
+            for user_id in index.bucket_users(second):
+                stored = self._users.get(user_id.encode())
+                if stored is None:
+                    index.discard(second, user_id)
+                    continue
+                state, due = unpack_user(stored)
+                if due is None or max(due // 1000, index.cursor(now_ms) + 1) != second:
+                    index.discard(second, user_id)  # indexed elsewhere or nothing pending
+                    continue
+                if due > now_ms:
+                    complete = False
+                    continue
+                fired = await self._fire(state, due, now)
+                if fired is None:
+                    return  # Redis is down: leave the rest for a later tick
+                self._users[user_id.encode()] = pack_user(fired.state, fired.next_due)
+                index.move(user_id, due, _ms_or_none(fired.next_due), now_ms)
+            if not complete or second >= current_second:
+                break
+            index.advance_cursor(second)
+        self._metrics.pending_deadlines.labels(str(partition)).set(index.count())
+
+    # -- firing -------------------------------------------------------------------------
+
+    async def _fire(self, state: UserState, scheduled_ms: int, now: datetime) -> Step | None:
+        """Fire the user's due stages, or return None (state unchanged) if Redis is unusable."""
+        if not self.backoff.ready(self._monotonic()):
+            return None
+        try:
+            suppressed, others = await self._ledger.lookup(state.user_id, now)
+            step = self._engine.on_time(state, now, OutsideFacts(suppressed, others))
+            decisions = [r for r in step.records if isinstance(r, Decision)]
+            already = await self._ledger.already_sent(
+                d.trigger_id for d in decisions if d.status == "sent"
+            )
+        except RedisUnavailable as exc:
+            self._redis_failed(exc)
+            return None
+        self.backoff.succeeded()
+        self._metrics.redis_up.set(1)
+
+        fresh = [r for r in step.records if getattr(r, "trigger_id", None) not in already]
+        await self._emit(state.user_id, fresh, deliver=True)
+        scheduled = scheduled_ms / 1000
+        for d in decisions:
+            self._metrics.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
+            late = d.fired_at.timestamp() - max(d.due_at.timestamp(), scheduled)
+            self._metrics.lateness.labels(d.trigger).observe(max(0.0, late))
+        contacts = [(d.trigger_id, d.fired_at) for d in decisions if d.status in ("sent", "holdout")]
+        try:
+            await self._ledger.record(
+                state.user_id, contacts, [d.trigger_id for d in decisions if d.status == "sent"]
+            )
+        except RedisUnavailable as exc:
+            # The checks passed and the records are out; only the bookkeeping failed.
+            self._redis_failed(exc)
+        return step
+
+    def _redis_failed(self, exc: RedisUnavailable) -> None:
+        self.backoff.failed(self._monotonic())
+        self._metrics.redis_errors.labels(exc.operation).inc()
+        self._metrics.redis_up.set(0)
+        log.warning("redis unavailable (%s); due decisions wait", exc.operation)
+
+    async def _emit(
+        self, user_id: str, records: tuple[Decision | Conversion, ...] | list[Any], *, deliver: bool
+    ) -> None:
+        key = user_id.encode()
+        deliveries = []
+        for record in records:
+            value = record_to_json(record)
+            await self._sink.audit(key, value)
+            if isinstance(record, Conversion):
+                self._metrics.conversions.labels(record.trigger, record.arm).inc()
+            elif record.status == "sent":
+                deliveries.append(await self._sink.triggered(key, value))
+        if deliver:
+            for delivery in deliveries:
+                await delivery
+
+
+def _ms_or_none(moment: datetime | None) -> int | None:
+    return None if moment is None else to_ms(moment)
+
+
+def _dt_or_none(epoch_ms: int | None) -> datetime | None:
+    return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, UTC)

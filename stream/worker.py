@@ -1,0 +1,58 @@
+"""``nudge worker``: start-up checks, then the Faust worker until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from faust.worker import Worker
+
+from stream.app import create_app
+from stream.logs import logging_config
+from stream.settings import Settings
+from stream.topics import TopicLayoutError, ensure_topics
+from triggers.rules import RulesError, load_rules
+
+log = logging.getLogger("nudge.worker")
+
+
+def worker_command(rules: str | None = None) -> int:
+    settings = Settings()
+    rules_path = rules or settings.rules_path
+    try:
+        engine_rules = load_rules(rules_path)
+    except RulesError as exc:
+        print(f"nudge worker: invalid rules file {rules_path}:", file=sys.stderr)
+        for path, reason in exc.errors:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"nudge worker: cannot read rules file: {exc}", file=sys.stderr)
+        return 1
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        counts = loop.run_until_complete(ensure_topics(settings))
+    except TopicLayoutError as exc:
+        print(f"nudge worker: {exc}", file=sys.stderr)
+        return 1
+    partitions = counts[settings.topic_browse]
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    nudge = create_app(settings, engine_rules, partitions=partitions)
+
+    @nudge.app.on_after_configured.connect  # type: ignore[misc]
+    def _announce(app: object, **_: object) -> None:
+        log.info("rules %s, %d partitions", engine_rules.version_label, partitions)
+
+    worker = Worker(
+        nudge.app,
+        loop=loop,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level),
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()  # returns only through SystemExit
+    return 0

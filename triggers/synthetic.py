@@ -1,0 +1,674 @@
+"""Synthetic shop traffic: a pure, deterministic, seeded event generator.
+
+Used by the replay benchmark (``bench/replay_bench.py``), by ``nudge simulate``
+(the live demo) and by tests. It produces contract-valid input events
+(CONTRACT section 1) for a population of shoppers with different behaviours:
+
+- **browsers** look at products and categories and search, and never buy;
+- **cart abandoners** fill carts (sometimes start checkout) and mostly leave,
+  now and then coming back to buy what is in the cart;
+- **buyers** complete checkout: ``cart_item_added`` -> ``checkout_started`` ->
+  ``order_placed`` whose items and total are exactly the cart's lines, plus a
+  few in-store orders without a cart;
+- **replenishers** buy 1-2 consumables on a rhythm (coffee every ~14 days, pet
+  food every ~30 days, ... with per-user and per-cycle jitter) and browse in
+  between.
+
+A share of users go quiet part-way through (their activity just stops), some
+join late, a few send ``preferences_updated`` (IANA time zones, opt-outs and
+opt-ins), a small share are staff / QA accounts whose events carry
+``test: true``, about 1 % of events are re-delivered (same payload, same
+``event_id``), about 3 % of orders are cancelled later, and most events carry
+a ``channel``. Sessions happen at plausible local hours of the user's time
+zone. Timestamps use both contract forms: the app's tracker (browse and cart
+events of app users) sends epoch milliseconds, every other producer RFC 3339
+UTC strings with millisecond precision.
+
+Determinism: the output is a pure function of the arguments. Each user's
+timeline depends only on ``(seed, user index)`` - every session reseeds one
+shared PRNG from a hash of ``(seed, user, session number)`` - so changing
+``users`` or ``time_scale`` never changes what an existing user does, only
+when (``time_scale``) and among whom.
+
+Memory: nothing is materialised. One heap holds one "next session" marker per
+active user plus the events of sessions in progress; a marker is expanded into
+its session's events only when it reaches the head of the heap, so memory
+grows with the number of users (a few hundred bytes each), not with the
+number of events or days.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "CATALOG",
+    "CONSUMABLE_DAYS",
+    "TOPIC_FOR_TYPE",
+    "Product",
+    "event_lines",
+    "generate_events",
+    "write_event_file",
+]
+
+try:  # one source of truth for the contract's type -> topic mapping, when the core has it
+    from triggers.events import TOPIC_OF_TYPE as _CORE_TOPICS  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - only before/without the core module
+    _CORE_TOPICS = None
+
+TOPIC_FOR_TYPE: dict[str, str] = (
+    dict(_CORE_TOPICS)
+    if _CORE_TOPICS
+    else {
+        "product_viewed": "shop.browse",
+        "category_viewed": "shop.browse",
+        "search": "shop.browse",
+        "cart_item_added": "shop.cart",
+        "cart_item_removed": "shop.cart",
+        "cart_cleared": "shop.cart",
+        "checkout_started": "shop.cart",
+        "order_placed": "shop.order",
+        "order_cancelled": "shop.order",
+        "preferences_updated": "shop.prefs",
+    }
+)
+
+SEC_MS = 1_000
+MIN_MS = 60 * SEC_MS
+HOUR_MS = 60 * MIN_MS
+DAY_MS = 24 * HOUR_MS
+_NEVER = 1 << 62
+
+# --------------------------------------------------------------------------------------------
+# Catalogue (fixed: independent of the seed, so rules files can name its products)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    product_id: str
+    category: str
+    price: float
+
+
+# category -> (number of products, min price, max price)
+_CATEGORY_SPECS: dict[str, tuple[int, float, float]] = {
+    "coffee": (12, 6.0, 32.0),
+    "tea": (10, 4.0, 25.0),
+    "pet_food": (12, 12.0, 70.0),
+    "diapers": (8, 15.0, 45.0),
+    "cleaning": (10, 3.0, 20.0),
+    "snacks": (15, 1.5, 9.0),
+    "beauty": (20, 8.0, 90.0),
+    "apparel": (40, 15.0, 180.0),
+    "shoes": (20, 40.0, 220.0),
+    "electronics": (30, 20.0, 1200.0),
+    "home": (30, 10.0, 400.0),
+    "books": (40, 6.0, 45.0),
+    "toys": (25, 8.0, 120.0),
+    "sports": (20, 12.0, 300.0),
+}
+
+#: Typical replenishment interval (days) of the consumable categories; a
+#: replenisher's own interval is this times a per-user factor in [0.85, 1.15],
+#: and each cycle adds another +-15 % of jitter.
+CONSUMABLE_DAYS: dict[str, float] = {
+    "coffee": 14.0,
+    "tea": 21.0,
+    "pet_food": 30.0,
+    "diapers": 10.0,
+    "cleaning": 45.0,
+}
+
+_SEARCH_TERMS: dict[str, tuple[str, ...]] = {
+    "coffee": ("espresso beans", "decaf", "cold brew", "arabica 1kg"),
+    "tea": ("green tea", "oolong", "earl grey", "matcha"),
+    "pet_food": ("cat food", "dog food grain free", "puppy food", "cat litter"),
+    "diapers": ("diapers size 4", "baby wipes", "pull ups"),
+    "cleaning": ("dish soap", "laundry pods", "sponges"),
+    "snacks": ("protein bar", "dark chocolate", "trail mix"),
+    "beauty": ("moisturizer", "sunscreen spf 50", "shampoo"),
+    "apparel": ("rain jacket", "linen shirt", "wool socks", "jeans"),
+    "shoes": ("running shoes", "sneakers white", "hiking boots"),
+    "electronics": ("usb-c charger", "noise cancelling headphones", "4k monitor"),
+    "home": ("desk lamp", "bath towels", "cast iron pan"),
+    "books": ("fantasy trilogy", "cookbook", "python programming"),
+    "toys": ("lego", "puzzle 1000", "board game"),
+    "sports": ("yoga mat", "dumbbells", "bike helmet"),
+}
+
+
+def _build_catalog() -> tuple[Product, ...]:
+    rng = random.Random("nudge-catalog-v1")
+    products: list[Product] = []
+    for category, (count, low, high) in _CATEGORY_SPECS.items():
+        for k in range(1, count + 1):
+            # log-uniform prices, rounded to a shop-like .x9 ending
+            price = low * (high / low) ** rng.random()
+            price = max(0.99, round(price, 1) - 0.01)
+            products.append(Product(f"{category}-{k:03d}", category, round(price, 2)))
+    return tuple(products)
+
+
+#: The fixed product catalogue (``<category>-<nnn>`` ids).
+CATALOG: tuple[Product, ...] = _build_catalog()
+_CATEGORIES: tuple[str, ...] = tuple(_CATEGORY_SPECS)
+_BY_CATEGORY: dict[str, tuple[Product, ...]] = {
+    c: tuple(p for p in CATALOG if p.category == c) for c in _CATEGORIES
+}
+# Zipf-like popularity inside a category: the k-th product is 1/k as popular.
+_CUM_WEIGHTS: dict[str, tuple[float, ...]] = {
+    c: tuple(accumulate(1.0 / k for k in range(1, len(ps) + 1))) for c, ps in _BY_CATEGORY.items()
+}
+_CONSUMABLES: tuple[str, ...] = tuple(CONSUMABLE_DAYS)
+
+# --------------------------------------------------------------------------------------------
+# Population
+# --------------------------------------------------------------------------------------------
+
+_BROWSER, _ABANDONER, _BUYER, _REPLENISHER = range(4)
+_PERSONA_CUM = tuple(accumulate((0.40, 0.20, 0.25, 0.15)))
+# mean days between ordinary sessions, by persona
+_MEAN_GAP_DAYS = (10.0, 6.0, 8.0, 12.0)
+
+# (IANA zone, standard UTC offset in hours, weight); the offset only shapes the
+# local hour of sessions, so ignoring DST here is harmless.
+_ZONES: tuple[tuple[str, float, float], ...] = (
+    ("Asia/Shanghai", 8, 40),
+    ("Asia/Tokyo", 9, 8),
+    ("Asia/Singapore", 8, 6),
+    ("Asia/Kolkata", 5.5, 5),
+    ("Europe/Berlin", 1, 10),
+    ("Europe/London", 0, 8),
+    ("America/New_York", -5, 10),
+    ("America/Los_Angeles", -8, 8),
+    ("Australia/Sydney", 10, 5),
+)
+_ZONE_CUM = tuple(accumulate(z[2] for z in _ZONES))
+# relative activity by local hour of day
+_HOUR_CUM = tuple(
+    accumulate((1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4, 4, 5, 5, 4, 4, 4, 5, 6, 8, 9, 8, 5, 2))
+)
+
+_TEST_USER_SHARE = 0.005
+_QUIT_SHARE = 0.25  # users whose activity stops part-way through
+_LATE_JOIN_SHARE = 0.15  # users whose first visit is somewhere in the window
+_TZ_ANNOUNCE_SHARE = 0.06  # users who send their time zone on their first visit
+_OPT_OUT_PER_SESSION = 0.006
+_OPT_IN_AGAIN = 0.15
+_DUPLICATE_SHARE = 0.01
+_CANCEL_SHARE = 0.03
+_STORE_ORDER_SHARE = 0.05
+
+
+class _Shopper:
+    """Everything that carries over between one user's sessions (small, slotted)."""
+
+    __slots__ = (
+        "app",
+        "cart",
+        "channel",
+        "emitted",
+        "idx",
+        "interests",
+        "next_regular",
+        "opted_out",
+        "orders",
+        "persona",
+        "quit_at",
+        "seq",
+        "sessions",
+        "staples",
+        "test",
+        "tz",
+        "tz_offset",
+        "user_id",
+    )
+
+    def __init__(self) -> None:
+        self.idx = 0
+        self.user_id = ""
+        self.persona = _BROWSER
+        self.test = False
+        self.channel: str | None = None
+        self.app = False
+        self.tz = ""
+        self.tz_offset = 0
+        self.interests: tuple[str, ...] = ()
+        self.staples: list[list[Any]] = []  # [product, quantity, interval_ms, next_due]
+        self.quit_at = _NEVER
+        self.next_regular = _NEVER
+        self.sessions = 0
+        self.seq = 0  # heap tie-break sequence
+        self.emitted = 0  # event id counter
+        self.orders = 0
+        self.opted_out = False
+        self.cart: dict[str, int] = {}
+
+    def next_at(self) -> int:
+        due = self.next_regular
+        for staple in self.staples:
+            due = min(due, staple[3])
+        return due if due < self.quit_at else _NEVER
+
+
+def _mix(seed: int, user: int, n: int) -> int:
+    """A well-spread 64-bit seed for (seed, user, n): splitmix64 finaliser rounds."""
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + user * 0xBF58476D1CE4E5B9 + n * 0x94D049BB133111EB) & mask
+    for _ in range(2):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+    return z
+
+
+def _pick(rng: random.Random, cum: tuple[float, ...]) -> int:
+    return bisect_right(cum, rng.random() * cum[-1])
+
+
+class _Clock:
+    """Session placement at plausible local hours (shop-time ms since ``start``)."""
+
+    __slots__ = ("phase",)
+
+    def __init__(self, start_ms: int) -> None:
+        self.phase = start_ms % DAY_MS
+
+    def at_local_hour(self, rng: random.Random, sh: _Shopper, around: int, after: int) -> int:
+        """A time on the local day of ``around`` at a typical hour, strictly after ``after``."""
+        local_day = (around + self.phase + sh.tz_offset) // DAY_MS
+        tod = _pick(rng, _HOUR_CUM) * HOUR_MS + rng.randrange(HOUR_MS)
+        t = local_day * DAY_MS + tod - self.phase - sh.tz_offset
+        while t <= after:
+            t += DAY_MS
+        return t
+
+
+def _new_shopper(rng: random.Random, seed: int, idx: int, horizon: int, clock: _Clock) -> _Shopper:
+    rng.seed(_mix(seed, idx, 0))
+    sh = _Shopper()
+    sh.idx = idx
+    sh.user_id = f"u{idx:07d}"
+    sh.test = rng.random() < _TEST_USER_SHARE
+    sh.persona = _BUYER if sh.test else _pick(rng, _PERSONA_CUM)
+    r = rng.random()
+    sh.channel = "web" if r < 0.55 else "app" if r < 0.95 else None
+    sh.app = sh.channel == "app"
+    zone = _ZONES[_pick(rng, _ZONE_CUM)]
+    sh.tz = zone[0]
+    sh.tz_offset = int(zone[1] * HOUR_MS)
+    first, *rest = rng.sample(_CATEGORIES, 3)
+    sh.interests = (first, *rest[: rng.randrange(0, 3)])
+    mean_gap = _MEAN_GAP_DAYS[sh.persona] * DAY_MS
+    if rng.random() < _LATE_JOIN_SHARE:
+        around = int(rng.random() * horizon)
+    else:  # already a visitor: memoryless start keeps the activity rate flat over time
+        around = int(rng.expovariate(1.0 / mean_gap))
+    sh.next_regular = clock.at_local_hour(rng, sh, around, -1)
+    if sh.persona == _REPLENISHER:
+        for category in rng.sample(_CONSUMABLES, 1 if rng.random() < 0.7 else 2):
+            product = _BY_CATEGORY[category][_pick(rng, _CUM_WEIGHTS[category])]
+            interval = int(CONSUMABLE_DAYS[category] * DAY_MS * rng.uniform(0.85, 1.15))
+            # mid-cycle: the first purchase falls somewhere in the first interval
+            first_due = clock.at_local_hour(rng, sh, int(rng.random() * interval), -1)
+            quantity = 1 if rng.random() < 0.75 else 2
+            sh.staples.append([product, quantity, interval, first_due])
+    if rng.random() < _QUIT_SHARE:
+        sh.quit_at = int(horizon * rng.uniform(0.1, 0.9))
+    return sh
+
+
+# --------------------------------------------------------------------------------------------
+# Sessions
+# --------------------------------------------------------------------------------------------
+
+# One output item of a session: (shop-time offset ms, event without ts, re-delivered?)
+_Out = tuple[int, dict[str, Any], bool]
+
+
+class _Session:
+    """Builds one visit's events in time order (offsets in shop-time ms)."""
+
+    __slots__ = ("out", "rng", "sh", "t")
+
+    def __init__(self, rng: random.Random, sh: _Shopper, t: int) -> None:
+        self.rng = rng
+        self.sh = sh
+        self.t = t
+        self.out: list[_Out] = []
+
+    def step(self, mean_s: float = 40.0) -> None:
+        self.t += 3 * SEC_MS + int(self.rng.expovariate(1.0 / (mean_s * SEC_MS)))
+
+    def emit(self, type_: str, fields: dict[str, Any], at: int | None = None) -> dict[str, Any]:
+        sh, rng = self.sh, self.rng
+        sh.emitted += 1
+        event: dict[str, Any] = {
+            "event_id": f"{sh.user_id}-{sh.emitted:x}",
+            "type": type_,
+            "user_id": sh.user_id,
+            "ts": 0,  # stamped when it leaves the heap (scaled time, form by producer)
+        }
+        event.update(fields)
+        if sh.channel is not None and rng.random() < 0.85:
+            event["channel"] = sh.channel
+        if sh.test:
+            event["test"] = True
+        self.out.append((self.t if at is None else at, event, rng.random() < _DUPLICATE_SHARE))
+        return event
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def product(self) -> Product:
+        rng = self.rng
+        interests = self.sh.interests
+        category = (
+            interests[rng.randrange(len(interests))]
+            if rng.random() < 0.8
+            else rng.choice(_CATEGORIES)
+        )
+        return _BY_CATEGORY[category][_pick(rng, _CUM_WEIGHTS[category])]
+
+    def view(self, p: Product) -> None:
+        fields: dict[str, Any] = {"product_id": p.product_id}
+        if self.rng.random() < 0.9:
+            fields["category"] = p.category
+            fields["price"] = p.price
+        self.emit("product_viewed", fields)
+
+    def browse(self, n: int) -> None:
+        rng = self.rng
+        for _ in range(n):
+            self.step()
+            r = rng.random()
+            if r < 0.70:
+                self.view(self.product())
+            elif r < 0.88:
+                self.emit("category_viewed", {"category": self.product().category})
+            else:
+                category = self.product().category
+                self.emit("search", {"query": rng.choice(_SEARCH_TERMS[category])})
+
+    def add(self, p: Product, quantity: int) -> None:
+        self.step(25.0)
+        fields: dict[str, Any] = {"product_id": p.product_id}
+        if quantity != 1 or self.rng.random() < 0.7:
+            fields["quantity"] = quantity
+        fields["unit_price"] = p.price
+        fields["category"] = p.category
+        self.emit("cart_item_added", fields)
+        cart = self.sh.cart
+        cart[p.product_id] = cart.get(p.product_id, 0) + quantity
+
+    def fill_cart(self) -> None:
+        rng = self.rng
+        for _ in range(1 if rng.random() < 0.55 else 2 if rng.random() < 0.7 else 3):
+            p = self.product()
+            self.view(p)
+            self.add(p, 1 if rng.random() < 0.8 else rng.randint(2, 4))
+        cart = self.sh.cart
+        if len(cart) > 1 and rng.random() < 0.1:  # changes their mind about one line
+            self.step()
+            product_id = rng.choice(sorted(cart))
+            quantity = cart[product_id]
+            if quantity > 1 and rng.random() < 0.5:
+                self.emit("cart_item_removed", {"product_id": product_id, "quantity": 1})
+                cart[product_id] = quantity - 1
+            else:
+                self.emit("cart_item_removed", {"product_id": product_id})
+                del cart[product_id]
+
+    def checkout(
+        self, *, in_store: bool = False, lines: list[tuple[Product, int]] | None = None
+    ) -> None:
+        """``checkout_started`` + ``order_placed`` with exactly the cart's lines (or ``lines``)."""
+        sh, rng = self.sh, self.rng
+        if lines is None:
+            lines = [(_PRODUCTS[pid], q) for pid, q in sh.cart.items()]
+            self.step(60.0)
+            self.emit("checkout_started", {})
+        self.t += 30 * SEC_MS + int(rng.random() * 4 * MIN_MS)
+        sh.orders += 1
+        order_id = f"o-{sh.user_id}-{sh.orders}"
+        items = [
+            {
+                "product_id": p.product_id,
+                "quantity": q,
+                "unit_price": p.price,
+                "category": p.category,
+            }
+            for p, q in lines
+        ]
+        fields: dict[str, Any] = {"order_id": order_id, "items": items}
+        if rng.random() < 0.9:  # else the contract's default: the sum of the lines
+            fields["total"] = round(sum(p.price * q for p, q in lines), 2)
+        event = self.emit("order_placed", fields)
+        if in_store:
+            event["channel"] = "store"
+        sh.cart.clear()
+        if rng.random() < _CANCEL_SHARE:
+            later = self.t + 30 * MIN_MS + int(rng.random() * 3 * DAY_MS)
+            self.emit("order_cancelled", {"order_id": order_id}, at=later)
+
+    def leave_cart(self) -> None:
+        if self.rng.random() < 0.3:
+            self.step(60.0)
+            self.emit("checkout_started", {})
+
+
+_PRODUCTS: dict[str, Product] = {p.product_id: p for p in CATALOG}
+
+
+def _browse_len(rng: random.Random) -> int:
+    return 1 + min(11, int(rng.expovariate(1.0 / 2.2)))
+
+
+def _run_session(rng: random.Random, seed: int, sh: _Shopper, t: int, clock: _Clock) -> list[_Out]:
+    """Expand the visit due at ``t`` into events and schedule the user's next visit."""
+    sh.sessions += 1
+    rng.seed(_mix(seed, sh.idx, sh.sessions))
+    s = _Session(rng, sh, t)
+    persona = sh.persona
+
+    if sh.sessions == 1 and not sh.test and rng.random() < _TZ_ANNOUNCE_SHARE:
+        prefs: dict[str, Any] = {"timezone": sh.tz}
+        if rng.random() < 0.5:
+            prefs["marketing_opt_in"] = True
+        s.emit("preferences_updated", prefs)
+    elif not sh.test and rng.random() < (_OPT_IN_AGAIN if sh.opted_out else _OPT_OUT_PER_SESSION):
+        sh.opted_out = not sh.opted_out
+        s.emit("preferences_updated", {"marketing_opt_in": not sh.opted_out})
+
+    due = [st for st in sh.staples if st[3] <= t]
+    if due:
+        # replenishment visit: everything due within two days goes into one basket
+        soon = t + 2 * DAY_MS
+        basket = [st for st in sh.staples if st[3] <= soon]
+        if rng.random() < 0.4:
+            s.browse(1)
+        for staple in basket:
+            product, quantity = staple[0], staple[1]
+            if rng.random() < 0.5:
+                s.view(product)
+            s.add(product, quantity)
+        s.checkout()
+        for staple in basket:
+            interval = staple[2] * rng.uniform(0.85, 1.15)
+            staple[3] = clock.at_local_hour(rng, sh, s.t + int(interval), s.t)
+    else:
+        r = rng.random()
+        cart = sh.cart
+        if persona == _BROWSER:
+            s.browse(_browse_len(rng))
+            if r < 0.08:  # puts something in the cart, then takes it out again
+                p = s.product()
+                s.view(p)
+                s.add(p, 1)
+                s.step()
+                s.emit("cart_item_removed", {"product_id": p.product_id})
+                cart.clear()
+        elif cart and r < (0.35 if persona == _ABANDONER else 0.6):
+            # comes back to the cart left last time and buys it (maybe adding more)
+            s.browse(rng.randrange(0, 3))
+            if rng.random() < 0.3:
+                s.fill_cart()
+            s.checkout()
+        elif cart and r < 0.45:
+            s.step()
+            s.emit("cart_cleared", {})
+            cart.clear()
+        elif (
+            persona == _BUYER and not cart and r > 1 - _STORE_ORDER_SHARE
+        ):  # in-store purchase: no online cart involved
+            n = rng.randint(1, 3)
+            s.checkout(in_store=True, lines=[(s.product(), 1) for _ in range(n)])
+        elif rng.random() < (0.4 if persona == _REPLENISHER else 0.6):
+            s.browse(rng.randrange(0, 4))
+            s.fill_cart()
+            buys = {_ABANDONER: 0.2, _BUYER: 0.75, _REPLENISHER: 0.6}[persona]
+            if rng.random() < buys:
+                s.checkout()
+            else:
+                s.leave_cart()
+        else:
+            s.browse(_browse_len(rng))
+
+    if sh.next_regular <= s.t:
+        gap = rng.expovariate(1.0 / (_MEAN_GAP_DAYS[persona] * DAY_MS))
+        sh.next_regular = clock.at_local_hour(rng, sh, s.t + int(gap), s.t)
+    return s.out
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def _rfc3339(ms: int) -> str:
+    return (_NAIVE_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+
+
+def generate_events(
+    *,
+    users: int,
+    seed: int,
+    start: datetime,
+    days: float = 30.0,
+    time_scale: float = 1.0,
+) -> Iterator[dict[str, Any]]:
+    """Yield contract-valid input events of ``users`` shoppers, globally sorted by ``ts``.
+
+    ``start`` (timezone-aware) is the beginning of the window; events fall in
+    ``[start, start + days * time_scale)``. ``time_scale`` compresses shop time
+    for live demos (``1/3600``: an hour of shop time per second); it does not
+    change which events are generated, only their timestamps. ``ts`` is an
+    RFC 3339 UTC string with milliseconds, or epoch milliseconds for the app's
+    browse and cart events. Re-delivered duplicates are separate, equal dicts.
+    """
+    if users < 0:
+        raise ValueError("users must be >= 0")
+    if days <= 0:
+        raise ValueError("days must be > 0")
+    if time_scale <= 0:
+        raise ValueError("time_scale must be > 0")
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise ValueError("start must be a timezone-aware datetime")
+    start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
+    return _generate(users, seed, start_ms, int(days * DAY_MS), time_scale)
+
+
+def _generate(
+    users: int, seed: int, start_ms: int, horizon: int, time_scale: float
+) -> Iterator[dict[str, Any]]:
+    rng = random.Random()
+    clock = _Clock(start_ms)
+    scaled = time_scale != 1.0
+
+    def stamp(offset: int) -> int:
+        return start_ms + (int(offset * time_scale) if scaled else offset)
+
+    # heap items: (ts ms, user index, per-user sequence, event dict | shopper marker)
+    heap: list[tuple[int, int, int, Any]] = []
+    for idx in range(users):
+        sh = _new_shopper(rng, seed, idx, horizon, clock)
+        first = sh.next_at()
+        if first < horizon:
+            heap.append((stamp(first), idx, 0, sh))
+    heapq.heapify(heap)
+    push, pop = heapq.heappush, heapq.heappop
+
+    while heap:
+        ts, idx, _, item = pop(heap)
+        if type(item) is dict:
+            yield item
+            continue
+        sh = item
+        t = sh.next_at()
+        for offset, event, redelivered in _run_session(rng, seed, sh, t, clock):
+            if offset >= horizon:
+                continue
+            ts = stamp(offset)
+            app_tracker = sh.app and TOPIC_FOR_TYPE[event["type"]] in ("shop.browse", "shop.cart")
+            event["ts"] = ts if app_tracker else _rfc3339(ts)
+            sh.seq += 1
+            push(heap, (ts, idx, sh.seq, event))
+            if redelivered:
+                sh.seq += 1
+                push(heap, (ts, idx, sh.seq, dict(event)))
+        following = sh.next_at()
+        if following < horizon:
+            sh.seq += 1
+            push(heap, (stamp(following), idx, sh.seq, sh))
+
+
+def event_lines(events: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Serialise events as JSON Lines (``b'{...}\\n'`` each, orjson)."""
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for event in events:
+        yield dumps(event, option=option)
+
+
+def write_event_file(
+    path: str | os.PathLike[str],
+    *,
+    users: int,
+    seed: int,
+    start: datetime,
+    days: float = 30.0,
+) -> int:
+    """Write the synthetic events to ``path`` as JSON Lines; return the number of events.
+
+    The file appears atomically (written to a temporary sibling, then renamed),
+    so an interrupted run never leaves a truncated file behind.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    count = 0
+    batch: list[bytes] = []
+    with tmp.open("wb", buffering=1 << 20) as f:
+        for line in event_lines(generate_events(users=users, seed=seed, start=start, days=days)):
+            batch.append(line)
+            if len(batch) >= 4096:
+                f.write(b"".join(batch))
+                count += len(batch)
+                batch.clear()
+        f.write(b"".join(batch))
+        count += len(batch)
+    os.replace(tmp, target)
+    return count

@@ -1,0 +1,86 @@
+"""Timestamps at the edge: RFC 3339 / epoch-millisecond parsing and ``...Z`` formatting.
+
+Inside the engine every time is a timezone-aware UTC ``datetime`` kept to the
+millisecond (finer fractions are truncated when parsed), so a timestamp
+survives state encoding and output formatting unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+# RFC 3339 date-time: the separator may be T, t or a space; the offset is required.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(Z|[+-]\d\d:\d\d)?",
+    re.ASCII | re.IGNORECASE,
+)
+# Epoch milliseconds accepted: years 0001..9999 are representable; keep well inside.
+_MIN_MS = -62_135_596_800_000 + 86_400_000
+_MAX_MS = 253_402_300_799_999 - 86_400_000
+
+
+class TimestampError(ValueError):
+    """A timestamp that is not RFC 3339 with an offset, nor integer epoch milliseconds."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason  # "naive_timestamp" | "invalid_value" | "wrong_type"
+        self.detail = detail
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse an RFC 3339 string with offset or integer epoch milliseconds to aware UTC.
+
+    Raises :class:`TimestampError`; sub-millisecond digits are truncated.
+    """
+    if type(value) is str:
+        match = _RFC3339.fullmatch(value.replace(" ", "T", 1) if " " in value else value)
+        if match is None:
+            raise TimestampError("invalid_value", f"not an RFC 3339 date-time: {value[:64]!r}")
+        if match.group(1) is None:
+            raise TimestampError("naive_timestamp", f"timestamp has no UTC offset: {value!r}")
+        text = match.group(0)
+        if not text.isupper():
+            text = text.upper()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise TimestampError("invalid_value", f"{exc}: {value!r}") from None
+        if parsed.tzinfo is not UTC:
+            try:
+                parsed = parsed.astimezone(UTC)
+            except OverflowError:
+                raise TimestampError("invalid_value", f"out of range: {value!r}") from None
+        micro = parsed.microsecond
+        if micro % 1000:
+            parsed = parsed.replace(microsecond=micro - micro % 1000)
+        return parsed
+    if type(value) is int:
+        if not _MIN_MS <= value <= _MAX_MS:
+            raise TimestampError("invalid_value", f"epoch milliseconds out of range: {value}")
+        return EPOCH + timedelta(milliseconds=value)
+    raise TimestampError(
+        "wrong_type",
+        f"expected an RFC 3339 string or integer epoch milliseconds, got {type(value).__name__}",
+    )
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; milliseconds only when non-zero (``...T10:00:00.250Z``)."""
+    moment = moment.astimezone(UTC) if moment.tzinfo is not UTC else moment
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+    return text[:-6] + "Z"
+
+
+def to_millis(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime."""
+    return (moment - EPOCH) // MILLISECOND
+
+
+def from_millis(millis: int) -> datetime:
+    """Aware UTC datetime from epoch milliseconds."""
+    return EPOCH + timedelta(milliseconds=millis)
