@@ -15,13 +15,13 @@ from typing import Any
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
+from triggers.engine import Engine
 
 from stream.contact_ledger import ContactLedger
 from stream.kafka_auth import faust_credentials
 from stream.metrics import NudgeMetrics
 from stream.processor import UserProcessor
 from stream.settings import Settings
-from triggers.engine import Engine
 from triggers.rules import Rules
 
 log = logging.getLogger("nudge.app")
@@ -108,12 +108,20 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     users = app.Table(
-        "users", partitions=partitions, key_serializer="raw", value_serializer="raw",
-        options=table_options, help="Per-user engine state.",
+        "users",
+        partitions=partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        options=table_options,
+        help="Per-user engine state.",
     )
     deadlines = app.Table(
-        "deadlines", partitions=partitions, key_serializer="raw", value_serializer="raw",
-        options=table_options, help="Time-bucketed index of pending deadlines.",
+        "deadlines",
+        partitions=partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        options=table_options,
+        help="Time-bucketed index of pending deadlines.",
     )
 
     registry = CollectorRegistry()
@@ -169,7 +177,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         for tp, end in list(monitor.tp_end_offsets.items()):
             if tp.topic in input_topics:
                 committed = monitor.tp_committed_offsets.get(tp, 0)
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - committed))
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, end - committed)
+                )
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--users", type=int, default=1000, help="number of shoppers")
     simulate.add_argument("--seed", type=int, default=1, help="random seed")
     simulate.add_argument("--limit", type=int, default=0, help="stop after N events (0 = never)")
-    simulate.add_argument("--file", help="produce this JSON Lines file instead of synthetic traffic")
+    simulate.add_argument(
+        "--file", help="produce this JSON Lines file instead of synthetic traffic"
+    )
 
     tail = sub.add_parser("tail", help="print a topic's records, e.g. marketing.triggers")
     tail.add_argument("topic", help="topic name")

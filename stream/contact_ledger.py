@@ -121,7 +121,9 @@ class ContactLedger:
                     pipe.zremrangebyscore(key, "-inf", (newest - self._retention).timestamp())
                     pipe.expire(key, int(self._retention.total_seconds()))
                 for trigger_id in sent:
-                    pipe.set(self._sent_key(trigger_id), b"1", ex=int(self._sent_ttl.total_seconds()))
+                    pipe.set(
+                        self._sent_key(trigger_id), b"1", ex=int(self._sent_ttl.total_seconds())
+                    )
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise RedisUnavailable("record", exc) from exc

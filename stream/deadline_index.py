@@ -71,7 +71,9 @@ class DeadlineIndex:
         elif key in self._table:
             del self._table[key]
 
-    def move(self, user_id: str, old_due_ms: int | None, new_due_ms: int | None, now_ms: int) -> None:
+    def move(
+        self, user_id: str, old_due_ms: int | None, new_due_ms: int | None, now_ms: int
+    ) -> None:
         """Re-index a user whose next deadline changed from ``old`` to ``new``."""
         old_b = None if old_due_ms is None else self._bucket_for(old_due_ms, now_ms)
         new_b = None if new_due_ms is None else self._bucket_for(new_due_ms, now_ms)

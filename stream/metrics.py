@@ -45,7 +45,7 @@ class NudgeMetrics:
             ),
             decisions=Counter(
                 "nudge_decisions_total",
-                "Trigger decisions by trigger, status and reason (reason 'none' when not suppressed).",
+                "Trigger decisions by trigger, status and reason ('none' unless suppressed).",
                 ["trigger", "status", "reason"],
                 registry=registry,
             ),
@@ -57,7 +57,7 @@ class NudgeMetrics:
             ),
             lateness=Histogram(
                 "nudge_fire_lateness_seconds",
-                "How late a decision was made: fired_at minus due_at (quiet-hours deferral excluded).",
+                "fired_at minus the time the decision was due (after any quiet-hours deferral).",
                 ["trigger"],
                 buckets=LATENESS_BUCKETS,
                 registry=registry,
@@ -75,7 +75,8 @@ class NudgeMetrics:
                 registry=registry,
             ),
             redis_up=Gauge(
-                "nudge_redis_up", "1 if the last Redis operation succeeded, else 0.",
+                "nudge_redis_up",
+                "1 if the last Redis operation succeeded, else 0.",
                 registry=registry,
             ),
             consumer_lag=Gauge(
@@ -85,10 +86,13 @@ class NudgeMetrics:
                 registry=registry,
             ),
             ready=Gauge(
-                "nudge_ready", "1 when the worker is assigned, recovered and not rebalancing.",
+                "nudge_ready",
+                "1 when the worker is assigned, recovered and not rebalancing.",
                 registry=registry,
             ),
             ticks=Counter(
-                "nudge_ticks_total", "Deadline ticks processed.", registry=registry,
+                "nudge_ticks_total",
+                "Deadline ticks processed.",
+                registry=registry,
             ),
         )

@@ -28,14 +28,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
+from triggers.engine import Engine, OutsideFacts, Step
+from triggers.state import UserState, decode_state, encode_state
 
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
-from triggers.engine import Engine, OutsideFacts, Step
 from triggers.events import InvalidEvent, parse_event
 from triggers.records import Conversion, Decision, record_to_json
-from triggers.state import UserState, decode_state, encode_state
 
 log = logging.getLogger("nudge.processor")
 
@@ -141,8 +141,13 @@ class UserProcessor:
             await self._sink.dead_letter(
                 key,
                 dead_letter_record(
-                    reason=exc.reason, detail=exc.detail, topic=topic, partition=partition,
-                    offset=offset, raw=raw, at=now,
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    raw=raw,
+                    at=now,
                 ),
             )
             self._metrics.dead_letters.labels(exc.reason).inc()
@@ -234,7 +239,9 @@ class UserProcessor:
             self._metrics.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
             late = d.fired_at.timestamp() - max(d.due_at.timestamp(), scheduled)
             self._metrics.lateness.labels(d.trigger).observe(max(0.0, late))
-        contacts = [(d.trigger_id, d.fired_at) for d in decisions if d.status in ("sent", "holdout")]
+        contacts = [
+            (d.trigger_id, d.fired_at) for d in decisions if d.status in ("sent", "holdout")
+        ]
         try:
             await self._ledger.record(
                 state.user_id, contacts, [d.trigger_id for d in decisions if d.status == "sent"]

@@ -73,10 +73,14 @@ async def produce(
             if isinstance(item, bytes):
                 key, topic, value = _route_line(item, topics, settings)
             else:
-                item["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace(
-                    "+00:00", "Z"
+                item["ts"] = (
+                    datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 )
-                key, topic, value = item["user_id"].encode(), topics[item["type"]], orjson.dumps(item)
+                key, topic, value = (
+                    item["user_id"].encode(),
+                    topics[item["type"]],
+                    orjson.dumps(item),
+                )
             await producer.send(topic, value=value, key=key)
             sent += 1
             if rate > 0:
@@ -92,7 +96,9 @@ async def produce(
     return sent
 
 
-def _route_line(line: bytes, topics: dict[str, str], settings: Settings) -> tuple[bytes | None, str, bytes]:
+def _route_line(
+    line: bytes, topics: dict[str, str], settings: Settings
+) -> tuple[bytes | None, str, bytes]:
     """Pick topic and key for a raw line; lines that are not valid go to the browse topic as-is."""
     try:
         obj = orjson.loads(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from aiokafka import AIOKafkaConsumer
@@ -34,8 +35,6 @@ async def tail(settings: Settings, topic: str, *, from_beginning: bool, limit: i
 
 
 def tail_command(topic: str, *, from_beginning: bool, limit: int) -> int:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(Settings(), topic, from_beginning=from_beginning, limit=limit))
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -1,0 +1,335 @@
+"""Replay benchmark: the engine's replay throughput next to a parse-only baseline.
+
+Generates a synthetic shop event file once (``triggers.synthetic``; cached in
+``bench/out/``, git-ignored), then, in one run, measures on the same file:
+
+(a) baseline - read every line and ``orjson.loads`` it (the floor any replay pays);
+(b) replay   - the engine's replay over the same lines (``triggers.replay``), output
+              records serialised but not written, followed by the size of every
+              user's final state under ``triggers.state.encode_state``;
+(c) CLI      - optionally, ``nudge replay EVENTS --rules R --out F`` end to end.
+
+Each measured phase runs in a fresh child process so its peak RSS
+(``ru_maxrss``) is its own; throughput is single-threaded, one core.
+
+    .venv/bin/python bench/replay_bench.py                 # 100k users, 30 days
+    .venv/bin/python bench/replay_bench.py --users 10000   # quick
+    .venv/bin/python bench/replay_bench.py --profile       # + cProfile of the replay
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "bench" / "out"
+TARGET_EVENTS_PER_S = 100_000
+TARGET_STATE_BYTES = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the phases
+# ---------------------------------------------------------------------------------------------
+
+
+def _rss_now_kib() -> int:
+    """Current resident set size (KiB) from /proc, or 0 where unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _peak_rss_kib() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb", buffering=1 << 20) as f:
+        yield from f
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _rules_path(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    example = REPO / "rules.example.yaml"
+    return example if example.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases (each runs in its own child process: ``--phase NAME``)
+# ---------------------------------------------------------------------------------------------
+
+
+def phase_baseline(events: Path) -> dict[str, Any]:
+    """Read every line and ``orjson.loads`` it; nothing else."""
+    loads = orjson.loads
+    rss_before = _rss_now_kib()
+    started = time.perf_counter()
+    count = 0
+    for line in _lines(events):
+        loads(line)
+        count += 1
+    elapsed = time.perf_counter() - started
+    return {
+        "events": count,
+        "seconds": elapsed,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": _peak_rss_kib(),
+    }
+
+
+def _replay_api(rules_file: Path | None) -> tuple[Any, Any]:
+    """The core's replay entry point and the loaded rules (imported late: the core is optional)."""
+    from triggers.replay import replay_lines
+    from triggers.rules import load_rules
+
+    rules = load_rules(rules_file) if rules_file else load_rules(None)
+    return replay_lines, rules
+
+
+def _consume(records: Iterable[Any]) -> int:
+    """Serialise each output record as replay does (JSON Lines), without writing it."""
+    dumps = orjson.dumps
+    n = 0
+    for record in records:
+        if not isinstance(record, bytes | bytearray):
+            dumps(record)
+        n += 1
+    return n
+
+
+def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) -> dict[str, Any]:
+    """The engine's replay over the file, then the encoded size of every final state."""
+    from triggers.state import encode_state
+
+    replay_lines, rules = _replay_api(rules_file)
+    rss_before = _rss_now_kib()
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    result = replay_lines(_lines(events), rules)
+    records = _consume(result.records) if hasattr(result, "records") else _consume(result)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    peak = _peak_rss_kib()
+
+    states = getattr(result, "states", None) or {}
+    sizes = sorted(len(encode_state(state)) for state in states.values())
+    summary = getattr(result, "summary", None)
+    out: dict[str, Any] = {
+        "events": getattr(summary, "events_read", None),
+        "records": records,
+        "seconds": elapsed,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": peak,
+        "users_with_state": len(sizes),
+        "state_mean": sum(sizes) / len(sizes) if sizes else 0.0,
+        "state_p50": _percentile(sizes, 0.50),
+        "state_p99": _percentile(sizes, 0.99),
+        "state_max": sizes[-1] if sizes else 0,
+    }
+    if profiler and profile:
+        profiler.dump_stats(profile)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        out["profile_top"] = text.getvalue()
+    return out
+
+
+def phase_cli(events: Path, rules_file: Path | None, out_file: Path) -> dict[str, Any]:
+    """``nudge replay`` end to end, as a user runs it (output written to a file)."""
+    nudge = Path(sys.executable).with_name("nudge")
+    command = [str(nudge), "replay", str(events), "--out", str(out_file)]
+    if rules_file:
+        command[3:3] = ["--rules", str(rules_file)]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "command": " ".join(command),
+        "returncode": proc.returncode,
+        "seconds": elapsed,
+        "peak_rss_kib": usage.ru_maxrss,
+        "stderr_tail": proc.stderr[-2000:],
+    }
+
+
+def _run_phase(name: str, args: argparse.Namespace, events: Path) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--phase", name, "--events", str(events)]
+    if args.rules:
+        command += ["--rules", args.rules]
+    if args.profile and name == "replay":
+        command += ["--profile"]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"phase {name} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_events(users: int, seed: int, days: float, start: datetime) -> tuple[Path, float | None]:
+    """The cached event file for these parameters, generated if missing."""
+    from triggers.synthetic import write_event_file
+
+    stamp = start.strftime("%Y%m%dT%H%M%SZ")
+    path = OUT_DIR / f"events-u{users}-s{seed}-d{days:g}-{stamp}.jsonl"
+    if path.exists():
+        return path, None
+    print(f"generating {path.relative_to(REPO)} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    count = write_event_file(path, users=users, seed=seed, start=start, days=days)
+    elapsed = time.perf_counter() - started
+    print(f"  {count:,} events in {elapsed:.1f} s", file=sys.stderr, flush=True)
+    return path, elapsed
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:,.0f} MiB"
+
+
+def report(
+    args: argparse.Namespace,
+    events: Path,
+    base: dict[str, Any],
+    rep: dict[str, Any],
+    cli: dict[str, Any] | None,
+) -> str:
+    n = base["events"]
+    size = events.stat().st_size
+    base_rate = n / base["seconds"]
+    rep_rate = n / rep["seconds"]
+    rules = _rules_path(args.rules)
+    lines = [
+        f"Events file: `{events.relative_to(REPO)}` - {n:,} events, {size / 2**20:,.0f} MiB, "
+        f"{args.users:,} users, {args.days:g} days, seed {args.seed}",
+        f"Rules: `{rules.relative_to(REPO) if rules else 'built-in defaults'}`; "
+        f"output records: {rep['records']:,}",
+        f"Machine: {platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run)",
+        "",
+        "| phase | time (s) | events/s | vs baseline | peak RSS (before) |",
+        "|---|---:|---:|---:|---:|",
+        f"| (a) baseline: read + `orjson.loads` | {base['seconds']:.2f} | {base_rate:,.0f} | 1.00x "
+        f"| {_mib(base['peak_rss_kib'])} ({_mib(base['rss_before_kib'])}) |",
+        f"| (b) engine replay (`replay_lines`) | {rep['seconds']:.2f} | {rep_rate:,.0f} "
+        f"| {rep_rate / base_rate:.3f}x | {_mib(rep['peak_rss_kib'])} "
+        f"({_mib(rep['rss_before_kib'])}) |",
+    ]
+    if cli is not None:
+        cli_rate = n / cli["seconds"]
+        lines.append(
+            f"| (c) `nudge replay ... --out FILE` | {cli['seconds']:.2f} | {cli_rate:,.0f} "
+            f"| {cli_rate / base_rate:.3f}x | {_mib(cli['peak_rss_kib'])} |"
+        )
+    lines += [
+        "",
+        "| final state per user (`encode_state`) | bytes |",
+        "|---|---:|",
+        f"| users with state | {rep['users_with_state']:,} |",
+        f"| mean | {rep['state_mean']:,.0f} |",
+        f"| p50 | {rep['state_p50']:,} |",
+        f"| p99 | {rep['state_p99']:,} |",
+        f"| max | {rep['state_max']:,} |",
+        "",
+        f"Targets: >= {TARGET_EVENTS_PER_S:,} events/s replay "
+        f"({'met' if rep_rate >= TARGET_EVENTS_PER_S else 'NOT met'}), "
+        f"state <= {TARGET_STATE_BYTES} B per user "
+        f"(mean {'met' if rep['state_mean'] <= TARGET_STATE_BYTES else 'NOT met'}, "
+        f"p99 {'met' if rep['state_p99'] <= TARGET_STATE_BYTES else 'NOT met'}).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=100_000, help="shoppers (default 100000)")
+    parser.add_argument("--days", type=float, default=30.0, help="days of traffic (default 30)")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    parser.add_argument(
+        "--start", default="2026-11-01T00:00:00Z", help="window start, RFC 3339 (aware)"
+    )
+    parser.add_argument("--rules", help="rules file (default: rules.example.yaml if present)")
+    parser.add_argument("--no-cli", action="store_true", help="skip the `nudge replay` phase")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the replay phase (slower; separate file)"
+    )
+    parser.add_argument("--phase", choices=("baseline", "replay", "cli"), help=argparse.SUPPRESS)
+    parser.add_argument("--events", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rules = _rules_path(args.rules)
+
+    if args.phase:  # child process: run one phase, print its result as one JSON line
+        events = Path(args.events)
+        if args.phase == "baseline":
+            result = phase_baseline(events)
+        elif args.phase == "replay":
+            profile = OUT_DIR / "replay.prof" if args.profile else None
+            result = phase_replay(events, rules, profile)
+        else:
+            result = phase_cli(events, rules, OUT_DIR / "replay-output.jsonl")
+        print(json.dumps(result))
+        return 0
+
+    start = datetime.fromisoformat(args.start)
+    if start.tzinfo is None:
+        parser.error("--start needs an offset (e.g. Z)")
+    start = start.astimezone(UTC)
+    events, _ = ensure_events(args.users, args.seed, args.days, start)
+
+    print("(a) baseline ...", file=sys.stderr, flush=True)
+    base = _run_phase("baseline", args, events)
+    print("(b) replay ...", file=sys.stderr, flush=True)
+    rep = _run_phase("replay", args, events)
+    cli = None
+    if not args.no_cli:
+        print("(c) nudge replay ...", file=sys.stderr, flush=True)
+        cli = _run_phase("cli", args, events)
+        if cli["returncode"] != 0:
+            sys.stderr.write(cli["stderr_tail"])
+            raise SystemExit("nudge replay failed")
+    print(report(args, events, base, rep, cli))
+    if "profile_top" in rep:
+        print("\ncProfile of the replay phase (by own time; full stats in bench/out/replay.prof):")
+        print("```\n" + rep["profile_top"] + "\n```")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Test harness for the live service: a real ``nudge worker`` subprocess on real Kafka and Redis.
+
+Each :class:`WorkerGroup` gets its own topic names and consumer-group id, so
+tests never see each other's records even on one broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+NUDGE = str(Path(sys.executable).parent / "nudge")
+
+TOPIC_KEYS = ("browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks")
+DEFAULT_NAMES = {
+    "browse": "shop.browse",
+    "cart": "shop.cart",
+    "order": "shop.order",
+    "prefs": "shop.prefs",
+    "triggers": "marketing.triggers",
+    "audit": "marketing.triggers.audit",
+    "dlq": "shop.events.dlq",
+    "ticks": "nudge.ticks",
+}
+TOPIC_OF_TYPE = {
+    "product_viewed": "browse",
+    "category_viewed": "browse",
+    "search": "browse",
+    "cart_item_added": "cart",
+    "cart_item_removed": "cart",
+    "cart_cleared": "cart",
+    "checkout_started": "cart",
+    "order_placed": "order",
+    "order_cancelled": "order",
+    "preferences_updated": "prefs",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerGroup:
+    """One app id + topic set, and the worker processes running it."""
+
+    kafka: str
+    redis_url: str
+    rules_path: Path
+    workdir: Path
+    partitions: int = 4
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    workers: list[Worker] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def topic(self, key: str) -> str:
+        return f"{self.name}.{DEFAULT_NAMES[key]}"
+
+    @property
+    def suppression_key(self) -> str:
+        return f"{self.name}:suppressed"
+
+    def env(self, index: int, web_port: int) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "NUDGE_KAFKA_BOOTSTRAP": self.kafka,
+            "NUDGE_REDIS_URL": self.redis_url,
+            "NUDGE_APP_ID": f"nudge-{self.name}",
+            "NUDGE_RULES_PATH": str(self.rules_path),
+            "NUDGE_DATA_DIR": str(self.workdir / f"data-{index}"),
+            "NUDGE_WEB_PORT": str(web_port),
+            "NUDGE_WEB_HOST": "127.0.0.1",
+            "NUDGE_PARTITIONS": str(self.partitions),
+            "NUDGE_REDIS_SUPPRESSION_KEY": self.suppression_key,
+            "NUDGE_REDIS_KEY_PREFIX": f"{self.name}:",
+            "NUDGE_LOG_LEVEL": "INFO",
+            **{f"NUDGE_TOPIC_{k.upper()}": self.topic(k) for k in TOPIC_KEYS},
+            **self.extra_env,
+        }
+        return env
+
+    def start(self, index: int = 0, *, wait_ready: bool = True) -> Worker:
+        port = free_port()
+        log = (self.workdir / f"worker-{index}.log").open("ab")
+        proc = subprocess.Popen(
+            [NUDGE, "worker"],
+            env=self.env(index, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        worker = Worker(proc, port, self.workdir / f"worker-{index}.log")
+        self.workers.append(worker)
+        if wait_ready:
+            worker.wait_ready()
+        return worker
+
+    def stop_all(self) -> None:
+        procs = [w.proc for w in self.workers]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"worker exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[1].decode()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+async def produce(
+    group: WorkerGroup, events: Iterable[dict[str, Any] | bytes], *, topic: str | None = None
+) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=group.kafka, acks="all")
+    await producer.start()
+    n = 0
+    try:
+        for event in events:
+            if isinstance(event, bytes):
+                await producer.send(topic or group.topic("browse"), value=event)
+            else:
+                target = topic or group.topic(TOPIC_OF_TYPE[event["type"]])
+                await producer.send(
+                    target, value=orjson.dumps(event), key=event["user_id"].encode()
+                )
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def read_all(group: WorkerGroup, key: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Every record currently in one of the group's topics (from the beginning)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=group.kafka, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        # The worker creates every topic with the group's partition count at start-up.
+        tps = [TopicPartition(group.topic(key), p) for p in range(group.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout + 10
+        while any((await consumer.position(tp)) < ends[tp] for tp in tps):
+            batch = await consumer.getmany(timeout_ms=int(timeout * 1000))
+            for records in batch.values():
+                out.extend(orjson.loads(r.value) for r in records)
+            if time.monotonic() > deadline:
+                break
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(
+    group: WorkerGroup,
+    key: str,
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    *,
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        records = await read_all(group, key)
+        if predicate(records):
+            return records
+        await asyncio.sleep(0.5)
+    raise AssertionError(
+        f"timed out waiting on {key}; last {len(records)} records: {records[-10:]}"
+    )

@@ -1,0 +1,383 @@
+"""The rules file (contract section 5): pydantic model, parsing, ``nudge rules check``.
+
+Every key has a default, so an empty file is valid. Unknown keys are refused
+(a typo must not silently fall back to a default). Errors carry the key path,
+e.g. ``triggers.cart_abandonment.stages[1]``. Durations are integer seconds or
+``90s`` / ``1h30m`` / ``3d`` strings and become ``timedelta``; quiet-hours
+times are ``"HH:MM"`` strings and become ``datetime.time``.
+
+``Rules.version_label`` is what decisions carry as ``rules_version``: the
+file's ``version`` plus a short hash of the *effective* rules, so two files
+that mean the same thing have the same label and any change shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from triggers.durations import format_duration, parse_duration
+from triggers.events import is_time_zone
+from triggers.records import SEGMENT_NAMES
+
+__all__ = [
+    "Rules",
+    "RulesError",
+    "format_duration",
+    "load_rules",
+    "parse_duration",
+    "parse_rules",
+    "rules_check_command",
+]
+
+
+
+def _to_duration(value: object) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, int | str | timedelta):
+        raise ValueError(
+            f"not a duration: {value!r} (use integer seconds or a string like 90s, 1h30m, 3d)"
+        )
+    return parse_duration(value)  # type: ignore[arg-type]
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+def _to_time(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d?\d:\d\d", value):
+        hours, minutes = (int(part) for part in value.split(":"))
+        if hours < 24 and minutes < 60:
+            return time(hours, minutes)
+    raise ValueError(f'expected a time of day "HH:MM" (00:00 to 23:59), got {value!r}')
+
+
+def _string_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(key) if isinstance(key, int) else key: item for key, item in value.items()}
+    return value
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_to_duration), PlainSerializer(format_duration, return_type=str)
+]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+TimeOfDay = Annotated[
+    time, BeforeValidator(_to_time), PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str)
+]
+Stages = Annotated[tuple[PositiveDuration, ...], Field(min_length=1, max_length=10)]
+IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(_string_keys)]
+OfferTable = dict[Literal["default", *SEGMENT_NAMES], str]  # type: ignore[valid-type]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+    for index in range(1, len(stages)):
+        if stages[index] <= stages[index - 1]:
+            raise ValueError(
+                f"stages must be increasing: stages[{index}] ({format_duration(stages[index])}) "
+                f"is not after stages[{index - 1}] ({format_duration(stages[index - 1])})"
+            )
+    return stages
+
+
+class TriggerRules(_Strict):
+    """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode."""
+
+    enabled: bool = True
+    priority: int = 0
+    cooldown: Duration = timedelta(0)
+
+
+class CartAbandonmentRules(TriggerRules):
+    stages: Stages = (timedelta(hours=1), timedelta(hours=24))
+    min_cart_value: float = Field(default=0.0, ge=0)
+    cooldown: Duration = timedelta(hours=24)
+    priority: int = 100
+    _increasing = field_validator("stages")(_check_increasing)
+
+
+class BrowseAbandonmentRules(TriggerRules):
+    stages: Stages = (timedelta(hours=2),)
+    cooldown: Duration = timedelta(hours=24)
+    priority: int = 50
+    _increasing = field_validator("stages")(_check_increasing)
+
+
+class ReplenishmentRules(TriggerRules):
+    fire_at_fraction: float = Field(default=0.9, gt=0, le=10)
+    products: IntervalTable = Field(default_factory=dict)
+    categories: IntervalTable = Field(default_factory=dict)
+    learn_from_history: bool = True
+    min_purchases: int = Field(default=2, ge=2, le=8)  # the state keeps 8 purchases per product
+    priority: int = 80
+
+
+class FirstPurchaseFollowupRules(TriggerRules):
+    stages: Stages = (timedelta(days=3),)
+    priority: int = 60
+    _increasing = field_validator("stages")(_check_increasing)
+
+
+class LapsingRules(TriggerRules):
+    factor: float = Field(default=1.5, gt=0)
+    min_orders: int = Field(default=3, ge=2)  # a mean gap needs two orders
+    priority: int = 70
+
+
+class DormancyRules(TriggerRules):
+    stages: Stages = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
+    audience: Literal["customers", "all"] = "customers"
+    priority: int = 40
+    _increasing = field_validator("stages")(_check_increasing)
+
+
+class TriggersRules(_Strict):
+    cart_abandonment: CartAbandonmentRules = CartAbandonmentRules()
+    browse_abandonment: BrowseAbandonmentRules = BrowseAbandonmentRules()
+    replenishment: ReplenishmentRules = ReplenishmentRules()
+    first_purchase_followup: FirstPurchaseFollowupRules = FirstPurchaseFollowupRules()
+    lapsing: LapsingRules = LapsingRules()
+    dormancy: DormancyRules = DormancyRules()
+
+
+class FrequencyCapRules(_Strict):
+    max: int = Field(default=2, ge=1)
+    per: PositiveDuration = timedelta(hours=24)
+
+
+class QuietHoursRules(_Strict):
+    """Local times in the user's zone; ``start > end`` crosses midnight."""
+
+    start: TimeOfDay
+    end: TimeOfDay
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHoursRules:
+        if self.start == self.end:
+            raise ValueError("quiet_hours start and end must differ (omit quiet_hours for none)")
+        return self
+
+
+class ContactPolicyRules(_Strict):
+    frequency_cap: FrequencyCapRules = FrequencyCapRules()
+    quiet_hours: QuietHoursRules | None = None
+    max_delay: Duration = timedelta(hours=6)
+    holdout_percent: float = Field(default=0.0, ge=0, le=100)
+    holdout_salt: str = "nudge"
+    attribution_window: PositiveDuration = timedelta(hours=72)
+
+
+class SegmentRules(_Strict):
+    core_min_orders: int = Field(default=5, ge=1)
+    core_min_monetary: float = Field(default=500.0, ge=0)
+    dormant_after: PositiveDuration = timedelta(days=30)
+    churned_after: PositiveDuration = timedelta(days=90)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SegmentRules:
+        if self.churned_after <= self.dormant_after:
+            raise ValueError("churned_after must be longer than dormant_after")
+        return self
+
+
+class OffersRules(_Strict):
+    """trigger -> segment (or ``default``) -> offer code."""
+
+    cart_abandonment: OfferTable = Field(default_factory=dict)
+    browse_abandonment: OfferTable = Field(default_factory=dict)
+    replenishment: OfferTable = Field(default_factory=dict)
+    first_purchase_followup: OfferTable = Field(default_factory=dict)
+    lapsing: OfferTable = Field(default_factory=dict)
+    dormancy: OfferTable = Field(default_factory=dict)
+
+    def offer(self, trigger: str, segment: str) -> str | None:
+        table: dict[str, str] = getattr(self, trigger)
+        return table.get(segment, table.get("default"))
+
+
+class Rules(_Strict):
+    """The effective rules; ``Rules()`` is the built-in default."""
+
+    version: int | str = 1
+    default_timezone: str = "UTC"
+    triggers: TriggersRules = TriggersRules()
+    contact_policy: ContactPolicyRules = ContactPolicyRules()
+    segments: SegmentRules = SegmentRules()
+    offers: OffersRules = OffersRules()
+    _version_label: str = PrivateAttr(default="")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if not is_time_zone(value):
+            raise ValueError(f"not a known IANA time zone: {value!r}")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.blake2b(canonical, digest_size=4).hexdigest()
+        self._version_label = f"{self.version}+{digest}"
+
+    @property
+    def version_label(self) -> str:
+        """``rules_version`` in decisions: ``"<version>+<8 hex of the effective rules>"``."""
+        return self._version_label
+
+    def trigger(self, name: str) -> TriggerRules:
+        return getattr(self.triggers, name)
+
+
+class RulesError(ValueError):
+    """An invalid rules file; ``errors`` is a list of (key path, reason)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(_error_line(path, reason) for path, reason in errors))
+
+
+def _error_line(path: str, reason: str) -> str:
+    return f"{path}: {reason}" if path else reason
+
+
+# --- YAML: safe, without YAML 1.1 base-60 numbers ("21:00" stays a string), no duplicate keys
+
+
+class _RulesLoader(yaml.SafeLoader):
+    pass
+
+
+_RulesLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _RulesLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_RulesLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _reason(error: dict) -> str:
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def parse_rules(text: str) -> Rules:
+    """Parse rules YAML; empty text (or only comments) gives the defaults. Raises RulesError."""
+    try:
+        data = yaml.load(text, Loader=_RulesLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesError([("", f"not valid YAML{where}: {problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RulesError([("", "the rules file must be a mapping of keys, see rules.example.yaml")])
+    try:
+        return Rules.model_validate(data)
+    except ValidationError as exc:
+        errors = [(_key_path(error["loc"]), _reason(error)) for error in exc.errors()]
+        raise RulesError(errors) from None
+
+
+def load_rules(path: str | Path | None) -> Rules:
+    """Read and parse a rules file; ``None`` gives the built-in defaults. Raises RulesError."""
+    if path is None:
+        return Rules()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError([("", f"cannot read {path}: {exc}")]) from None
+    return parse_rules(text)
+
+
+def dump_rules(rules: Rules) -> str:
+    """The effective rules as YAML that :func:`parse_rules` reads back to the same rules."""
+    header = f"# effective rules; rules_version: {rules.version_label}\n"
+    body = yaml.safe_dump(
+        rules.model_dump(mode="json"), sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+    return header + body
+
+
+def rules_check_command(path: str) -> int:
+    """``nudge rules check FILE``: print the effective rules (exit 0) or the errors (exit 1)."""
+    try:
+        rules = load_rules(path)
+    except RulesError as exc:
+        for key_path, reason in exc.errors:
+            print(_error_line(key_path, reason), file=sys.stderr)
+        print(f"{path}: {len(exc.errors)} error(s); rules refused", file=sys.stderr)
+        return 1
+    sys.stdout.write(dump_rules(rules))
+    return 0
