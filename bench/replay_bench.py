@@ -30,7 +30,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,19 +48,28 @@ TARGET_STATE_BYTES = 1024
 # ---------------------------------------------------------------------------------------------
 
 
-def _rss_now_kib() -> int:
-    """Current resident set size (KiB) from /proc, or 0 where unavailable."""
+def _proc_status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field in KiB (Linux), or 0 where unavailable."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
+def _rss_now_kib() -> int:
+    return _proc_status_kib("VmRSS")
+
+
 def _peak_rss_kib() -> int:
+    """Peak RSS of this process image. ``VmHWM`` rather than ``ru_maxrss``: on Linux the
+    latter survives ``exec`` and would report the parent's size at fork time."""
+    peak = _proc_status_kib("VmHWM")
+    if peak:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
 
@@ -107,50 +116,44 @@ def phase_baseline(events: Path) -> dict[str, Any]:
     }
 
 
-def _replay_api(rules_file: Path | None) -> tuple[Any, Any]:
-    """The core's replay entry point and the loaded rules (imported late: the core is optional)."""
+def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) -> dict[str, Any]:
+    """``replay_lines`` over the file, its records serialised as ``nudge replay`` writes them
+    (not written anywhere), then the encoded size of every user's final state."""
+    from triggers.records import record_to_json
     from triggers.replay import replay_lines
     from triggers.rules import load_rules
-
-    rules = load_rules(rules_file) if rules_file else load_rules(None)
-    return replay_lines, rules
-
-
-def _consume(records: Iterable[Any]) -> int:
-    """Serialise each output record as replay does (JSON Lines), without writing it."""
-    dumps = orjson.dumps
-    n = 0
-    for record in records:
-        if not isinstance(record, bytes | bytearray):
-            dumps(record)
-        n += 1
-    return n
-
-
-def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) -> dict[str, Any]:
-    """The engine's replay over the file, then the encoded size of every final state."""
     from triggers.state import encode_state
 
-    replay_lines, rules = _replay_api(rules_file)
+    rules = load_rules(rules_file)
     rss_before = _rss_now_kib()
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:
         profiler.enable()
     result = replay_lines(_lines(events), rules)
-    records = _consume(result.records) if hasattr(result, "records") else _consume(result)
+    replayed = time.perf_counter()
+    serialised = sum(len(record_to_json(record)) + 1 for record in result.records)
     if profiler:
         profiler.disable()
-    elapsed = time.perf_counter() - started
+    finished = time.perf_counter()
     peak = _peak_rss_kib()
 
-    states = getattr(result, "states", None) or {}
-    sizes = sorted(len(encode_state(state)) for state in states.values())
-    summary = getattr(result, "summary", None)
+    sizes = sorted(len(encode_state(state)) for state in result.states.values())
+    summary = result.summary
+    decisions: dict[str, int] = {}
+    for (_, status), n in summary.decisions.items():
+        decisions[status] = decisions.get(status, 0) + n
     out: dict[str, Any] = {
-        "events": getattr(summary, "events_read", None),
-        "records": records,
-        "seconds": elapsed,
+        "events": summary.events_read,
+        "invalid": summary.invalid,
+        "processed": summary.processed,
+        "ignored": summary.ignored,
+        "records": len(result.records),
+        "decisions": decisions,
+        "conversions": summary.conversions,
+        "output_bytes": serialised,
+        "replay_seconds": replayed - started,
+        "seconds": finished - started,
         "rss_before_kib": rss_before,
         "peak_rss_kib": peak,
         "users_with_state": len(sizes),
@@ -162,7 +165,7 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
     if profiler and profile:
         profiler.dump_stats(profile)
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
         out["profile_top"] = text.getvalue()
     return out
 

@@ -50,7 +50,7 @@ class NudgeApp:
         app = self.app
         recovery = app.tables.recovery
         return bool(
-            app.started_once()
+            app.started
             and not app.rebalancing
             and recovery.completed.is_set()
             and not recovery.in_recovery
@@ -108,21 +108,16 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     users = app.Table(
-        "users",
-        partitions=partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-        options=table_options,
-        help="Per-user engine state.",
+        "users", partitions=partitions, key_type=bytes, value_type=bytes,
+        options=table_options, help="Per-user engine state.",
     )
     deadlines = app.Table(
-        "deadlines",
-        partitions=partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-        options=table_options,
-        help="Time-bucketed index of pending deadlines.",
+        "deadlines", partitions=partitions, key_type=bytes, value_type=bytes,
+        options=table_options, help="Time-bucketed index of pending deadlines.",
     )
+    for table in (users, deadlines):
+        # Keys and values are bytes we encode ourselves; Faust would default to JSON.
+        table.key_serializer = table.value_serializer = "raw"
 
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")

@@ -161,7 +161,8 @@ class UserProcessor:
         due = old_due
         fired_first = False
 
-        if state is not None and due is not None and due <= to_ms(now):
+        # As in replay: stages due at or before the event's time fire before it is applied.
+        if state is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True

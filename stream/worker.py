@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from faust.worker import Worker
 
 from stream.app import create_app
@@ -15,6 +16,19 @@ from stream.topics import TopicLayoutError, ensure_topics
 from triggers.rules import RulesError, load_rules
 
 log = logging.getLogger("nudge.worker")
+
+
+async def _ensure_topics_patiently(settings: Settings, attempts: int = 30) -> dict[str, int]:
+    """Kafka may still be starting beside us (compose, Kubernetes): retry for about a minute."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await ensure_topics(settings)
+        except KafkaConnectionError:
+            if attempt == attempts:
+                raise
+            log.warning("Kafka not reachable yet (attempt %d/%d)", attempt, attempts)
+            await asyncio.sleep(2)
+    raise AssertionError("unreachable")
 
 
 def worker_command(rules: str | None = None) -> int:
@@ -34,9 +48,16 @@ def worker_command(rules: str | None = None) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        counts = loop.run_until_complete(ensure_topics(settings))
+        counts = loop.run_until_complete(_ensure_topics_patiently(settings))
     except TopicLayoutError as exc:
         print(f"nudge worker: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        print(
+            f"nudge worker: cannot reach Kafka at {settings.kafka_bootstrap} "
+            f"({type(exc).__name__}); check NUDGE_KAFKA_BOOTSTRAP",
+            file=sys.stderr,
+        )
         return 1
     partitions = counts[settings.topic_browse]
 

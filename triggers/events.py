@@ -21,7 +21,7 @@ Normalisation done here, at the edge:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
@@ -290,8 +290,14 @@ def _product_viewed(
     obj: dict, eid: str, uid: str, ts: datetime, test: bool, ch: str | None
 ) -> ProductViewed:
     return ProductViewed(
-        eid, uid, ts, _id(obj, "product_id", allow_int=True), _label(obj, "category"),
-        _amount(obj, "price"), test, ch,
+        eid,
+        uid,
+        ts,
+        _id(obj, "product_id", allow_int=True),
+        _label(obj, "category"),
+        _amount(obj, "price"),
+        test,
+        ch,
     )
 
 
@@ -313,8 +319,15 @@ def _cart_item_added(
 ) -> CartItemAdded:
     quantity = _quantity(obj, "quantity")
     return CartItemAdded(
-        eid, uid, ts, _id(obj, "product_id", allow_int=True), 1 if quantity is None else quantity,
-        _amount(obj, "unit_price"), _label(obj, "category"), test, ch,
+        eid,
+        uid,
+        ts,
+        _id(obj, "product_id", allow_int=True),
+        1 if quantity is None else quantity,
+        _amount(obj, "unit_price"),
+        _label(obj, "category"),
+        test,
+        ch,
     )
 
 
@@ -448,23 +461,56 @@ def _parse(raw: bytes | str, max_bytes: int) -> Event:
         if type(kind) is not str:
             raise InvalidEvent("wrong_type", f"type must be a string, got {_json_type(kind)}")
         raise InvalidEvent("unknown_type", f"type {kind[:64]!r} is not a known event type")
-    event_id = _id(obj, "event_id")
-    user_id = _id(obj, "user_id")
-    if "ts" not in obj or obj["ts"] is None:
-        raise InvalidEvent("missing_field", "ts is required")
-    try:
-        ts = parse_timestamp(obj["ts"])
-    except TimestampError as exc:
-        raise InvalidEvent(exc.reason, f"ts: {exc.detail}") from None
+    # Fast paths inline the common case; the helpers produce the errors.
+    event_id = obj.get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_CHARS:
+        event_id = _id(obj, "event_id")
+    user_id = obj.get("user_id")
+    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_CHARS:
+        user_id = _id(obj, "user_id")
+    ts = _timestamp(obj.get("ts"))
     test = obj.get("test", False)
-    if type(test) is not bool:
+    if test is not False and test is not True:
         if test is not None:
             raise InvalidEvent("wrong_type", f"test must be true or false, got {_json_type(test)}")
         test = False
     channel = obj.get("channel")
-    if channel is not None:
+    if channel is not None and (
+        type(channel) is not str or not 0 < len(channel) <= MAX_LABEL_CHARS
+    ):
         channel = _label(obj, "channel")
     return builder(obj, event_id, user_id, ts, test, channel)
+
+
+_FAST_MS_LIMIT = 2**32 * 1000  # below this, ms / 1000 as a float is exact to the microsecond
+
+
+def _timestamp(value: object) -> datetime:
+    if type(value) is int:
+        if 0 <= value < _FAST_MS_LIMIT:
+            return datetime.fromtimestamp(value / 1000, UTC)
+    elif (
+        type(value) is str
+        and len(value) in (20, 24)
+        and value[-1] == "Z"
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[10] == "T"
+        and value[13] == ":"
+        and value[16] == ":"
+        and (len(value) == 20 or value[19] == ".")
+        and value.isascii()
+    ):
+        try:
+            return datetime.fromisoformat(value)  # "...T10:00:00Z" / "...T10:00:00.250Z"
+        except ValueError:
+            pass  # the general parser reports it
+    elif value is None:
+        raise InvalidEvent("missing_field", "ts is required")
+    try:
+        return parse_timestamp(value)
+    except TimestampError as exc:
+        raise InvalidEvent(exc.reason, f"ts: {exc.detail}") from None
 
 
 def _undecodable(raw: bytes | str, exc: Exception) -> InvalidEvent:

@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 
-
 def _to_duration(value: object) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | str | timedelta):
         raise ValueError(

@@ -101,7 +101,7 @@ class Pending:
 
     trigger: str
     stage: int  # 1-based
-    episode: str  # 16 hex chars identifying (user, trigger, episode key)
+    key: str  # the episode key: event id of the arming event (+ product id)
     anchor: datetime  # the event time the stage delays count from
     due: datetime
     send_at: datetime  # the due time, or the end of quiet hours after a deferral
@@ -139,8 +139,12 @@ class UserState:
     cart: Cart = EMPTY_CART
     history: OrderHistory = EMPTY_HISTORY
     viewed: View | None = None
-    pending: tuple[Pending, ...] = ()
+    pending: tuple[Pending, ...] = ()  # scheduled stages of cart, browse, replenishment, ...
     contacts: ContactLog = NO_CONTACTS
+    # The dormancy episode, inline because every event re-arms it (see triggers.dormancy):
+    dormancy_key: str | None = None  # episode key (event id of the arming event)
+    dormancy_stage: int = 0  # next stage to fire, 0 = nothing pending
+    dormancy_send_at: datetime | None = None  # set when quiet hours deferred that stage
 
 
 # --- encoding ----------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def encode_state(state: UserState) -> bytes:
                 [
                     _TRIGGER_INDEX[p.trigger],
                     p.stage,
-                    p.episode,
+                    p.key,
                     to_millis(p.anchor),
                     to_millis(p.due),
                     None if p.send_at == p.due else to_millis(p.send_at),
@@ -219,6 +223,9 @@ def encode_state(state: UserState) -> bytes:
                     to_millis(attributable.fired_at),
                 ],
             ],
+            None
+            if state.dormancy_stage == 0
+            else [state.dormancy_key, state.dormancy_stage, _ms(state.dormancy_send_at)],
         ]
     )
 
@@ -229,7 +236,20 @@ def decode_state(data: bytes) -> UserState:
         fields = orjson.loads(data)
         if not isinstance(fields, list) or not fields or fields[0] != STATE_FORMAT:
             raise ValueError("unknown state format")
-        _, user_id, seen, last_activity, prefs, cart, history, viewed, pending, contacts = fields
+        (
+            _,
+            user_id,
+            seen,
+            last_activity,
+            prefs,
+            cart,
+            history,
+            viewed,
+            pending,
+            contacts,
+            dormancy,
+        ) = fields
+        dormancy_key, dormancy_stage, dormancy_send_at = dormancy or (None, 0, None)
         return UserState(
             user_id=user_id,
             seen=base64.b64decode(seen),
@@ -242,6 +262,9 @@ def decode_state(data: bytes) -> UserState:
             else View(viewed[0], viewed[1], viewed[2], from_millis(viewed[3])),
             pending=tuple(_decode_pending(item) for item in pending),
             contacts=NO_CONTACTS if contacts is None else _decode_contacts(contacts),
+            dormancy_key=dormancy_key,
+            dormancy_stage=dormancy_stage,
+            dormancy_send_at=_dt(dormancy_send_at),
         )
     except ValueError:
         raise
@@ -271,12 +294,12 @@ def _decode_history(item: list) -> OrderHistory:
 
 
 def _decode_pending(item: list) -> Pending:
-    trigger, stage, episode, anchor, due, send_at, subject = item
+    trigger, stage, key, anchor, due, send_at, subject = item
     due_at = from_millis(due)
     return Pending(
         TRIGGER_NAMES[trigger],
         stage,
-        episode,
+        key,
         from_millis(anchor),
         due_at,
         due_at if send_at is None else from_millis(send_at),
@@ -292,7 +315,9 @@ def _decode_contacts(item: list) -> ContactLog:
         None
         if attributable is None
         else Attributable(
-            attributable[0], TRIGGER_NAMES[attributable[1]], attributable[2],
+            attributable[0],
+            TRIGGER_NAMES[attributable[1]],
+            attributable[2],
             from_millis(attributable[3]),
         ),
     )

@@ -209,7 +209,10 @@ async def read_all(group: WorkerGroup, key: str, *, timeout: float = 2.0) -> lis
         ends = await consumer.end_offsets(tps)
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout + 10
-        while any((await consumer.position(tp)) < ends[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=int(timeout * 1000))
             for records in batch.values():
                 out.extend(orjson.loads(r.value) for r in records)

@@ -1,0 +1,129 @@
+"""The Grafana dashboard: every query is valid PromQL (promtool parses it), uses only
+metric names the worker exports, and the panels a user needs are there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    DASHBOARD,
+    dashboard_exprs,
+    dashboard_panels,
+    exported_metric_names,
+    faust_metric_names,
+    grafana_to_promql,
+    nudge_metric_names,
+    promql_metric_names,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def test_dashboard_structure(dashboard: dict[str, Any]) -> None:
+    panels = dashboard_panels(dashboard)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    titles = [p["title"] for p in panels if p["type"] != "row"]
+    assert len(titles) == len(set(titles)), "panel titles are unique"
+    assert dashboard["uid"] and dashboard["title"] == "Nudge"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_every_query_is_valid_promql(
+    dashboard: dict[str, Any], promtool: str, tmp_path: Path
+) -> None:
+    """promtool parses each query (as a recording rule), after Grafana's variables are set."""
+    exprs = dashboard_exprs(dashboard)
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": grafana_to_promql(expr)}
+        for i, (_, expr) in enumerate(exprs)
+    ]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in check.stdout
+
+
+def test_queries_use_only_exported_metrics(dashboard: dict[str, Any]) -> None:
+    exported = exported_metric_names()
+    for title, expr in dashboard_exprs(dashboard):
+        used = promql_metric_names(grafana_to_promql(expr))
+        assert used, f"{title}: no metric in {expr}"
+        assert used <= exported, f"{title}: {used - exported} not exported by the worker"
+
+
+def test_exported_names_come_from_the_worker_registry() -> None:
+    """The reference set is the worker's own registry, not a list kept by hand."""
+    nudge = nudge_metric_names()
+    assert {
+        "nudge_decisions_total",
+        "nudge_fire_lateness_seconds_bucket",
+        "nudge_ready",
+        "nudge_consumer_lag_messages",
+    } <= nudge
+    assert "nudge_decisions" not in nudge  # counters are exposed with _total
+    assert all(name.startswith("faust_") for name in faust_metric_names())
+
+
+def _metrics_of(dashboard: dict[str, Any]) -> dict[str, str]:
+    """metric name -> all queries using it, concatenated."""
+    used: dict[str, str] = {}
+    for _, expr in dashboard_exprs(dashboard):
+        for name in promql_metric_names(grafana_to_promql(expr)):
+            used[name] = used.get(name, "") + "\n" + expr
+    return used
+
+
+def test_dashboard_shows_what_an_operator_needs(dashboard: dict[str, Any]) -> None:
+    used = _metrics_of(dashboard)
+    # Throughput by topic, decisions by trigger/status, lag, DLQ, Redis errors.
+    assert "sum by (topic)" in used["nudge_events_total"]
+    assert "sum by (trigger, status)" in used["nudge_decisions_total"]
+    assert "nudge_consumer_lag_messages" in used
+    assert "nudge_dead_letters_total" in used
+    assert "nudge_redis_errors_total" in used
+    # Lateness quantiles.
+    lateness = used["nudge_fire_lateness_seconds_bucket"]
+    for quantile in ("0.5", "0.9", "0.99"):
+        assert f"histogram_quantile({quantile}," in lateness
+    # Conversions, treatment vs holdout.
+    conversions = used["nudge_conversions_total"]
+    assert 'arm="treatment"' in conversions and 'arm="holdout"' in conversions
+    assert "arm" in conversions
+
+
+def test_provisioned_dashboard_is_the_file_grafana_loads() -> None:
+    provider_file = DASHBOARD.parent / "provisioning" / "dashboards" / "nudge.yml"
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    assert provider["type"] == "file"
+    datasource_file = DASHBOARD.parent / "provisioning" / "datasources" / "prometheus.yml"
+    (datasource,) = yaml.safe_load(datasource_file.read_text())["datasources"]
+    assert datasource["isDefault"] is True, "the dashboard's datasource variable picks it"

@@ -1,0 +1,504 @@
+"""The engine: one user's state + one event (or the time) -> new state + records.
+
+Pure and deterministic: no I/O, no wall clock. The caller (the live service or
+``nudge replay``) owns the clock and the storage:
+
+- ``on_event(state, event, now)`` applies one event. It never fires a stage,
+  but it can emit a :class:`~triggers.records.Conversion`. If the event arms a
+  stage that is already due (a late event), ``next_due <= now`` and the caller
+  calls ``on_time`` right away.
+- ``on_time(state, now, facts)`` fires every stage whose send time is <= now,
+  in send-time order, equal times by priority (highest first), applying the
+  contact policy. A stage reached inside quiet hours is deferred (no record);
+  its new send time shows in ``next_due``.
+
+``Step.outcome`` is ``processed``, ``duplicate`` or ``test`` for events (for
+the last two ``state`` is returned unchanged and need not be stored; for a new
+user it is a fresh empty state) and ``fired`` for ``on_time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from triggers import (
+    browse_abandonment,
+    cart_abandonment,
+    dormancy,
+    first_purchase_followup,
+    lapsing,
+    replenishment,
+)
+from triggers.attribution import attribute
+from triggers.contact_policy import SUPPRESSED, judge, pruned, record_contact
+from triggers.episodes import next_stage, trigger_id
+from triggers.events import (
+    CartCleared,
+    CartItemAdded,
+    CartItemRemoved,
+    CategoryViewed,
+    CheckoutStarted,
+    Event,
+    OrderCancelled,
+    OrderPlaced,
+    PreferencesUpdated,
+    ProductViewed,
+    SearchPerformed,
+)
+from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
+from triggers.quiet_hours import quiet_until
+from triggers.records import TRIGGER_NAMES, Conversion, Decision
+from triggers.rules import Rules
+from triggers.segments import segment_of
+from triggers.state import (
+    Cart,
+    ContactLog,
+    OrderHistory,
+    Pending,
+    Preferences,
+    UserState,
+    View,
+    event_digest,
+    has_seen,
+    remember,
+)
+
+PROCESSED = "processed"
+DUPLICATE = "duplicate"
+TEST = "test"
+FIRED = "fired"
+
+Record = Decision | Conversion
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideFacts:
+    """What the shell looked up outside the core just before calling ``on_time``."""
+
+    suppressed: bool = False  # the user is in the operator's suppression set
+    contacts: tuple[datetime, ...] = ()  # contacts by other senders (frequency cap only)
+
+
+NO_FACTS = OutsideFacts()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: UserState
+    records: tuple[Record, ...]  # in emission order
+    next_due: datetime | None  # when on_time must next be called for this user
+    outcome: str  # processed | duplicate | test | fired
+
+
+class Engine:
+    """Holds the rules (and what is derived from them); every call is pure."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.rules_version = rules.version_label
+        triggers = rules.triggers
+        policy = rules.contact_policy
+        self._policy = policy
+        self._stages: dict[str, tuple[timedelta, ...]] = {
+            cart_abandonment.NAME: triggers.cart_abandonment.stages,
+            browse_abandonment.NAME: triggers.browse_abandonment.stages,
+            replenishment.NAME: (),  # one stage, due computed from the interval
+            first_purchase_followup.NAME: triggers.first_purchase_followup.stages,
+            lapsing.NAME: (),  # one stage, due computed from the mean gap
+            dormancy.NAME: triggers.dormancy.stages,
+        }
+        self._priority = {name: rules.trigger(name).priority for name in TRIGGER_NAMES}
+        self._cooldown = {name: rules.trigger(name).cooldown for name in TRIGGER_NAMES}
+        self._enabled = {name: rules.trigger(name).enabled for name in TRIGGER_NAMES}
+        self._max_delay = policy.max_delay
+        self._cap_window = policy.frequency_cap.per
+        self._dormancy = triggers.dormancy
+        self._default_zone = ZoneInfo(rules.default_timezone)
+        self._handlers = {
+            ProductViewed: self._product_viewed,
+            CategoryViewed: self._activity_only,
+            SearchPerformed: self._activity_only,
+            CartItemAdded: self._cart_event,
+            CartItemRemoved: self._cart_event,
+            CartCleared: self._cart_event,
+            CheckoutStarted: self._cart_event,
+            OrderPlaced: self._order_placed,
+            OrderCancelled: self._order_cancelled,
+            PreferencesUpdated: self._preferences_updated,
+        }
+
+    # --- events ------------------------------------------------------------------------
+
+    def on_event(self, state: UserState | None, event: Event, now: datetime) -> Step:
+        if state is None:
+            state = UserState(event.user_id)
+        elif state.user_id != event.user_id:
+            raise ValueError(f"event for {event.user_id!r} applied to state of {state.user_id!r}")
+        if event.test:
+            return Step(state, (), self.next_due(state), TEST)
+        digest = event_digest(event.event_id)
+        if has_seen(state.seen, digest):
+            return Step(state, (), self.next_due(state), DUPLICATE)
+        new_state, records = self._handlers[type(event)](
+            state, event, remember(state.seen, digest), now
+        )
+        return Step(new_state, records, self.next_due(new_state), PROCESSED)
+
+    def _finish(
+        self,
+        state: UserState,
+        event: Event,
+        seen: bytes,
+        now: datetime,
+        prefs: Preferences | None,
+        cart: Cart,
+        history: OrderHistory,
+        viewed: View | None,
+        pending: tuple[Pending, ...],
+        contacts: ContactLog,
+    ) -> UserState:
+        """What every event does (activity, dormancy re-arming, contact expiry), then the state."""
+        previous = state.last_activity
+        ts = event.ts
+        newest = previous is None or ts >= previous
+        was_eligible = dormancy.eligible(state.history, self._dormancy)
+        if history is state.history:
+            is_eligible = was_eligible
+        else:
+            is_eligible = dormancy.eligible(history, self._dormancy)
+        key, stage = dormancy.rearmed(
+            state.dormancy_key,
+            state.dormancy_stage,
+            event.event_id,
+            newest,
+            was_eligible,
+            is_eligible,
+        )
+        send_at = None
+        if key == state.dormancy_key and stage == state.dormancy_stage:
+            send_at = state.dormancy_send_at
+        if contacts.recent or contacts.last_by_trigger:
+            contacts = pruned(contacts, now, self._cap_window, self._cooldown)
+        return UserState(
+            state.user_id,
+            seen,
+            ts if newest else previous,
+            prefs,
+            cart,
+            history,
+            viewed,
+            pending,
+            contacts,
+            key,
+            stage,
+            send_at,
+        )
+
+    def _activity_only(
+        self, state: UserState, event: Event, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        new_state = self._finish(
+            state,
+            event,
+            seen,
+            now,
+            state.prefs,
+            state.cart,
+            state.history,
+            state.viewed,
+            state.pending,
+            state.contacts,
+        )
+        return new_state, ()
+
+    def _product_viewed(
+        self, state: UserState, event: ProductViewed, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        viewed, pending = browse_abandonment.after_view(
+            state.viewed,
+            state.pending,
+            event,
+            state.cart,
+            last_order_at(state.history),
+            self.rules.triggers.browse_abandonment,
+        )
+        new_state = self._finish(
+            state,
+            event,
+            seen,
+            now,
+            state.prefs,
+            state.cart,
+            state.history,
+            viewed,
+            pending,
+            state.contacts,
+        )
+        return new_state, ()
+
+    def _cart_event(
+        self, state: UserState, event: cart_abandonment.CartEvent, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        cart, pending = state.cart, state.pending
+        latest_order = last_order_at(state.history)
+        if latest_order is None or event.ts > latest_order:  # else: history, only activity
+            cart = cart_abandonment.apply_event(state.cart, event)
+            pending = cart_abandonment.after_cart_event(
+                pending, state.cart, cart, event, self.rules.triggers.cart_abandonment
+            )
+            if type(event) is CartItemAdded:
+                pending = browse_abandonment.after_cart_add(state.viewed, pending, event.product_id)
+        new_state = self._finish(
+            state,
+            event,
+            seen,
+            now,
+            state.prefs,
+            cart,
+            state.history,
+            state.viewed,
+            pending,
+            state.contacts,
+        )
+        return new_state, ()
+
+    def _order_placed(
+        self, state: UserState, event: OrderPlaced, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        before = state.history
+        if knows_order(before, event.order_id):  # re-sent or already cancelled order
+            return self._activity_only(state, event, seen, now)
+        triggers = self.rules.triggers
+        after = add_order(before, event)
+        cart, pending = cart_abandonment.after_order(state.cart, state.pending, event.ts)
+        pending = browse_abandonment.after_order(state.viewed, pending, event.ts)
+        pending = first_purchase_followup.after_order_placed(
+            pending, event, before, triggers.first_purchase_followup
+        )
+        products = dict.fromkeys(line.product_id for line in event.items)
+        pending = replenishment.after_history_change(
+            pending, event.event_id, before, after, products, triggers.replenishment
+        )
+        pending = lapsing.after_history_change(
+            pending, event.event_id, before, after, triggers.lapsing
+        )
+        contacts, conversion = attribute(state.contacts, event, self._policy.attribution_window)
+        new_state = self._finish(
+            state, event, seen, now, state.prefs, cart, after, state.viewed, pending, contacts
+        )
+        return new_state, (conversion,) if conversion is not None else ()
+
+    def _order_cancelled(
+        self, state: UserState, event: OrderCancelled, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        triggers = self.rules.triggers
+        before = state.history
+        after, order = cancel_order(before, event.order_id)
+        pending = state.pending
+        if order is not None:
+            pending = first_purchase_followup.after_order_cancelled(pending, order.order_id)
+            pending = replenishment.after_history_change(
+                pending, event.event_id, before, after, order.products, triggers.replenishment
+            )
+            pending = lapsing.after_history_change(
+                pending, event.event_id, before, after, triggers.lapsing
+            )
+        new_state = self._finish(
+            state,
+            event,
+            seen,
+            now,
+            state.prefs,
+            state.cart,
+            after,
+            state.viewed,
+            pending,
+            state.contacts,
+        )
+        return new_state, ()
+
+    def _preferences_updated(
+        self, state: UserState, event: PreferencesUpdated, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        prefs = state.prefs or Preferences()
+        opt_in, opt_in_at = prefs.opt_in, prefs.opt_in_at
+        zone, zone_at = prefs.timezone, prefs.timezone_at
+        if event.marketing_opt_in is not None and (opt_in_at is None or event.ts >= opt_in_at):
+            opt_in, opt_in_at = event.marketing_opt_in, event.ts
+        if event.timezone is not None and (zone_at is None or event.ts >= zone_at):
+            zone, zone_at = event.timezone, event.ts
+        new_state = self._finish(
+            state,
+            event,
+            seen,
+            now,
+            Preferences(opt_in, opt_in_at, zone, zone_at),
+            state.cart,
+            state.history,
+            state.viewed,
+            state.pending,
+            state.contacts,
+        )
+        return new_state, ()
+
+    # --- time --------------------------------------------------------------------------
+
+    def next_due(self, state: UserState) -> datetime | None:
+        """The earliest send time pending for the user, or None."""
+        earliest = None
+        for item in state.pending:
+            if earliest is None or item.send_at < earliest:
+                earliest = item.send_at
+        stage = state.dormancy_stage
+        if stage and stage <= len(self._dormancy.stages):
+            at = state.dormancy_send_at or state.last_activity + self._dormancy.stages[stage - 1]
+            if earliest is None or at < earliest:
+                earliest = at
+        return earliest
+
+    def on_time(self, state: UserState, now: datetime, facts: OutsideFacts = NO_FACTS) -> Step:
+        remaining = list(state.pending)
+        stage = state.dormancy_stage
+        if stage and stage <= len(self._dormancy.stages) and state.last_activity is not None:
+            remaining.append(
+                dormancy.as_pending(
+                    state.dormancy_key or "",
+                    stage,
+                    state.dormancy_send_at,
+                    state.last_activity,
+                    self._dormancy,
+                )
+            )
+        due_now = [item for item in remaining if item.send_at <= now]
+        if not due_now:
+            return Step(state, (), self.next_due(state), FIRED)
+        contacts = state.contacts
+        records: list[Record] = []
+        policy = self._policy
+        while due_now:
+            item = min(due_now, key=self._firing_order) if len(due_now) > 1 else due_now[0]
+            remaining.remove(item)
+            if not self._enabled[item.trigger]:  # disabled since it was armed: dropped
+                due_now = [p for p in remaining if p.send_at <= now]
+                continue
+            if now - item.send_at > self._max_delay:
+                status, reason = SUPPRESSED, "stale"
+            else:
+                quiet_end = self._quiet_end(state, now)
+                if quiet_end is not None:
+                    remaining.append(
+                        Pending(
+                            item.trigger,
+                            item.stage,
+                            item.key,
+                            item.anchor,
+                            item.due,
+                            quiet_end,
+                            item.subject,
+                        )
+                    )
+                    due_now = [p for p in remaining if p.send_at <= now]
+                    continue
+                prefs = state.prefs
+                status, reason = judge(
+                    user_id=state.user_id,
+                    trigger=item.trigger,
+                    stage=item.stage,
+                    now=now,
+                    opted_out=facts.suppressed or (prefs is not None and prefs.opt_in is False),
+                    cooldown=self._cooldown[item.trigger],
+                    log=contacts,
+                    outside=facts.contacts,
+                    policy=policy,
+                )
+            decision_id = trigger_id(state.user_id, item.trigger, item.key, item.stage)
+            records.append(self._decision(state, item, decision_id, now, status, reason))
+            if status != SUPPRESSED:
+                contacts = record_contact(
+                    contacts, item.trigger, decision_id, status, now, self._cap_window
+                )
+            following = next_stage(item, self._stages[item.trigger])
+            if following is not None:
+                remaining.append(following)
+            due_now = [p for p in remaining if p.send_at <= now]
+        dormant = None
+        for item in remaining:
+            if item.trigger == dormancy.NAME:
+                dormant = item
+        if dormant is not None:
+            remaining.remove(dormant)
+        new_state = UserState(
+            state.user_id,
+            state.seen,
+            state.last_activity,
+            state.prefs,
+            state.cart,
+            state.history,
+            state.viewed,
+            tuple(remaining),
+            contacts,
+            dormant.key if dormant is not None else None,
+            dormant.stage if dormant is not None else 0,
+            dormant.send_at if dormant is not None and dormant.send_at != dormant.due else None,
+        )
+        return Step(new_state, tuple(records), self.next_due(new_state), FIRED)
+
+    def _firing_order(self, item: Pending) -> tuple:
+        return (
+            item.send_at,
+            -self._priority[item.trigger],
+            item.trigger,
+            item.subject or "",
+            item.stage,
+        )
+
+    def _quiet_end(self, state: UserState, now: datetime) -> datetime | None:
+        window = self._policy.quiet_hours
+        if window is None:
+            return None
+        zone_name = state.prefs.timezone if state.prefs is not None else None
+        zone = ZoneInfo(zone_name) if zone_name else self._default_zone
+        return quiet_until(now, zone, window.start, window.end)
+
+    def _decision(
+        self,
+        state: UserState,
+        item: Pending,
+        decision_id: str,
+        now: datetime,
+        status: str,
+        reason: str | None,
+    ) -> Decision:
+        segment = segment_of(state.history, now, self.rules.segments)
+        return Decision(
+            trigger_id=decision_id,
+            trigger=item.trigger,
+            stage=item.stage,
+            user_id=state.user_id,
+            due_at=item.due,
+            fired_at=now,
+            status=status,
+            reason=reason,
+            segment=segment,
+            offer=self.rules.offers.offer(item.trigger, segment),
+            context=self._context(state, item, now),
+            rules_version=self.rules_version,
+        )
+
+    def _context(self, state: UserState, item: Pending, now: datetime) -> dict[str, object]:
+        trigger = item.trigger
+        if trigger == cart_abandonment.NAME:
+            return cart_abandonment.context(state.cart)
+        if trigger == browse_abandonment.NAME:
+            return browse_abandonment.context(state.viewed)
+        if trigger == replenishment.NAME:
+            return replenishment.context(
+                state.history, item.subject, self.rules.triggers.replenishment
+            )
+        if trigger == first_purchase_followup.NAME:
+            return first_purchase_followup.context(state.history, item.subject)
+        if trigger == lapsing.NAME:
+            return lapsing.context(state.history)
+        return dormancy.context(state.last_activity, now)
