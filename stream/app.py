@@ -95,6 +95,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         table_standby_replicas=1,
         stream_wait_empty=False,
         broker_commit_every=1000,
+        # A killed worker's partitions move to the others after this long.
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_commit_interval=1.0,
     )
     source = app.topic(

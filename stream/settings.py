@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    kafka_session_timeout_seconds: float = Field(default=15.0, ge=6.0)
     app_id: str = "nudge"
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)

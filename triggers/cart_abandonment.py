@@ -105,18 +105,24 @@ def after_order(
 
 
 def context(cart: Cart) -> dict[str, object]:
-    return {
-        "lines": [
+    lines = []
+    items = 0
+    value = 0.0
+    for line in cart.lines:
+        lines.append(
             {
                 "product_id": line.product_id,
                 "quantity": line.quantity,
                 "unit_price": line.unit_price,
                 "category": line.category,
             }
-            for line in cart.lines
-        ],
-        "items": sum(line.quantity for line in cart.lines),
-        "value": cart_value(cart),
+        )
+        items += line.quantity
+        value += line.quantity * (line.unit_price or 0.0)
+    return {
+        "lines": lines,
+        "items": items,
+        "value": round(value, 6),
         "checkout_started": cart.checkout,
         "last_cart_activity": format_timestamp(cart.updated_at) if cart.updated_at else None,
     }

@@ -115,6 +115,9 @@ class Engine:
         self._max_delay = policy.max_delay
         self._cap_window = policy.frequency_cap.per
         self._dormancy = triggers.dormancy
+        self._offers: dict[str, dict[str, str]] = {
+            name: getattr(rules.offers, name) for name in TRIGGER_NAMES
+        }
         self._default_zone = ZoneInfo(rules.default_timezone)
         self._handlers = {
             ProductViewed: self._product_viewed,
@@ -359,6 +362,9 @@ class Engine:
         return earliest
 
     def on_time(self, state: UserState, now: datetime, facts: OutsideFacts = NO_FACTS) -> Step:
+        earliest = self.next_due(state)
+        if earliest is None or earliest > now:
+            return Step(state, (), earliest, FIRED)
         remaining = list(state.pending)
         stage = state.dormancy_stage
         if stage and stage <= len(self._dormancy.stages) and state.last_activity is not None:
@@ -372,8 +378,6 @@ class Engine:
                 )
             )
         due_now = [item for item in remaining if item.send_at <= now]
-        if not due_now:
-            return Step(state, (), self.next_due(state), FIRED)
         contacts = state.contacts
         records: list[Record] = []
         policy = self._policy
@@ -473,18 +477,18 @@ class Engine:
     ) -> Decision:
         segment = segment_of(state.history, now, self.rules.segments)
         return Decision(
-            trigger_id=decision_id,
-            trigger=item.trigger,
-            stage=item.stage,
-            user_id=state.user_id,
-            due_at=item.due,
-            fired_at=now,
-            status=status,
-            reason=reason,
-            segment=segment,
-            offer=self.rules.offers.offer(item.trigger, segment),
-            context=self._context(state, item, now),
-            rules_version=self.rules_version,
+            decision_id,
+            item.trigger,
+            item.stage,
+            state.user_id,
+            item.due,
+            now,
+            status,
+            reason,
+            segment,
+            self._offers[item.trigger].get(segment, self._offers[item.trigger].get("default")),
+            self._context(state, item, now),
+            self.rules_version,
         )
 
     def _context(self, state: UserState, item: Pending, now: datetime) -> dict[str, object]:

@@ -32,11 +32,13 @@ or incrementally with :class:`Replay` (``feed_line`` / ``feed_event`` /
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, TextIO
@@ -167,14 +169,18 @@ class Replay:
             self._schedule(user_id, due)
         return out
 
-    def finish(self, until: datetime | None = None) -> list[Record]:
-        """Advance the clock to ``until`` (default: the latest event time) and fire."""
-        target = until if until is not None else self.clock
-        out = self._fire_until(target) if target is not None else []
-        if target is not None and (self.clock is None or target > self.clock):
-            self.clock = target
+    def advance(self, until: datetime) -> list[Record]:
+        """Move the clock forward to ``until``, firing every stage due by then."""
+        out = self._fire_until(until)
+        if self.clock is None or until > self.clock:
+            self.clock = until
         self.summary.clock = self.clock
         return out
+
+    def finish(self, until: datetime | None = None) -> list[Record]:
+        """End of input: advance to ``until`` (default: the latest event time seen)."""
+        target = until if until is not None else self.clock
+        return self.advance(target) if target is not None else []
 
     def _facts(self, user_id: str) -> OutsideFacts:
         return _SUPPRESSED_FACTS if user_id in self.suppressed else NO_FACTS
@@ -222,6 +228,23 @@ class ReplayResult:
     invalid: list[tuple[int, str, str]]  # (line number, reason, detail)
 
 
+@contextmanager
+def _without_cycle_collector() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a batch run.
+
+    The engine only builds immutable trees (no reference cycles), so reference
+    counting frees everything; the collector would only re-scan the growing
+    set of live user states, which costs about a fifth of a replay's time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def replay_lines(
     lines: Iterable[bytes | str],
     rules: Rules,
@@ -233,14 +256,15 @@ def replay_lines(
     replay = Replay(rules, suppressed=suppressed)
     records: list[Record] = []
     invalid: list[tuple[int, str, str]] = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            records += replay.feed_line(raw)
-        except InvalidEvent as exc:
-            invalid.append((number, exc.reason, exc.detail))
-    records += replay.finish(until)
+    with _without_cycle_collector():
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                records += replay.feed_line(raw)
+            except InvalidEvent as exc:
+                invalid.append((number, exc.reason, exc.detail))
+        records += replay.finish(until)
     return ReplayResult(records, replay.summary, replay.states, invalid)
 
 
@@ -284,7 +308,8 @@ def replay_command(events: str, *, rules: str | None, until: str | None, out: st
     size = _size_of(source)
     progress = _progress_printer(sys.stderr, size) if sys.stderr.isatty() else None
     try:
-        summary = _run(source, sink, loaded, end, progress)
+        with _without_cycle_collector():
+            summary = _run(source, sink, loaded, end, progress)
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

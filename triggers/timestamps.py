@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 
@@ -71,9 +73,12 @@ def parse_timestamp(value: object) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; milliseconds only when non-zero (``...T10:00:00.250Z``)."""
-    moment = moment.astimezone(UTC) if moment.tzinfo is not UTC else moment
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text[:-6] + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # orjson formats datetimes several times faster than isoformat():
+    # '"2026-11-23T10:00:00Z"' or '"2026-11-23T10:00:00.250000Z"'
+    text = orjson.dumps(moment, option=orjson.OPT_UTC_Z).decode()
+    return text[1:24] + "Z" if moment.microsecond >= 1000 else text[1:20] + "Z"
 
 
 def to_millis(moment: datetime) -> int:

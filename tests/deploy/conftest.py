@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from deploy_support import require_binary
+
+from tests.deploy.deploy_support import require_binary
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
-from deploy_support import COMPOSE, ROOT, load_yaml, settings_env_names
 
 from stream.settings import Settings
+from tests.deploy.deploy_support import COMPOSE, ROOT, load_yaml, settings_env_names
 
 pytestmark = pytest.mark.unit
 
@@ -127,6 +127,7 @@ def test_worker_is_wired_to_kafka_redis_rules_and_data(
     simulate = services["simulate"]
     assert simulate["image"] == worker["image"]
     assert simulate["command"][0] == "simulate"
+    assert simulate["healthcheck"] == {"disable": True}, "no web server to probe in simulate"
     assert environment(simulate)["NUDGE_KAFKA_BOOTSTRAP"] == env["NUDGE_KAFKA_BOOTSTRAP"]
 
 

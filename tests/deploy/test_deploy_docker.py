@@ -24,9 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from deploy_support import ROOT
 
 from stream.settings import Settings
+from tests.deploy.deploy_support import ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     ALERTS,
     DASHBOARD,
     SCRAPE_CONFIG,

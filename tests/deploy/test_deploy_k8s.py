@@ -14,14 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
-from deploy_support import ALERTS, K8S, ROOT, load_yaml, load_yaml_all, settings_env_names
+from packaging.version import Version
+
+from tests.deploy.deploy_support import (
+    ALERTS,
+    K8S,
+    ROOT,
+    load_yaml,
+    load_yaml_all,
+    settings_env_names,
+)
 
 pytestmark = pytest.mark.unit
 
-#: The oldest Kubernetes the manifests support and the newest the validator knows.
-K8S_VERSIONS = ("1.28", kubernetes_validate.latest_version())
+#: The oldest Kubernetes the manifests support (or the oldest schema the validator still
+#: ships, if newer) and the newest the validator knows.
+OLDEST_SUPPORTED = "1.28"
+K8S_VERSIONS = (
+    max(OLDEST_SUPPORTED, kubernetes_validate.utils.all_versions()[0], key=Version),
+    kubernetes_validate.latest_version(),
+)
 #: The Prometheus Operator CRDs' pattern for durations.
 DURATION = (
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     ALERTS,
     SCRAPE_CONFIG,
     alert_rules,

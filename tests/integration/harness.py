@@ -91,6 +91,7 @@ class WorkerGroup:
             "NUDGE_REDIS_SUPPRESSION_KEY": self.suppression_key,
             "NUDGE_REDIS_KEY_PREFIX": f"{self.name}:",
             "NUDGE_LOG_LEVEL": "INFO",
+            "NUDGE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
             **{f"NUDGE_TOPIC_{k.upper()}": self.topic(k) for k in TOPIC_KEYS},
             **self.extra_env,
         }
