@@ -15,13 +15,13 @@ from typing import Any
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
-from triggers.engine import Engine
 
-from stream.contact_ledger import ContactLedger
+from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import faust_credentials
 from stream.metrics import NudgeMetrics
 from stream.processor import UserProcessor
 from stream.settings import Settings
+from triggers.engine import Engine
 from triggers.rules import Rules
 
 log = logging.getLogger("nudge.app")
@@ -154,30 +154,43 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
                     await processor.on_input(
                         message.topic, message.partition, message.offset, message.key, event.value
                     )
-            except Exception:  # the agent must never die on a message
+            except Exception as exc:  # the agent must never die on a message
                 log.exception(
                     "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
                 )
-                metrics.events.labels(message.topic, "unknown", "error").inc()
+                if message.topic != settings.topic_ticks:
+                    await processor.dead_letter_failure(message, event.value, exc)
 
+    # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)
     async def send_ticks() -> None:
         if app.rebalancing:
             return
-        for tp in app.assignor.assigned_actives():
-            if tp.topic == settings.topic_ticks:
-                await ticks.send(value=b"", partition=tp.partition)
+        try:
+            for tp in app.assignor.assigned_actives():
+                if tp.topic == settings.topic_ticks:
+                    await ticks.send(value=b"", partition=tp.partition)
+        except Exception:
+            log.exception("could not send deadline ticks")
 
     @app.timer(interval=5.0)
-    async def report_lag_and_readiness() -> None:
-        metrics.ready.set(1 if nudge.ready() else 0)
-        monitor = app.monitor
-        for tp, end in list(monitor.tp_end_offsets.items()):
-            if tp.topic in input_topics:
-                committed = monitor.tp_committed_offsets.get(tp, 0)
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, end - committed)
-                )
+    async def report_health() -> None:
+        try:
+            await ledger.ping()
+            metrics.redis_up.set(1)
+        except RedisUnavailable as exc:
+            metrics.redis_up.set(0)
+            metrics.redis_errors.labels(exc.operation).inc()
+        try:
+            metrics.ready.set(1 if nudge.ready() else 0)
+            monitor = app.monitor
+            for tp, end in list(monitor.tp_end_offsets.items()):
+                if tp.topic in input_topics:
+                    committed = monitor.tp_committed_offsets.get(tp, 0)
+                    lag = max(0, end - committed)
+                    metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        except Exception:
+            log.exception("could not report lag")
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

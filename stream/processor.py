@@ -28,14 +28,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from triggers.engine import Engine, OutsideFacts, Step
-from triggers.state import UserState, decode_state, encode_state
 
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
+from triggers.engine import Engine, OutsideFacts, Step
 from triggers.events import InvalidEvent, parse_event
 from triggers.records import Conversion, Decision, record_to_json
+from triggers.state import UserState, decode_state, encode_state
 
 log = logging.getLogger("nudge.processor")
 
@@ -181,6 +181,23 @@ class UserProcessor:
 
         self._users[user_key] = pack_user(state, _dt_or_none(due))
         DeadlineIndex(self._deadlines, partition).move(event.user_id, old_due, due, to_ms(now))
+
+    async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
+        """A message the engine failed on: keep it, with the reason, in the dead-letter topic."""
+        await self._sink.dead_letter(
+            message.key,
+            dead_letter_record(
+                reason="processing_error",
+                detail=f"{type(exc).__name__}: {exc}"[:500],
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                raw=raw,
+                at=self._clock(),
+            ),
+        )
+        self._metrics.dead_letters.labels("processing_error").inc()
+        self._metrics.events.labels(message.topic, "unknown", "error").inc()
 
     # -- deadline ticks -----------------------------------------------------------------
 
