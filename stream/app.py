@@ -95,6 +95,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         table_standby_replicas=1,
         stream_wait_empty=False,
         broker_commit_every=1000,
+        # Batch produce requests (changelogs, outputs) instead of one request per record.
+        producer_linger=0.005,
         # A killed worker's partitions move to the others after this long.
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
@@ -111,16 +113,15 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     users = app.Table(
-        "users", partitions=partitions, key_type=bytes, value_type=bytes,
-        options=table_options, help="Per-user engine state.",
+        "users",
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options=table_options,
+        help="Per-user engine state.",
     )
-    deadlines = app.Table(
-        "deadlines", partitions=partitions, key_type=bytes, value_type=bytes,
-        options=table_options, help="Time-bucketed index of pending deadlines.",
-    )
-    for table in (users, deadlines):
-        # Keys and values are bytes we encode ourselves; Faust would default to JSON.
-        table.key_serializer = table.value_serializer = "raw"
+    # Keys and values are bytes we encode ourselves; Faust would default to JSON.
+    users.key_serializer = users.value_serializer = "raw"
 
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
@@ -134,13 +135,19 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     processor = UserProcessor(
         engine=Engine(rules),
         users=users,  # type: ignore[arg-type]
-        deadlines=deadlines,  # type: ignore[arg-type]
         ledger=ledger,
         sink=sink,
         metrics=metrics,
         max_message_bytes=settings.max_message_bytes,
     )
     nudge = NudgeApp(app, processor, metrics, registry, ledger)
+
+    @users.on_recover
+    async def rebuild_deadline_index() -> None:
+        # Runs after every recovery (start-up, rebalance), before streams resume.
+        pending = processor.rebuild_deadlines(users.items())  # type: ignore[arg-type]
+        log.info("deadline index rebuilt: %d pending", pending)
+
     input_topics = set(settings.input_topics)
 
     @app.agent(source, concurrency=1)
@@ -191,6 +198,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
                     metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         except Exception:
             log.exception("could not report lag")
+
+    @app.on_before_shutdown.connect
+    async def finish_bookkeeping(app: faust.App, **_: Any) -> None:
+        await processor.drain_bookkeeping()
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

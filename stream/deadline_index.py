@@ -1,113 +1,79 @@
-"""A time-bucketed index of pending deadlines, one per partition, kept in a Faust table.
+"""The in-memory index of pending deadlines, per partition, derived from the users table.
 
-Layout (all keys and values bytes, so the table's changelog is compact):
-- ``b"{p}:{second}"`` -> JSON list of user ids whose next deadline falls in that
-  second (epoch seconds, floor);
-- ``b"{p}:cursor"`` -> the last second whose bucket is fully processed;
-- ``b"{p}:count"`` -> how many users of partition ``p`` have a pending deadline.
-
-Every write happens while the worker processes a message of partition ``p``
-(an input event or a tick), so it lands in changelog partition ``p`` and in the
-RocksDB of that partition: a restarted or rebalanced worker recovers the index
-with the partition. Firing costs one bucket read per elapsed second plus one
-state read per due user — it grows with the number of due users, never with
-the number of users or pending deadlines.
+Every user's next deadline is part of their row in the ``users`` table (changelogged,
+in RocksDB). This index is only a way to find the due ones fast: a min-heap of
+``(due, user)`` per partition with lazy deletion. It is rebuilt from the table after
+every recovery (start-up, rebalance), so it never needs a changelog of its own and
+costs no extra writes per event. Taking the due users of a partition costs
+O(due x log pending): it grows with the number of due users, never with the number
+of users or pending deadlines.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import MutableMapping
+import heapq
+from collections.abc import Iterable
 
-import orjson
-
-#: Upper bound on empty seconds scanned per tick after a long pause; the rest
-#: is scanned on the following ticks.
-MAX_BUCKETS_PER_TICK = 20_000
+#: Users handed out per partition per tick; the rest wait for the next tick
+#: (a quarter of a second later), so one huge second cannot stall the agent.
+MAX_DUE_PER_TICK = 5_000
 
 
-def _second(epoch_ms: int) -> int:
-    return math.floor(epoch_ms / 1000)
+class PartitionDeadlines:
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+        self._due: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def set(self, user_id: str, due_ms: int | None) -> None:
+        if due_ms is None:
+            self._due.pop(user_id, None)
+            return
+        if self._due.get(user_id) == due_ms:
+            return
+        self._due[user_id] = due_ms
+        heapq.heappush(self._heap, (due_ms, user_id))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            self._compact()
+
+    def take_due(self, now_ms: int, limit: int = MAX_DUE_PER_TICK) -> list[tuple[str, int]]:
+        """Remove and return up to ``limit`` users whose deadline is at or before ``now``."""
+        taken: list[tuple[str, int]] = []
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= now_ms and len(taken) < limit:
+            due_ms, user_id = heapq.heappop(heap)
+            if due.get(user_id) == due_ms:  # otherwise a stale entry: the deadline moved
+                del due[user_id]
+                taken.append((user_id, due_ms))
+        return taken
+
+    def _compact(self) -> None:
+        self._heap = [(d, u) for u, d in self._due.items()]
+        heapq.heapify(self._heap)
 
 
 class DeadlineIndex:
-    def __init__(self, table: MutableMapping[bytes, bytes], partition: int) -> None:
-        self._table = table
-        self._p = partition
+    def __init__(self) -> None:
+        self._partitions: dict[int, PartitionDeadlines] = {}
 
-    def _key(self, name: str | int) -> bytes:
-        return f"{self._p}:{name}".encode()
+    def partition(self, partition: int) -> PartitionDeadlines:
+        found = self._partitions.get(partition)
+        if found is None:
+            found = self._partitions[partition] = PartitionDeadlines()
+        return found
 
-    def _int(self, name: str) -> int | None:
-        raw = self._table.get(self._key(name))
-        return None if raw is None else int(raw)
+    def set(self, partition: int, user_id: str, due_ms: int | None) -> None:
+        self.partition(partition).set(user_id, due_ms)
 
-    def cursor(self, now_ms: int) -> int:
-        """The last fully processed second; initialised to just before now."""
-        cursor = self._int("cursor")
-        if cursor is None:
-            cursor = _second(now_ms) - 1
-            self._table[self._key("cursor")] = str(cursor).encode()
-        return cursor
+    def rebuild(self, entries: Iterable[tuple[int, str, int | None]]) -> int:
+        """Start over from ``(partition, user, due)`` rows; return the number of deadlines."""
+        self._partitions = {}
+        for partition, user_id, due_ms in entries:
+            if due_ms is not None:
+                self.partition(partition).set(user_id, due_ms)
+        return sum(len(p) for p in self._partitions.values())
 
-    def count(self) -> int:
-        return self._int("count") or 0
-
-    def _add_count(self, delta: int) -> None:
-        self._table[self._key("count")] = str(max(0, self.count() + delta)).encode()
-
-    def _bucket_for(self, due_ms: int, now_ms: int) -> int:
-        # A deadline already behind the cursor goes to the next bucket to be scanned.
-        return max(_second(due_ms), self.cursor(now_ms) + 1)
-
-    def bucket_users(self, second: int) -> list[str]:
-        raw = self._table.get(self._key(second))
-        return [] if raw is None else orjson.loads(raw)
-
-    def _write_bucket(self, second: int, users: list[str]) -> None:
-        key = self._key(second)
-        if users:
-            self._table[key] = orjson.dumps(users)
-        elif key in self._table:
-            del self._table[key]
-
-    def move(
-        self, user_id: str, old_due_ms: int | None, new_due_ms: int | None, now_ms: int
-    ) -> None:
-        """Re-index a user whose next deadline changed from ``old`` to ``new``."""
-        old_b = None if old_due_ms is None else self._bucket_for(old_due_ms, now_ms)
-        new_b = None if new_due_ms is None else self._bucket_for(new_due_ms, now_ms)
-        if old_b == new_b:
-            return
-        delta = 0
-        if old_b is not None:
-            users = self.bucket_users(old_b)
-            if user_id in users:
-                users.remove(user_id)
-                self._write_bucket(old_b, users)
-                delta -= 1
-        if new_b is not None:
-            users = self.bucket_users(new_b)
-            if user_id not in users:
-                users.append(user_id)
-                self._write_bucket(new_b, users)
-                delta += 1
-        if delta:
-            self._add_count(delta)
-
-    def discard(self, second: int, user_id: str) -> None:
-        """Drop a user found in a bucket where their state says they do not belong."""
-        users = self.bucket_users(second)
-        if user_id in users:
-            users.remove(user_id)
-            self._write_bucket(second, users)
-            self._add_count(-1)
-
-    def due_buckets(self, now_ms: int) -> list[int]:
-        """Seconds from the cursor up to now (inclusive), at most MAX_BUCKETS_PER_TICK."""
-        start = self.cursor(now_ms) + 1
-        end = min(_second(now_ms), start + MAX_BUCKETS_PER_TICK - 1)
-        return list(range(start, end + 1))
-
-    def advance_cursor(self, second: int) -> None:
-        self._table[self._key("cursor")] = str(second).encode()
+    def pending(self) -> dict[int, int]:
+        return {p: len(d) for p, d in self._partitions.items()}

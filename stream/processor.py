@@ -6,7 +6,7 @@ message and every deadline tick; it owns no business logic — that lives in
 
 1. before an event, fire the user's stages already due (as ``nudge replay`` does);
 2. apply the event; fire again if the event made something due at once;
-3. save the state and re-index its next deadline;
+3. save the state (with its next deadline) and update the in-memory deadline index;
 4. emit records: audit first, then ``marketing.triggers`` (awaiting the broker's
    acknowledgement), then mark the sends in Redis.
 
@@ -18,11 +18,12 @@ events keep being consumed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ from triggers.state import UserState, decode_state, encode_state
 
 log = logging.getLogger("nudge.processor")
 
-_DUE = struct.Struct(">q")
+_HEADER = struct.Struct(">qH")  # next deadline (epoch ms, -1 = none), partition
 _NO_DUE = -1
 
 
@@ -53,14 +54,25 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def pack_user(state: UserState, next_due: datetime | None) -> bytes:
-    """Table value: the next deadline (epoch ms, -1 for none) then the encoded state."""
-    return _DUE.pack(_NO_DUE if next_due is None else to_ms(next_due)) + encode_state(state)
+def pack_user(state: UserState, next_due_ms: int | None, partition: int) -> bytes:
+    """Table value: next deadline and partition, then the engine's encoded state."""
+    due = _NO_DUE if next_due_ms is None else next_due_ms
+    return _HEADER.pack(due, partition) + encode_state(state)
 
 
-def unpack_user(value: bytes) -> tuple[UserState, int | None]:
-    (due_ms,) = _DUE.unpack_from(value)
-    return decode_state(value[_DUE.size :]), (None if due_ms == _NO_DUE else due_ms)
+def unpack_user(value: bytes) -> tuple[UserState, int | None, int]:
+    due_ms, partition = _HEADER.unpack_from(value)
+    state = decode_state(value[_HEADER.size :])
+    return state, (None if due_ms == _NO_DUE else due_ms), partition
+
+
+def _due_rows(
+    rows: Iterable[tuple[bytes, bytes]],
+) -> Iterator[tuple[bytes, tuple[int | None, int]]]:
+    """(key, (due, partition)) of table rows, reading only the header."""
+    for key, value in rows:
+        due_ms, partition = _HEADER.unpack_from(value)
+        yield key, (None if due_ms == _NO_DUE else due_ms, partition)
 
 
 def dead_letter_record(
@@ -110,7 +122,6 @@ class UserProcessor:
         *,
         engine: Engine,
         users: MutableMapping[bytes, bytes],
-        deadlines: MutableMapping[bytes, bytes],
         ledger: ContactLedger,
         sink: RecordSink,
         metrics: NudgeMetrics,
@@ -120,7 +131,7 @@ class UserProcessor:
     ) -> None:
         self._engine = engine
         self._users = users
-        self._deadlines = deadlines
+        self.deadlines = DeadlineIndex()
         self._ledger = ledger
         self._sink = sink
         self._metrics = metrics
@@ -128,6 +139,7 @@ class UserProcessor:
         self._clock = clock
         self._monotonic = monotonic
         self.backoff = RedisBackoff()
+        self._bookkeeping: set[asyncio.Future[None]] = set()
 
     # -- input events -------------------------------------------------------------------
 
@@ -157,8 +169,7 @@ class UserProcessor:
 
         user_key = event.user_id.encode()
         stored = self._users.get(user_key)
-        state, old_due = unpack_user(stored) if stored is not None else (None, None)
-        due = old_due
+        state, due, _p = unpack_user(stored) if stored is not None else (None, None, partition)
         fired_first = False
 
         # As in replay: stages due at or before the event's time fire before it is applied.
@@ -172,15 +183,15 @@ class UserProcessor:
         if step.outcome != "processed" and not fired_first:
             return  # duplicate or test event: nothing changed, nothing to write
         state, due = step.state, _ms_or_none(step.next_due)
-        await self._emit(event.user_id, step.records, deliver=False)
+        await self._emit(event.user_id, step.records)
 
         if due is not None and due <= to_ms(now):
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due = fired.state, _ms_or_none(fired.next_due)
 
-        self._users[user_key] = pack_user(state, _dt_or_none(due))
-        DeadlineIndex(self._deadlines, partition).move(event.user_id, old_due, due, to_ms(now))
+        self._users[user_key] = pack_user(state, due, partition)
+        self.deadlines.set(partition, event.user_id, due)
 
     async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
         """A message the engine failed on: keep it, with the reason, in the dead-letter topic."""
@@ -205,31 +216,31 @@ class UserProcessor:
         now = self._clock()
         now_ms = to_ms(now)
         self._metrics.ticks.inc()
-        index = DeadlineIndex(self._deadlines, partition)
-        current_second = now_ms // 1000
-        for second in index.due_buckets(now_ms):
-            complete = True
-            for user_id in index.bucket_users(second):
-                stored = self._users.get(user_id.encode())
-                if stored is None:
-                    index.discard(second, user_id)
-                    continue
-                state, due = unpack_user(stored)
-                if due is None or max(due // 1000, index.cursor(now_ms) + 1) != second:
-                    index.discard(second, user_id)  # indexed elsewhere or nothing pending
-                    continue
-                if due > now_ms:
-                    complete = False
-                    continue
-                fired = await self._fire(state, due, now)
-                if fired is None:
-                    return  # Redis is down: leave the rest for a later tick
-                self._users[user_id.encode()] = pack_user(fired.state, fired.next_due)
-                index.move(user_id, due, _ms_or_none(fired.next_due), now_ms)
-            if not complete or second >= current_second:
+        deadlines = self.deadlines.partition(partition)
+        due_users = deadlines.take_due(now_ms)
+        for n, (user_id, _) in enumerate(due_users):
+            stored = self._users.get(user_id.encode())
+            if stored is None:
+                continue
+            state, due, _p = unpack_user(stored)
+            if due is None or due > now_ms:
+                deadlines.set(user_id, due)  # the index was behind the table: trust the table
+                continue
+            fired = await self._fire(state, due, now)
+            if fired is None:  # Redis is down: these users stay due for a later tick
+                for waiting, waiting_due in due_users[n:]:
+                    deadlines.set(waiting, waiting_due)
                 break
-            index.advance_cursor(second)
-        self._metrics.pending_deadlines.labels(str(partition)).set(index.count())
+            next_due = _ms_or_none(fired.next_due)
+            self._users[user_id.encode()] = pack_user(fired.state, next_due, partition)
+            deadlines.set(user_id, next_due)
+        self._metrics.pending_deadlines.labels(str(partition)).set(len(deadlines))
+
+    def rebuild_deadlines(self, rows: Iterable[tuple[bytes, bytes]]) -> int:
+        """Rebuild the deadline index from the users table (after every recovery)."""
+        return self.deadlines.rebuild(
+            (partition, key.decode(), due) for key, (due, partition) in _due_rows(rows)
+        )
 
     # -- firing -------------------------------------------------------------------------
 
@@ -251,7 +262,7 @@ class UserProcessor:
         self._metrics.redis_up.set(1)
 
         fresh = [r for r in step.records if getattr(r, "trigger_id", None) not in already]
-        await self._emit(state.user_id, fresh, deliver=True)
+        deliveries = await self._emit(state.user_id, fresh)
         scheduled = scheduled_ms / 1000
         for d in decisions:
             self._metrics.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
@@ -260,14 +271,39 @@ class UserProcessor:
         contacts = [
             (d.trigger_id, d.fired_at) for d in decisions if d.status in ("sent", "holdout")
         ]
-        try:
-            await self._ledger.record(
-                state.user_id, contacts, [d.trigger_id for d in decisions if d.status == "sent"]
+        sent = [d.trigger_id for d in decisions if d.status == "sent"]
+        if contacts or sent:
+            # Marked sent only once the broker has the records; the agent does not wait.
+            task = asyncio.ensure_future(
+                self._record_after_delivery(state.user_id, deliveries, contacts, sent)
             )
+            self._bookkeeping.add(task)
+            task.add_done_callback(self._bookkeeping.discard)
+        return step
+
+    async def _record_after_delivery(
+        self,
+        user_id: str,
+        deliveries: list[Awaitable[Any]],
+        contacts: list[tuple[str, datetime]],
+        sent: list[str],
+    ) -> None:
+        try:
+            for delivery in deliveries:
+                await delivery
+        except Exception:
+            log.exception("a triggered record was not acknowledged; it is not marked sent")
+            return
+        try:
+            await self._ledger.record(user_id, contacts, sent)
         except RedisUnavailable as exc:
             # The checks passed and the records are out; only the bookkeeping failed.
             self._redis_failed(exc)
-        return step
+
+    async def drain_bookkeeping(self) -> None:
+        """Wait for pending sent-marks (on shutdown)."""
+        if self._bookkeeping:
+            await asyncio.gather(*self._bookkeeping, return_exceptions=True)
 
     def _redis_failed(self, exc: RedisUnavailable) -> None:
         self.backoff.failed(self._monotonic())
@@ -276,8 +312,9 @@ class UserProcessor:
         log.warning("redis unavailable (%s); due decisions wait", exc.operation)
 
     async def _emit(
-        self, user_id: str, records: tuple[Decision | Conversion, ...] | list[Any], *, deliver: bool
-    ) -> None:
+        self, user_id: str, records: tuple[Decision | Conversion, ...] | list[Any]
+    ) -> list[Awaitable[Any]]:
+        """Audit every record, send the `sent` ones; return their delivery futures."""
         key = user_id.encode()
         deliveries = []
         for record in records:
@@ -287,14 +324,8 @@ class UserProcessor:
                 self._metrics.conversions.labels(record.trigger, record.arm).inc()
             elif record.status == "sent":
                 deliveries.append(await self._sink.triggered(key, value))
-        if deliver:
-            for delivery in deliveries:
-                await delivery
+        return deliveries
 
 
 def _ms_or_none(moment: datetime | None) -> int | None:
     return None if moment is None else to_ms(moment)
-
-
-def _dt_or_none(epoch_ms: int | None) -> datetime | None:
-    return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, UTC)
