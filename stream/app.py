@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from stream.catch_up import CatchUp
 from stream.contact_ledger import ContactLedger, RedisUnavailable
-from stream.kafka_auth import faust_credentials
+from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import NudgeMetrics
 from stream.processor import UserProcessor
 from stream.settings import Settings
@@ -69,6 +73,30 @@ class _FaustSink:
 
     async def dead_letter(self, key: bytes | None, value: bytes) -> None:
         await self._dlq.send(key=key, value=value)
+
+
+async def start_offsets(
+    app: faust.App, settings: Settings, owned: list[TP]
+) -> dict[tuple[str, int], int]:
+    """Where this worker starts reading each owned input partition: committed, else earliest."""
+    if not owned:
+        return {}
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(
+            app.conf.id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in owned]
+        )
+    finally:
+        await admin.close()
+    starts = {
+        (tp.topic, tp.partition): meta.offset for tp, meta in committed.items() if meta.offset >= 0
+    }
+    missing = [tp for tp in owned if (tp.topic, tp.partition) not in starts]
+    if missing:
+        earliest = await app.consumer.earliest_offsets(*missing)
+        starts.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items()})
+    return starts
 
 
 def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
@@ -132,6 +160,11 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         suppression_key=settings.redis_suppression_key,
         prefix=settings.redis_key_prefix,
     )
+    catch_up = CatchUp(settings.input_topics)
+
+    def end_offset(topic: str, partition: int) -> int | None:
+        return app.consumer.highwater(TP(topic, partition))
+
     processor = UserProcessor(
         engine=Engine(rules),
         users=users,  # type: ignore[arg-type]
@@ -139,14 +172,21 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         sink=sink,
         metrics=metrics,
         max_message_bytes=settings.max_message_bytes,
+        horizon=lambda partition, now_ms: catch_up.horizon(partition, now_ms, end_offset),
     )
     nudge = NudgeApp(app, processor, metrics, registry, ledger)
 
     @users.on_recover
-    async def rebuild_deadline_index() -> None:
+    async def after_recovery() -> None:
         # Runs after every recovery (start-up, rebalance), before streams resume.
         pending = processor.rebuild_deadlines(users.items())  # type: ignore[arg-type]
         log.info("deadline index rebuilt: %d pending", pending)
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
+        try:
+            catch_up.assigned(await start_offsets(app, settings, owned))
+        except Exception:
+            log.exception("could not read committed offsets; deadlines follow the wall clock")
+            catch_up.assigned(None)
 
     input_topics = set(settings.input_topics)
 
@@ -154,19 +194,23 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                if message.topic == settings.topic_ticks:
+            if message.topic == settings.topic_ticks:
+                try:
                     await processor.on_tick(message.partition)
-                else:
-                    await processor.on_input(
-                        message.topic, message.partition, message.offset, message.key, event.value
-                    )
+                except Exception:  # the agent must never die; the next tick retries
+                    log.exception("failed to process a tick of partition %d", message.partition)
+                continue
+            ts_ms = None
+            try:
+                ts_ms = await processor.on_input(
+                    message.topic, message.partition, message.offset, message.key, event.value
+                )
             except Exception as exc:  # the agent must never die on a message
                 log.exception(
                     "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
                 )
-                if message.topic != settings.topic_ticks:
-                    await processor.dead_letter_failure(message, event.value, exc)
+                await processor.dead_letter_failure(message, event.value, exc)
+            catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
 
     # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)

@@ -29,6 +29,7 @@ class NudgeMetrics:
     consumer_lag: Gauge
     ready: Gauge
     ticks: Counter
+    held_back: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NudgeMetrics:
@@ -91,6 +92,13 @@ class NudgeMetrics:
             ready=Gauge(
                 "nudge_ready",
                 "1 when the worker is assigned, recovered and not rebalancing.",
+                registry=registry,
+            ),
+            held_back=Gauge(
+                "nudge_deadlines_held_back_seconds",
+                "How far behind the wall clock deadlines may fire on a partition while its "
+                "input backlog is read (0 when caught up).",
+                ["partition"],
                 registry=registry,
             ),
             ticks=Counter(

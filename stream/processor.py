@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from stream.catch_up import NEVER
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
@@ -128,6 +129,7 @@ class UserProcessor:
         max_message_bytes: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        horizon: Callable[[int, int], int] = lambda partition, now_ms: now_ms,
     ) -> None:
         self._engine = engine
         self._users = users
@@ -138,6 +140,7 @@ class UserProcessor:
         self._max_bytes = max_message_bytes
         self._clock = clock
         self._monotonic = monotonic
+        self._horizon = horizon
         self.backoff = RedisBackoff()
         self._bookkeeping: set[asyncio.Future[None]] = set()
 
@@ -145,7 +148,8 @@ class UserProcessor:
 
     async def on_input(
         self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes
-    ) -> None:
+    ) -> int | None:
+        """Process one input message; return its event time (epoch ms), None if invalid."""
         now = self._clock()
         try:
             event = parse_event(raw, max_bytes=self._max_bytes)
@@ -165,15 +169,17 @@ class UserProcessor:
             self._metrics.dead_letters.labels(exc.reason).inc()
             self._metrics.events.labels(topic, "invalid", "invalid").inc()
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc.reason)
-            return
+            return None
 
         user_key = event.user_id.encode()
         stored = self._users.get(user_key)
         state, due, _p = unpack_user(stored) if stored is not None else (None, None, partition)
         fired_first = False
 
-        # As in replay: stages due at or before the event's time fire before it is applied.
-        if state is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
+        # As in replay: stages due at or before the event's time fire before it is applied
+        # (never ahead of unread input: see stream.catch_up).
+        horizon = self._horizon(partition, to_ms(now))
+        if state is not None and due is not None and due <= min(horizon, to_ms(event.ts)):
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True
@@ -181,17 +187,18 @@ class UserProcessor:
         step = self._engine.on_event(state, event, now)
         self._metrics.events.labels(topic, event.type, step.outcome).inc()
         if step.outcome != "processed" and not fired_first:
-            return  # duplicate or test event: nothing changed, nothing to write
+            return to_ms(event.ts)  # duplicate or test event: nothing changed, nothing to write
         state, due = step.state, _ms_or_none(step.next_due)
         await self._emit(event.user_id, step.records)
 
-        if due is not None and due <= to_ms(now):
+        if due is not None and due <= horizon:
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due = fired.state, _ms_or_none(fired.next_due)
 
         self._users[user_key] = pack_user(state, due, partition)
         self.deadlines.set(partition, event.user_id, due)
+        return to_ms(event.ts)
 
     async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
         """A message the engine failed on: keep it, with the reason, in the dead-letter topic."""
@@ -217,7 +224,10 @@ class UserProcessor:
         now_ms = to_ms(now)
         self._metrics.ticks.inc()
         deadlines = self.deadlines.partition(partition)
-        due_users = deadlines.take_due(now_ms)
+        horizon = self._horizon(partition, now_ms)
+        behind = max(0.0, (now_ms - horizon) / 1000) if horizon > NEVER else float("inf")
+        self._metrics.held_back.labels(str(partition)).set(behind)
+        due_users = deadlines.take_due(horizon)
         for n, (user_id, _) in enumerate(due_users):
             stored = self._users.get(user_id.encode())
             if stored is None:

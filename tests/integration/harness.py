@@ -238,6 +238,13 @@ async def wait_for(
         if predicate(records):
             return records
         await asyncio.sleep(0.5)
+    state = "\n".join(
+        line
+        for w in group.workers
+        if w.proc.poll() is None
+        for line in w.metrics().splitlines()
+        if line.startswith(("nudge_pending", "nudge_deadlines_held", "nudge_redis", "nudge_ticks"))
+    )
     raise AssertionError(
-        f"timed out waiting on {key}; last {len(records)} records: {records[-10:]}"
+        f"timed out waiting on {key}; last {len(records)} records: {records[-10:]}\n{state}"
     )
