@@ -116,9 +116,33 @@ def phase_baseline(events: Path) -> dict[str, Any]:
     }
 
 
+def phase_parse(events: Path) -> dict[str, Any]:
+    """Read every line and validate it with the engine's ``parse_event`` (no engine)."""
+    from triggers.events import InvalidEvent, parse_event
+
+    rss_before = _rss_now_kib()
+    started = time.perf_counter()
+    count = invalid = 0
+    for line in _lines(events):
+        count += 1
+        try:
+            parse_event(line)
+        except InvalidEvent:
+            invalid += 1
+    elapsed = time.perf_counter() - started
+    return {
+        "events": count,
+        "invalid": invalid,
+        "seconds": elapsed,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": _peak_rss_kib(),
+    }
+
+
 def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) -> dict[str, Any]:
     """``replay_lines`` over the file, its records serialised as ``nudge replay`` writes them
     (not written anywhere), then the encoded size of every user's final state."""
+    import triggers.state as state_module
     from triggers.records import record_to_json
     from triggers.replay import replay_lines
     from triggers.rules import load_rules
@@ -139,6 +163,9 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
     peak = _peak_rss_kib()
 
     sizes = sorted(len(encode_state(state)) for state in result.states.values())
+    # the event-id memory (dedupe) is the one part that grows with activity until its cap
+    seen_bytes = sum(len(getattr(state, "seen", b"")) for state in result.states.values())
+    seen_cap = getattr(state_module, "MAX_SEEN", 0) * getattr(state_module, "DIGEST_SIZE", 0)
     summary = result.summary
     decisions: dict[str, int] = {}
     for (_, status), n in summary.decisions.items():
@@ -161,6 +188,8 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
         "state_p50": _percentile(sizes, 0.50),
         "state_p99": _percentile(sizes, 0.99),
         "state_max": sizes[-1] if sizes else 0,
+        "seen_mean_raw": seen_bytes / len(sizes) if sizes else 0.0,
+        "seen_cap_raw": seen_cap,
     }
     if profiler and profile:
         profiler.dump_stats(profile)
@@ -231,6 +260,7 @@ def report(
     args: argparse.Namespace,
     events: Path,
     base: dict[str, Any],
+    parse: dict[str, Any],
     rep: dict[str, Any],
     cli: dict[str, Any] | None,
 ) -> str:
@@ -251,6 +281,9 @@ def report(
         "|---|---:|---:|---:|---:|",
         f"| (a) baseline: read + `orjson.loads` | {base['seconds']:.2f} | {base_rate:,.0f} | 1.00x "
         f"| {_mib(base['peak_rss_kib'])} ({_mib(base['rss_before_kib'])}) |",
+        f"| (a2) read + `parse_event` (validation only) | {parse['seconds']:.2f} "
+        f"| {n / parse['seconds']:,.0f} | {n / parse['seconds'] / base_rate:.3f}x "
+        f"| {_mib(parse['peak_rss_kib'])} ({_mib(parse['rss_before_kib'])}) |",
         f"| (b) engine replay (`replay_lines`) | {rep['seconds']:.2f} | {rep_rate:,.0f} "
         f"| {rep_rate / base_rate:.3f}x | {_mib(rep['peak_rss_kib'])} "
         f"({_mib(rep['rss_before_kib'])}) |",
@@ -270,6 +303,10 @@ def report(
         f"| p50 | {rep['state_p50']:,} |",
         f"| p99 | {rep['state_p99']:,} |",
         f"| max | {rep['state_max']:,} |",
+        f"| of which event-id memory (`seen`, raw digests; base64 in the encoding), mean "
+        f"| {rep['seen_mean_raw']:,.0f} raw, ~{rep['seen_mean_raw'] * 4 / 3:,.0f} encoded |",
+        f"| `seen` once full (cap, any long-lived active user) "
+        f"| {rep['seen_cap_raw']:,} raw, ~{rep['seen_cap_raw'] * 4 / 3:,.0f} encoded |",
         "",
         f"Targets: >= {TARGET_EVENTS_PER_S:,} events/s replay "
         f"({'met' if rep_rate >= TARGET_EVENTS_PER_S else 'NOT met'}), "
@@ -293,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the replay phase (slower; separate file)"
     )
-    parser.add_argument("--phase", choices=("baseline", "replay", "cli"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=("baseline", "parse", "replay", "cli"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--events", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rules = _rules_path(args.rules)
@@ -302,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         events = Path(args.events)
         if args.phase == "baseline":
             result = phase_baseline(events)
+        elif args.phase == "parse":
+            result = phase_parse(events)
         elif args.phase == "replay":
             profile = OUT_DIR / "replay.prof" if args.profile else None
             result = phase_replay(events, rules, profile)
@@ -318,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("(a) baseline ...", file=sys.stderr, flush=True)
     base = _run_phase("baseline", args, events)
+    print("(a2) parse_event ...", file=sys.stderr, flush=True)
+    parse = _run_phase("parse", args, events)
     print("(b) replay ...", file=sys.stderr, flush=True)
     rep = _run_phase("replay", args, events)
     cli = None
@@ -327,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if cli["returncode"] != 0:
             sys.stderr.write(cli["stderr_tail"])
             raise SystemExit("nudge replay failed")
-    print(report(args, events, base, rep, cli))
+    print(report(args, events, base, parse, rep, cli))
     if "profile_top" in rep:
         print("\ncProfile of the replay phase (by own time; full stats in bench/out/replay.prof):")
         print("```\n" + rep["profile_top"] + "\n```")

@@ -5,6 +5,7 @@
 #   scripts/kafka.sh fetch     download the jars once into .cache/kafka/lib (git-ignored)
 #   scripts/kafka.sh start     format storage, start on 127.0.0.1, wait until it serves requests
 #   scripts/kafka.sh stop      stop it cleanly (SIGTERM, then SIGKILL after 30 s)
+#   scripts/kafka.sh resume    start a stopped broker again, same port, same data
 #   scripts/kafka.sh status    print the bootstrap address if running
 #
 # Environment: KAFKA_PORT (default 9092, `auto` = a free port), KAFKA_DIR (default var/kafka),
@@ -14,6 +15,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 lib="$root/.cache/kafka/lib"
 dir="${KAFKA_DIR:-$root/var/kafka}"
 python="${PYTHON:-python3}"
+java_opts=(-Xmx"${KAFKA_HEAP:-512m}" -Xms128m -XX:+UseSerialGC -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" -Dkafka.logs.dir="$dir/logs")
 
 fetch() {
   if [ -f "$lib/.complete" ]; then return 0; fi
@@ -63,18 +66,21 @@ auto.create.topics.enable=false
 log.segment.bytes=67108864
 log.retention.hours=168
 PROPS
-  local java_opts=(-Xmx"${KAFKA_HEAP:-512m}" -Xms128m -XX:+UseSerialGC -Djava.awt.headless=true
-    -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" -Dkafka.logs.dir="$dir/logs")
   local cluster_id
   cluster_id="$("$python" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
   java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format \
     --cluster-id="$cluster_id" --config "$dir/server.properties" --ignore-formatted \
     >"$dir/logs/format.out" 2>&1 || { cat "$dir/logs/format.out" >&2; exit 1; }
+  echo "$port" > "$dir/port"
+  launch
+}
+
+launch() {
+  local port; port="$(cat "$dir/port")"
   local t0; t0="$(date +%s.%N)"
   nohup java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" \
-    >"$dir/logs/stdout.log" 2>&1 &
+    >>"$dir/logs/stdout.log" 2>&1 &
   echo $! > "$dir/pid"
-  echo "$port" > "$dir/port"
   if ! "$python" "$root/scripts/kafka_probe.py" "127.0.0.1:$port" "${KAFKA_START_TIMEOUT:-90}"; then
     tail -50 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2 || true
     stop; exit 1
@@ -82,6 +88,12 @@ PROPS
   echo "kafka.sh: broker ready on 127.0.0.1:$port in $("$python" -c \
     'import sys,time;print(f"{time.time()-float(sys.argv[1]):.1f}")' "$t0") s" >&2
   echo "NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:$port"
+}
+
+resume() {
+  if running_pid >/dev/null; then status; return 0; fi
+  [ -f "$dir/server.properties" ] || { echo "kafka.sh: nothing to resume in $dir" >&2; exit 1; }
+  launch
 }
 
 stop() {
@@ -102,7 +114,8 @@ status() {
 case "${1:-}" in
   fetch) fetch ;;
   start) start ;;
+  resume) resume ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch|start|resume|stop|status" >&2; exit 2 ;;
 esac

@@ -176,10 +176,8 @@ class UserProcessor:
         state, due, _p = unpack_user(stored) if stored is not None else (None, None, partition)
         fired_first = False
 
-        # As in replay: stages due at or before the event's time fire before it is applied
-        # (never ahead of unread input: see stream.catch_up).
-        horizon = self._horizon(partition, to_ms(now))
-        if state is not None and due is not None and due <= min(horizon, to_ms(event.ts)):
+        # As in replay: stages due at or before the event's time fire before it is applied.
+        if state is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True
@@ -191,7 +189,8 @@ class UserProcessor:
         state, due = step.state, _ms_or_none(step.next_due)
         await self._emit(event.user_id, step.records)
 
-        if due is not None and due <= horizon:
+        # Whatever is due by now fires, but never ahead of unread input (stream.catch_up).
+        if due is not None and due <= self._horizon(partition, to_ms(now)):
             fired = await self._fire(state, due, now)
             if fired is not None:
                 state, due = fired.state, _ms_or_none(fired.next_due)

@@ -22,6 +22,7 @@ from triggers.state import Attributable, ContactLog
 SENT = "sent"
 HOLDOUT = "holdout"
 SUPPRESSED = "suppressed"
+_ZERO = timedelta(0)
 
 
 def in_holdout(user_id: str, trigger: str, salt: str, percent: float) -> bool:
@@ -48,7 +49,6 @@ def contacts_in_window(
 
 
 def judge(
-    *,
     user_id: str,
     trigger: str,
     stage: int,
@@ -67,7 +67,7 @@ def judge(
         if last is not None and now - last < cooldown:
             return SUPPRESSED, "cooldown"
     cap = policy.frequency_cap
-    if contacts_in_window(log, outside, now, cap.per) >= cap.max:
+    if (log.recent or outside) and contacts_in_window(log, outside, now, cap.per) >= cap.max:
         return SUPPRESSED, "frequency_cap"
     if in_holdout(user_id, trigger, policy.holdout_salt, policy.holdout_percent):
         return HOLDOUT, None
@@ -79,8 +79,8 @@ def record_contact(
 ) -> ContactLog:
     """The log after a sent/holdout decision at ``now``: counted, last per trigger, attributable."""
     start = now - per
-    recent = (*(moment for moment in log.recent if moment > start), now)
-    by_trigger = (*((n, m) for n, m in log.last_by_trigger if n != trigger), (trigger, now))
+    recent = (*[moment for moment in log.recent if moment > start], now)
+    by_trigger = (*[(n, m) for n, m in log.last_by_trigger if n != trigger], (trigger, now))
     arm = "treatment" if status == SENT else "holdout"
     return ContactLog(recent, by_trigger, Attributable(trigger_id, trigger, arm, now))
 
@@ -90,12 +90,16 @@ def pruned(
 ) -> ContactLog:
     """Forget what can no longer matter at ``now`` or later (keeps the state small)."""
     start = now - per
-    recent = tuple(moment for moment in log.recent if moment > start)
-    by_trigger = tuple(
-        (name, moment)
-        for name, moment in log.last_by_trigger
-        if now - moment < cooldowns.get(name, timedelta(0))
-    )
-    if recent == log.recent and by_trigger == log.last_by_trigger:
+    recent = log.recent
+    if recent and min(recent) <= start:
+        recent = tuple(moment for moment in recent if moment > start)
+    by_trigger = log.last_by_trigger
+    if any(now - moment >= cooldowns.get(name, _ZERO) for name, moment in by_trigger):
+        by_trigger = tuple(
+            (name, moment)
+            for name, moment in by_trigger
+            if now - moment < cooldowns.get(name, _ZERO)
+        )
+    if recent is log.recent and by_trigger is log.last_by_trigger:
         return log
     return ContactLog(recent, by_trigger, log.attributable)

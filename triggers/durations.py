@@ -11,7 +11,7 @@ _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 
 
 def parse_duration(value: int | str) -> timedelta:
-    """``3600`` -> 1 hour, ``"1h30m"`` -> 90 minutes, ``"1.5d"`` -> 36 hours.
+    """``3600`` -> 1 hour, ``"1h30m"`` -> 90 minutes, ``"1.5d"`` -> 36 hours (to the ms).
 
     Raises ``ValueError`` (with a message fit for a rules-file error) for anything
     else, including negative numbers, floats, booleans and unknown units.
@@ -19,7 +19,7 @@ def parse_duration(value: int | str) -> timedelta:
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise ValueError("a duration cannot be negative")
-        return value
+        return timedelta(milliseconds=round(value / timedelta(milliseconds=1)))
     if type(value) is int:
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")
@@ -32,7 +32,7 @@ def parse_duration(value: int | str) -> timedelta:
             seconds = sum(
                 float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text)
             )
-            return timedelta(seconds=seconds)
+            return timedelta(milliseconds=round(seconds * 1000))  # engine times are in ms
     raise ValueError(
         f"not a duration: {value!r} (use integer seconds or number+unit parts with "
         "units s m h d w, e.g. 90s, 1h30m, 3d)"

@@ -19,9 +19,7 @@ user it is a fresh empty state) and ``fired`` for ``on_time``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from triggers import (
     browse_abandonment,
@@ -32,8 +30,7 @@ from triggers import (
     replenishment,
 )
 from triggers.attribution import attribute
-from triggers.contact_policy import SUPPRESSED, judge, pruned, record_contact
-from triggers.episodes import next_stage, trigger_id
+from triggers.contact_policy import pruned
 from triggers.events import (
     CartCleared,
     CartItemAdded,
@@ -47,11 +44,11 @@ from triggers.events import (
     ProductViewed,
     SearchPerformed,
 )
+from triggers.firing import fire_due, firing_rules, next_due
+from triggers.frozen import frozen_record
 from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
-from triggers.quiet_hours import quiet_until
-from triggers.records import TRIGGER_NAMES, Conversion, Decision
+from triggers.records import Conversion, Decision
 from triggers.rules import Rules
-from triggers.segments import segment_of
 from triggers.state import (
     Cart,
     ContactLog,
@@ -73,7 +70,7 @@ FIRED = "fired"
 Record = Decision | Conversion
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class OutsideFacts:
     """What the shell looked up outside the core just before calling ``on_time``."""
 
@@ -84,7 +81,7 @@ class OutsideFacts:
 NO_FACTS = OutsideFacts()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Step:
     state: UserState
     records: tuple[Record, ...]  # in emission order
@@ -98,27 +95,11 @@ class Engine:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.rules_version = rules.version_label
-        triggers = rules.triggers
-        policy = rules.contact_policy
-        self._policy = policy
-        self._stages: dict[str, tuple[timedelta, ...]] = {
-            cart_abandonment.NAME: triggers.cart_abandonment.stages,
-            browse_abandonment.NAME: triggers.browse_abandonment.stages,
-            replenishment.NAME: (),  # one stage, due computed from the interval
-            first_purchase_followup.NAME: triggers.first_purchase_followup.stages,
-            lapsing.NAME: (),  # one stage, due computed from the mean gap
-            dormancy.NAME: triggers.dormancy.stages,
-        }
-        self._priority = {name: rules.trigger(name).priority for name in TRIGGER_NAMES}
-        self._cooldown = {name: rules.trigger(name).cooldown for name in TRIGGER_NAMES}
-        self._enabled = {name: rules.trigger(name).enabled for name in TRIGGER_NAMES}
-        self._max_delay = policy.max_delay
-        self._cap_window = policy.frequency_cap.per
-        self._dormancy = triggers.dormancy
-        self._offers: dict[str, dict[str, str]] = {
-            name: getattr(rules.offers, name) for name in TRIGGER_NAMES
-        }
-        self._default_zone = ZoneInfo(rules.default_timezone)
+        self._firing = firing_rules(rules)
+        self._dormancy = rules.triggers.dormancy
+        self._cap_window = rules.contact_policy.frequency_cap.per
+        self._cooldown = self._firing.cooldown
+        self._attribution_window = rules.contact_policy.attribution_window
         self._handlers = {
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,
@@ -282,12 +263,12 @@ class Engine:
         )
         products = dict.fromkeys(line.product_id for line in event.items)
         pending = replenishment.after_history_change(
-            pending, event.event_id, before, after, products, triggers.replenishment
+            pending, event.event_id, event.ts, before, after, products, triggers.replenishment
         )
         pending = lapsing.after_history_change(
-            pending, event.event_id, before, after, triggers.lapsing
+            pending, event.event_id, event.ts, before, after, triggers.lapsing
         )
-        contacts, conversion = attribute(state.contacts, event, self._policy.attribution_window)
+        contacts, conversion = attribute(state.contacts, event, self._attribution_window)
         new_state = self._finish(
             state, event, seen, now, state.prefs, cart, after, state.viewed, pending, contacts
         )
@@ -303,10 +284,16 @@ class Engine:
         if order is not None:
             pending = first_purchase_followup.after_order_cancelled(pending, order.order_id)
             pending = replenishment.after_history_change(
-                pending, event.event_id, before, after, order.products, triggers.replenishment
+                pending,
+                event.event_id,
+                event.ts,
+                before,
+                after,
+                order.products,
+                triggers.replenishment,
             )
             pending = lapsing.after_history_change(
-                pending, event.event_id, before, after, triggers.lapsing
+                pending, event.event_id, event.ts, before, after, triggers.lapsing
             )
         new_state = self._finish(
             state,
@@ -350,159 +337,11 @@ class Engine:
 
     def next_due(self, state: UserState) -> datetime | None:
         """The earliest send time pending for the user, or None."""
-        earliest = None
-        for item in state.pending:
-            if earliest is None or item.send_at < earliest:
-                earliest = item.send_at
-        stage = state.dormancy_stage
-        if stage and stage <= len(self._dormancy.stages):
-            at = state.dormancy_send_at or state.last_activity + self._dormancy.stages[stage - 1]
-            if earliest is None or at < earliest:
-                earliest = at
-        return earliest
+        return next_due(self._firing, state)
 
     def on_time(self, state: UserState, now: datetime, facts: OutsideFacts = NO_FACTS) -> Step:
-        earliest = self.next_due(state)
+        earliest = next_due(self._firing, state)
         if earliest is None or earliest > now:
             return Step(state, (), earliest, FIRED)
-        remaining = list(state.pending)
-        stage = state.dormancy_stage
-        if stage and stage <= len(self._dormancy.stages) and state.last_activity is not None:
-            remaining.append(
-                dormancy.as_pending(
-                    state.dormancy_key or "",
-                    stage,
-                    state.dormancy_send_at,
-                    state.last_activity,
-                    self._dormancy,
-                )
-            )
-        due_now = [item for item in remaining if item.send_at <= now]
-        contacts = state.contacts
-        records: list[Record] = []
-        policy = self._policy
-        while due_now:
-            item = min(due_now, key=self._firing_order) if len(due_now) > 1 else due_now[0]
-            remaining.remove(item)
-            if not self._enabled[item.trigger]:  # disabled since it was armed: dropped
-                due_now = [p for p in remaining if p.send_at <= now]
-                continue
-            if now - item.send_at > self._max_delay:
-                status, reason = SUPPRESSED, "stale"
-            else:
-                quiet_end = self._quiet_end(state, now)
-                if quiet_end is not None:
-                    remaining.append(
-                        Pending(
-                            item.trigger,
-                            item.stage,
-                            item.key,
-                            item.anchor,
-                            item.due,
-                            quiet_end,
-                            item.subject,
-                        )
-                    )
-                    due_now = [p for p in remaining if p.send_at <= now]
-                    continue
-                prefs = state.prefs
-                status, reason = judge(
-                    user_id=state.user_id,
-                    trigger=item.trigger,
-                    stage=item.stage,
-                    now=now,
-                    opted_out=facts.suppressed or (prefs is not None and prefs.opt_in is False),
-                    cooldown=self._cooldown[item.trigger],
-                    log=contacts,
-                    outside=facts.contacts,
-                    policy=policy,
-                )
-            decision_id = trigger_id(state.user_id, item.trigger, item.key, item.stage)
-            records.append(self._decision(state, item, decision_id, now, status, reason))
-            if status != SUPPRESSED:
-                contacts = record_contact(
-                    contacts, item.trigger, decision_id, status, now, self._cap_window
-                )
-            following = next_stage(item, self._stages[item.trigger])
-            if following is not None:
-                remaining.append(following)
-            due_now = [p for p in remaining if p.send_at <= now]
-        dormant = None
-        for item in remaining:
-            if item.trigger == dormancy.NAME:
-                dormant = item
-        if dormant is not None:
-            remaining.remove(dormant)
-        new_state = UserState(
-            state.user_id,
-            state.seen,
-            state.last_activity,
-            state.prefs,
-            state.cart,
-            state.history,
-            state.viewed,
-            tuple(remaining),
-            contacts,
-            dormant.key if dormant is not None else None,
-            dormant.stage if dormant is not None else 0,
-            dormant.send_at if dormant is not None and dormant.send_at != dormant.due else None,
-        )
-        return Step(new_state, tuple(records), self.next_due(new_state), FIRED)
-
-    def _firing_order(self, item: Pending) -> tuple:
-        return (
-            item.send_at,
-            -self._priority[item.trigger],
-            item.trigger,
-            item.subject or "",
-            item.stage,
-        )
-
-    def _quiet_end(self, state: UserState, now: datetime) -> datetime | None:
-        window = self._policy.quiet_hours
-        if window is None:
-            return None
-        zone_name = state.prefs.timezone if state.prefs is not None else None
-        zone = ZoneInfo(zone_name) if zone_name else self._default_zone
-        return quiet_until(now, zone, window.start, window.end)
-
-    def _decision(
-        self,
-        state: UserState,
-        item: Pending,
-        decision_id: str,
-        now: datetime,
-        status: str,
-        reason: str | None,
-    ) -> Decision:
-        segment = segment_of(state.history, now, self.rules.segments)
-        return Decision(
-            decision_id,
-            item.trigger,
-            item.stage,
-            state.user_id,
-            item.due,
-            now,
-            status,
-            reason,
-            segment,
-            self._offers[item.trigger].get(segment, self._offers[item.trigger].get("default")),
-            self._context(state, item, now),
-            self.rules_version,
-        )
-
-    def _context(self, state: UserState, item: Pending, now: datetime) -> dict[str, object]:
-        trigger = item.trigger
-        if trigger == cart_abandonment.NAME:
-            return cart_abandonment.context(state.cart)
-        if trigger == browse_abandonment.NAME:
-            return browse_abandonment.context(state.viewed)
-        if trigger == replenishment.NAME:
-            return replenishment.context(
-                state.history, item.subject, self.rules.triggers.replenishment
-            )
-        if trigger == first_purchase_followup.NAME:
-            return first_purchase_followup.context(state.history, item.subject)
-        if trigger == lapsing.NAME:
-            return lapsing.context(state.history)
-        return dormancy.context(state.last_activity, now)
+        new_state, records = fire_due(self._firing, state, now, facts.suppressed, facts.contacts)
+        return Step(new_state, records, next_due(self._firing, new_state), FIRED)

@@ -84,21 +84,26 @@ def rearm(
     before: Target | None,
     after: Target | None,
     arm: Callable[[datetime, datetime], Pending],
+    event_ts: datetime,
 ) -> tuple[Pending, ...]:
     """Re-arm a trigger recomputed from history (replenishment, lapsing).
 
     ``before``/``after`` are the (anchor, due) the history before/after the
-    event would arm. A pending stage that still matches is kept; one that no
-    longer matches is replaced by a new episode (``arm(anchor, due)``). With
-    nothing pending, a new episode starts only if the anchor moved or the
-    trigger just became armable: an unchanged anchor means this episode has
-    already fired, and it must not fire twice.
+    event (at ``event_ts``) would arm. A pending stage that still matches is
+    kept; one that no longer matches is replaced by a new episode
+    (``arm(anchor, due)``). With nothing pending, a new episode starts only if
+    the anchor moved or the trigger just became armable: an unchanged anchor
+    means this episode has already fired, and it must not fire twice. When a
+    cancellation moves the anchor *back* to an older order whose due time has
+    already passed, nothing is armed: that older episode had its turn.
     """
     if after is None:
         return without(pending, current)
+    if current is not None and (current.anchor, current.due) == after:
+        return pending
+    if before is not None and after[0] < before[0] and after[1] <= event_ts:
+        return without(pending, current)
     if current is not None:
-        if (current.anchor, current.due) == after:
-            return pending
         return replace(pending, current, arm(*after))
     if before is None or before[0] != after[0]:
         return (*pending, arm(*after))

@@ -27,8 +27,7 @@ def after_order_placed(
     current = find_trigger(pending, NAME)
     if before.count > 0 or not rules.enabled:
         return without(pending, current)
-    new = open_episode(NAME, event.event_id, event.ts, event.ts + rules.stages[0], event.order_id
-    )
+    new = open_episode(NAME, event.event_id, event.ts, event.ts + rules.stages[0], event.order_id)
     return replace(pending, current, new)
 
 

@@ -13,7 +13,7 @@ from triggers.episodes import Target, find_trigger, open_episode, rearm
 from triggers.order_history import mean_gap
 from triggers.rules import LapsingRules
 from triggers.state import OrderHistory, Pending
-from triggers.timestamps import format_timestamp
+from triggers.timestamps import format_timestamp, scaled
 
 NAME = "lapsing"
 
@@ -25,12 +25,13 @@ def target(history: OrderHistory, rules: LapsingRules) -> Target | None:
     if gap is None or gap <= timedelta(0):
         return None
     anchor = history.orders[-1].ts
-    return anchor, anchor + gap * rules.factor
+    return anchor, anchor + scaled(gap, rules.factor)
 
 
 def after_history_change(
     pending: tuple[Pending, ...],
     event_id: str,
+    event_ts: datetime,
     before: OrderHistory,
     after: OrderHistory,
     rules: LapsingRules,
@@ -42,7 +43,7 @@ def after_history_change(
     def arm(anchor: datetime, due: datetime) -> Pending:
         return open_episode(NAME, event_id, anchor, due)
 
-    return rearm(pending, current, target(before, rules), target(after, rules), arm)
+    return rearm(pending, current, target(before, rules), target(after, rules), arm, event_ts)
 
 
 def context(history: OrderHistory) -> dict[str, object]:

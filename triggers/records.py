@@ -8,12 +8,12 @@ its trigger built it. No trailing newline.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
 import orjson
 
+from triggers.frozen import frozen_record
 from triggers.timestamps import format_timestamp
 
 TRIGGER_NAMES = (
@@ -30,7 +30,7 @@ SUPPRESSION_REASONS = ("stale", "opted_out", "cooldown", "frequency_cap")
 ARMS = ("treatment", "holdout")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Decision:
     """What the engine decided when one stage of one episode came due."""
 
@@ -49,7 +49,7 @@ class Decision:
     rules_version: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Conversion:
     """An order attributed to the most recent ``sent`` or ``holdout`` decision."""
 

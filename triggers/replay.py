@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, TextIO
 
-from triggers.engine import NO_FACTS, PROCESSED, TEST, Engine, OutsideFacts, Step
+from triggers.engine import NO_FACTS, PROCESSED, TEST, Engine, OutsideFacts
 from triggers.events import Event, InvalidEvent, parse_event
 from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision, record_to_json
 from triggers.rules import Rules, RulesError, load_rules
@@ -122,8 +122,12 @@ class Replay:
         self.states: dict[str, UserState] = {}
         self.summary = ReplaySummary()
         self.clock: datetime | None = None
+        # The heap holds at most one live entry per user: the earliest time queued for
+        # them (``_queued``). When a user's next due time (``_due``) moves later, the
+        # entry stays; when it pops, it is re-queued at the user's current due time.
         self._heap: list[tuple[datetime, str]] = []
-        self._due: dict[str, datetime] = {}  # the live heap entry per user
+        self._due: dict[str, datetime] = {}
+        self._queued: dict[str, datetime] = {}
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
         """Parse and apply one line; raises InvalidEvent (counted) for a bad one."""
@@ -144,29 +148,30 @@ class Replay:
         if clock is None or ts > clock:
             clock = self.clock = ts
         user_id = event.user_id
-        step = self.engine.on_event(self.states.get(user_id), event, clock)
+        states = self.states
+        previous = states.get(user_id)
+        step = self.engine.on_event(previous, event, clock)
+        summary = self.summary
         outcome = step.outcome
         if outcome != PROCESSED:
             if outcome == TEST:
-                self.summary.test += 1
+                summary.test += 1
             else:
-                self.summary.duplicate += 1
+                summary.duplicate += 1
             return out
-        self.summary.processed += 1
-        state = step.state
-        if user_id not in self.states:
-            self.summary.users += 1
-        self.states[user_id] = state
+        summary.processed += 1
+        if previous is None:
+            summary.users += 1
+        state = states[user_id] = step.state
         if step.records:
-            self._collect(step, out)
+            self._collect(step.records, out)
         due = step.next_due
         if due is not None and due <= clock:
             step = self.engine.on_time(state, clock, self._facts(user_id))
-            self.states[user_id] = step.state
-            self._collect(step, out)
+            states[user_id] = step.state
+            self._collect(step.records, out)
             due = step.next_due
-        if due != self._due.get(user_id):
-            self._schedule(user_id, due)
+        self._schedule(user_id, due)
         return out
 
     def advance(self, until: datetime) -> list[Record]:
@@ -185,38 +190,46 @@ class Replay:
     def _facts(self, user_id: str) -> OutsideFacts:
         return _SUPPRESSED_FACTS if user_id in self.suppressed else NO_FACTS
 
-    def _collect(self, step: Step, out: list[Record]) -> None:
+    def _collect(self, records: tuple[Record, ...], out: list[Record]) -> None:
         count = self.summary.count
-        for record in step.records:
+        for record in records:
             count(record)
-            out.append(record)
+        out += records
 
     def _schedule(self, user_id: str, due: datetime | None) -> None:
         if due is None:
             self._due.pop(user_id, None)
             return
         self._due[user_id] = due
-        heapq.heappush(self._heap, (due, user_id))
-        if len(self._heap) > 2 * len(self._due) + 10_000:  # drop superseded entries
-            self._heap = [(when, user) for user, when in self._due.items()]
-            heapq.heapify(self._heap)
+        queued = self._queued.get(user_id)
+        if queued is None or due < queued:
+            self._queued[user_id] = due
+            heapq.heappush(self._heap, (due, user_id))
 
     def _fire_until(self, moment: datetime) -> list[Record]:
         out: list[Record] = []
-        heap = self._heap
+        heap, due_of, queued = self._heap, self._due, self._queued
+        pop, push = heapq.heappop, heapq.heappush
         while heap and heap[0][0] <= moment:
-            due, user_id = heapq.heappop(heap)
-            if self._due.get(user_id) != due:
-                continue  # superseded by a later schedule
-            del self._due[user_id]
+            when, user_id = pop(heap)
+            if queued.get(user_id) != when:
+                continue  # an earlier entry for this user was queued after this one
+            due = due_of.get(user_id)
+            if due is None:
+                del queued[user_id]
+                continue  # nothing pending any more
+            if due != when:  # moved later: queue the user again at the new time
+                queued[user_id] = due
+                push(heap, (due, user_id))
+                continue
+            del queued[user_id]
+            del due_of[user_id]
             if self.clock is None or due > self.clock:
                 self.clock = due
             step = self.engine.on_time(self.states[user_id], due, self._facts(user_id))
             self.states[user_id] = step.state
-            self._collect(step, out)
-            if step.next_due is not None:
-                self._schedule(user_id, step.next_due)
-            heap = self._heap  # _schedule may have rebuilt it
+            self._collect(step.records, out)
+            self._schedule(user_id, step.next_due)
         return out
 
 

@@ -20,7 +20,7 @@ from triggers.episodes import Target, find_slot, open_episode, rearm
 from triggers.order_history import mean_gap, purchases_of
 from triggers.rules import ReplenishmentRules
 from triggers.state import OrderHistory, Pending, ProductPurchases
-from triggers.timestamps import format_timestamp
+from triggers.timestamps import format_timestamp, scaled
 
 NAME = "replenishment"
 
@@ -47,12 +47,13 @@ def target(product: ProductPurchases | None, rules: ReplenishmentRules) -> Targe
     if interval is None:
         return None
     anchor = product.times[-1]
-    return anchor, anchor + interval[0] * rules.fire_at_fraction
+    return anchor, anchor + scaled(interval[0], rules.fire_at_fraction)
 
 
 def after_history_change(
     pending: tuple[Pending, ...],
     event_id: str,
+    event_ts: datetime,
     before: OrderHistory,
     after: OrderHistory,
     product_ids: Iterable[str],
@@ -76,6 +77,7 @@ def after_history_change(
             target(purchases_of(before, product_id), rules),
             target(purchases_of(after, product_id), rules),
             arm,
+            event_ts,
         )
     return pending
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
+from triggers.frozen import frozen_record
 from triggers.records import TRIGGER_NAMES
 from triggers.timestamps import from_millis, to_millis
 
@@ -38,7 +38,7 @@ DIGEST_SIZE = 8
 _TRIGGER_INDEX = {name: index for index, name in enumerate(TRIGGER_NAMES)}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class CartLine:
     product_id: str
     quantity: int
@@ -46,14 +46,14 @@ class CartLine:
     category: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Cart:
     lines: tuple[CartLine, ...] = ()
     updated_at: datetime | None = None  # latest cart activity (event time)
     checkout: bool = False  # checkout started since the cart was last emptied
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Order:
     order_id: str
     ts: datetime
@@ -61,14 +61,14 @@ class Order:
     products: tuple[str, ...]  # distinct product ids, in line order
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ProductPurchases:
     product_id: str
     category: str | None
     times: tuple[datetime, ...]  # ascending, at most 8, one per order
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class OrderHistory:
     orders: tuple[Order, ...] = ()  # ascending by time, at most 32
     count: int = 0  # every order known and not cancelled, including those beyond `orders`
@@ -77,7 +77,7 @@ class OrderHistory:
     cancelled: tuple[str, ...] = ()  # recently cancelled order ids, at most 16
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Preferences:
     opt_in: bool | None = None  # None: never said; only False opts out
     opt_in_at: datetime | None = None
@@ -85,7 +85,7 @@ class Preferences:
     timezone_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class View:
     """The latest product view (browse abandonment's subject)."""
 
@@ -95,7 +95,7 @@ class View:
     ts: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Pending:
     """One scheduled stage of one episode."""
 
@@ -108,7 +108,7 @@ class Pending:
     subject: str | None = None  # product id (replenishment) or order id (first purchase)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Attributable:
     """The most recent sent/holdout decision, until an order converts it."""
 
@@ -118,7 +118,7 @@ class Attributable:
     fired_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ContactLog:
     recent: tuple[datetime, ...] = ()  # sent/holdout times inside the frequency window
     last_by_trigger: tuple[tuple[str, datetime], ...] = ()  # latest contact per trigger
@@ -130,7 +130,7 @@ EMPTY_HISTORY = OrderHistory()
 NO_CONTACTS = ContactLog()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class UserState:
     user_id: str
     seen: bytes = b""  # 8-byte digests of recent event ids, oldest first

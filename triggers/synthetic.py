@@ -52,6 +52,8 @@ from typing import Any
 
 import orjson
 
+from triggers.events import TOPIC_OF_TYPE
+
 __all__ = [
     "CATALOG",
     "CONSUMABLE_DAYS",
@@ -62,27 +64,8 @@ __all__ = [
     "write_event_file",
 ]
 
-try:  # one source of truth for the contract's type -> topic mapping, when the core has it
-    from triggers.events import TOPIC_OF_TYPE as _CORE_TOPICS  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - only before/without the core module
-    _CORE_TOPICS = None
-
-TOPIC_FOR_TYPE: dict[str, str] = (
-    dict(_CORE_TOPICS)
-    if _CORE_TOPICS
-    else {
-        "product_viewed": "shop.browse",
-        "category_viewed": "shop.browse",
-        "search": "shop.browse",
-        "cart_item_added": "shop.cart",
-        "cart_item_removed": "shop.cart",
-        "cart_cleared": "shop.cart",
-        "checkout_started": "shop.cart",
-        "order_placed": "shop.order",
-        "order_cancelled": "shop.order",
-        "preferences_updated": "shop.prefs",
-    }
-)
+# the contract's type -> topic mapping, one source of truth with the parser
+TOPIC_FOR_TYPE: dict[str, str] = TOPIC_OF_TYPE
 
 SEC_MS = 1_000
 MIN_MS = 60 * SEC_MS

@@ -81,6 +81,11 @@ def format_timestamp(moment: datetime) -> str:
     return text[1:24] + "Z" if moment.microsecond >= 1000 else text[1:20] + "Z"
 
 
+def scaled(duration: timedelta, factor: float) -> timedelta:
+    """``duration * factor`` rounded to whole milliseconds (times stay millisecond-exact)."""
+    return timedelta(milliseconds=round(duration / MILLISECOND * factor))
+
+
 def to_millis(moment: datetime) -> int:
     """Epoch milliseconds of an aware datetime."""
     return (moment - EPOCH) // MILLISECOND

@@ -116,10 +116,11 @@ class Timeline:
         order_id: str,
         products: Iterable[str] = ("p1",),
         price: float = 10.0,
+        category: str | None = None,
         **kw: Any,
     ) -> list:
         items = [
-            {"product_id": p, "quantity": 1, "unit_price": price, **kw.pop("line", {})}
+            {"product_id": p, "quantity": 1, "unit_price": price, "category": category}
             for p in products
         ]
         return self.send("order_placed", ts, order_id=order_id, items=items, **kw)

@@ -1,0 +1,141 @@
+"""Fault suites' common ground: a fixed event set, live traffic, and the replay oracle.
+
+The oracle is ``nudge replay`` on the very file the live worker was fed: whatever the
+faults, the ``sent`` records on ``marketing.triggers`` must be exactly the oracle's —
+none missing, none duplicated (by ``trigger_id``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.integration.harness import NUDGE, WorkerGroup
+from triggers.synthetic import generate_events
+
+#: Delays of seconds; windows (cooldown, frequency cap, attribution) far from any
+#: boundary, so late firing after a fault changes no decision, only its fired_at.
+RULES = """
+version: 1
+default_timezone: UTC
+triggers:
+  cart_abandonment:        {stages: [3s, 8s], cooldown: 1h}
+  browse_abandonment:      {stages: [4s], cooldown: 1h}
+  replenishment:           {fire_at_fraction: 0.5,
+                            categories: {coffee: 10s, tea: 12s, pet_food: 14s}}
+  first_purchase_followup: {stages: [5s]}
+  lapsing:                 {enabled: false}
+  dormancy:                {stages: [10s], audience: all}
+contact_policy:
+  frequency_cap: {max: 50, per: 1h}
+  max_delay: 1h
+  holdout_percent: 10
+  attribution_window: 1h
+"""
+LONGEST_DELAY = timedelta(seconds=14)
+
+#: CI runs the short version; NUDGE_SOAK=1 (or a number of events) runs the long one.
+SOAK = os.environ.get("NUDGE_SOAK", "")
+
+
+def scale(short: int, long: int) -> int:
+    if not SOAK:
+        return short
+    return int(SOAK) if SOAK.isdigit() and int(SOAK) > 1 else long
+
+
+@dataclass
+class EventSet:
+    path: Path
+    events: list[dict[str, Any]]
+    rate: float
+
+    @property
+    def last_ts(self) -> datetime:
+        return datetime.fromisoformat(self.events[-1]["ts"])
+
+
+def fixed_events(path: Path, *, count: int, users: int, rate: float, lead: float = 3.0) -> EventSet:
+    """Synthetic shop events, re-stamped ``1/rate`` apart from ``lead`` seconds from now."""
+    start = datetime.now(UTC) + timedelta(seconds=lead)
+    events = []
+    source = generate_events(users=users, seed=2026, start=start, days=30)
+    for i, event in enumerate(source):
+        if i >= count:
+            break
+        at = start + timedelta(seconds=i / rate)
+        event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        events.append(event)
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return EventSet(path, events, rate)
+
+
+def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[bytes]:
+    """``nudge simulate --file``: the fixed event set, at its own pace, to the group's topics."""
+    log = (group.workdir / "simulate.log").open("ab")
+    return subprocess.Popen(
+        [NUDGE, "simulate", "--file", str(events.path), "--rate", str(events.rate)],
+        env=group.env(99, 0),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def oracle_sent(events: EventSet, rules: Path) -> Counter[str]:
+    until = events.last_ts + LONGEST_DELAY + timedelta(seconds=1)
+    replay = subprocess.run(
+        [
+            NUDGE,
+            "replay",
+            str(events.path),
+            "--rules",
+            str(rules),
+            "--until",
+            until.isoformat().replace("+00:00", "Z"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    records = [orjson.loads(line) for line in replay.stdout.splitlines() if line.strip()]
+    return Counter(
+        r["trigger_id"] for r in records if r["kind"] == "decision" and r["status"] == "sent"
+    )
+
+
+def settle_until(events: EventSet) -> float:
+    """Seconds to wait from now until every deadline the events can arm has come due."""
+    end = events.last_ts + LONGEST_DELAY + timedelta(seconds=4)
+    return max(0.0, (end - datetime.now(UTC)).total_seconds())
+
+
+@dataclass
+class Verdict:
+    oracle: int
+    live: int
+    missing: list[str]
+    duplicated: list[str]
+    extra: list[str]
+
+    def __str__(self) -> str:
+        return (
+            f"oracle sent {self.oracle}, live sent {self.live}: missing {len(self.missing)}, "
+            f"duplicated {len(self.duplicated)}, extra {len(self.extra)}"
+        )
+
+
+def compare(live_records: list[dict[str, Any]], oracle: Counter[str]) -> Verdict:
+    live = Counter(r["trigger_id"] for r in live_records)
+    return Verdict(
+        oracle=sum(oracle.values()),
+        live=sum(live.values()),
+        missing=sorted(set(oracle) - set(live)),
+        duplicated=sorted(t for t, n in live.items() if n > 1),
+        extra=sorted(set(live) - set(oracle)),
+    )

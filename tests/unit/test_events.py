@@ -1,0 +1,404 @@
+"""parse_event: every event type, both timestamp forms, every class of invalid input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from triggers.events import (
+    REASONS,
+    TOPIC_OF_TYPE,
+    CartCleared,
+    CartItemAdded,
+    CartItemRemoved,
+    CategoryViewed,
+    CheckoutStarted,
+    InvalidEvent,
+    OrderCancelled,
+    OrderLine,
+    OrderPlaced,
+    PreferencesUpdated,
+    ProductViewed,
+    SearchPerformed,
+    parse_event,
+)
+from triggers.wire import INPUT_EVENT
+
+pytestmark = pytest.mark.unit
+
+TS = "2026-11-23T10:00:00Z"
+WHEN = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+BASE = {"event_id": "e1", "user_id": "u1", "ts": TS}
+
+VALID: list[tuple[dict[str, Any], object]] = [
+    (
+        {"type": "product_viewed", "product_id": "p1", "category": "shoes", "price": 59.9},
+        ProductViewed("e1", "u1", WHEN, "p1", "shoes", 59.9),
+    ),
+    ({"type": "product_viewed", "product_id": 42}, ProductViewed("e1", "u1", WHEN, "42")),
+    ({"type": "category_viewed", "category": "shoes"}, CategoryViewed("e1", "u1", WHEN, "shoes")),
+    ({"type": "search", "query": "red shoes"}, SearchPerformed("e1", "u1", WHEN, "red shoes")),
+    (
+        {
+            "type": "cart_item_added",
+            "product_id": "p1",
+            "quantity": 2,
+            "unit_price": 5,
+            "category": "c",
+        },
+        CartItemAdded("e1", "u1", WHEN, "p1", 2, 5, "c"),
+    ),
+    ({"type": "cart_item_added", "product_id": "p1"}, CartItemAdded("e1", "u1", WHEN, "p1", 1)),
+    (
+        {"type": "cart_item_removed", "product_id": "p1", "quantity": 1},
+        CartItemRemoved("e1", "u1", WHEN, "p1", 1),
+    ),
+    ({"type": "cart_item_removed", "product_id": "p1"}, CartItemRemoved("e1", "u1", WHEN, "p1")),
+    ({"type": "cart_cleared"}, CartCleared("e1", "u1", WHEN)),
+    ({"type": "checkout_started"}, CheckoutStarted("e1", "u1", WHEN)),
+    (
+        {
+            "type": "order_placed",
+            "order_id": "o1",
+            "items": [
+                {"product_id": "p1", "quantity": 2, "unit_price": 0.1, "category": "c"},
+                {"product_id": "p2", "quantity": 1, "unit_price": 0.1},
+            ],
+        },
+        OrderPlaced(
+            "e1",
+            "u1",
+            WHEN,
+            "o1",
+            (OrderLine("p1", 2, 0.1, "c"), OrderLine("p2", 1, 0.1)),
+            0.30000000000000004,
+        ),
+    ),
+    (
+        {
+            "type": "order_placed",
+            "order_id": 7,
+            "total": 99,
+            "items": [{"product_id": "p1", "quantity": 1, "unit_price": 120}],
+        },
+        OrderPlaced("e1", "u1", WHEN, "7", (OrderLine("p1", 1, 120),), 99),
+    ),
+    ({"type": "order_cancelled", "order_id": "o1"}, OrderCancelled("e1", "u1", WHEN, "o1")),
+    (
+        {"type": "preferences_updated", "marketing_opt_in": False, "timezone": "Asia/Shanghai"},
+        PreferencesUpdated("e1", "u1", WHEN, False, "Asia/Shanghai"),
+    ),
+    ({"type": "preferences_updated"}, PreferencesUpdated("e1", "u1", WHEN)),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), VALID, ids=lambda v: getattr(v, "type", ""))
+def test_every_event_type_parses(fields: dict[str, Any], expected: object) -> None:
+    raw = orjson.dumps({**BASE, **fields})
+    assert parse_event(raw) == expected
+    assert parse_event(raw.decode()) == expected
+    assert expected.type == fields["type"]
+
+
+def test_every_type_has_a_default_topic() -> None:
+    assert TOPIC_OF_TYPE == {
+        "product_viewed": "shop.browse",
+        "category_viewed": "shop.browse",
+        "search": "shop.browse",
+        "cart_item_added": "shop.cart",
+        "cart_item_removed": "shop.cart",
+        "cart_cleared": "shop.cart",
+        "checkout_started": "shop.cart",
+        "order_placed": "shop.order",
+        "order_cancelled": "shop.order",
+        "preferences_updated": "shop.prefs",
+    }
+
+
+def test_common_optional_fields_and_unknown_extras() -> None:
+    raw = {**BASE, "type": "search", "query": "q", "test": True, "channel": "app", "extra": [1]}
+    parsed = parse_event(orjson.dumps(raw))
+    assert (parsed.test, parsed.channel) == (True, "app")
+    nulls = {**BASE, "type": "product_viewed", "product_id": "p", "category": None, "test": None}
+    assert parse_event(orjson.dumps(nulls)) == ProductViewed("e1", "u1", WHEN, "p")
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        ("2026-11-23T18:00:00+08:00", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        ("2026-11-23T05:00:00.5-05:00", datetime(2026, 11, 23, 10, 0, 0, 500000, tzinfo=UTC)),
+        ("2026-11-23t10:00:00.123456789z", datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)),
+        ("2026-11-23 10:00:00.250Z", datetime(2026, 11, 23, 10, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.999Z", datetime(2026, 11, 23, 10, 0, 0, 999000, tzinfo=UTC)),
+        (1795428000000, datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        (1795428000123, datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)),
+        (0, datetime(1970, 1, 1, tzinfo=UTC)),
+        (-1000, datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        (253402300000000 - 86_400_001, datetime(9999, 12, 30, 23, 46, 39, 999000, tzinfo=UTC)),
+    ],
+)
+def test_both_timestamp_forms_become_aware_utc_milliseconds(ts: object, expected: datetime) -> None:
+    parsed = parse_event(orjson.dumps({**BASE, "ts": ts, "type": "cart_cleared"}))
+    assert parsed.ts == expected
+    assert parsed.ts.tzinfo is UTC
+
+
+INVALID: list[tuple[bytes | str, str, str]] = [
+    (b"{not json", "not_json", "JSON"),
+    (b"", "not_json", "JSON"),
+    ("[1, 2]", "not_object", "array"),
+    (b'"text"', "not_object", "string"),
+    (b"\xff\xfe{}", "bad_encoding", "UTF-8"),
+    ('{"event_id": "\ud800"}', "bad_encoding", "UTF-8"),
+    (b'{"event_id": "e1", "user_id": "u1", "ts": 1}', "missing_field", "type"),
+    (b'{"type": 5}', "wrong_type", "type"),
+    (b'{"type": "page_viewed"}', "unknown_type", "page_viewed"),
+    (b'{"type": "search", "user_id": "u1", "ts": 1, "query": "q"}', "missing_field", "event_id"),
+    (b'{"type": "search", "event_id": "e1", "ts": 1, "query": "q"}', "missing_field", "user_id"),
+    (b'{"type": "search", "event_id": "e1", "user_id": "u1", "query": "q"}', "missing_field", "ts"),
+    (b'{"type": "search", "event_id": "e1", "user_id": "u1", "ts": 1}', "missing_field", "query"),
+    (
+        b'{"type": "search", "event_id": 1, "user_id": "u1", "ts": 1, "query": "q"}',
+        "wrong_type",
+        "event_id",
+    ),
+    (
+        b'{"type": "search", "event_id": "", "user_id": "u1", "ts": 1, "query": "q"}',
+        "invalid_value",
+        "event_id",
+    ),
+]
+
+
+def _event(**fields: Any) -> bytes:
+    return orjson.dumps({**BASE, **fields})
+
+
+INVALID += [
+    (_event(type="search", query="q", user_id="u" * 129), "invalid_value", "user_id"),
+    (_event(type="search", query="q", ts="2026-11-23T10:00:00"), "naive_timestamp", "offset"),
+    (_event(type="search", query="q", ts="2026-11-23"), "invalid_value", "ts"),
+    (_event(type="search", query="q", ts="2026-13-23T10:00:00Z"), "invalid_value", "ts"),
+    (_event(type="search", query="q", ts="yesterday"), "invalid_value", "ts"),
+    (_event(type="search", query="q", ts=1.5e12), "wrong_type", "ts"),
+    (_event(type="search", query="q", ts=True), "wrong_type", "ts"),
+    (_event(type="search", query="q", ts=10**17), "invalid_value", "ts"),
+    (_event(type="search", query="q", test="yes"), "wrong_type", "test"),
+    (_event(type="search", query="q", channel=7), "wrong_type", "channel"),
+    (_event(type="search", query=""), "invalid_value", "query"),
+    (_event(type="product_viewed"), "missing_field", "product_id"),
+    (_event(type="product_viewed", product_id=True), "wrong_type", "product_id"),
+    (_event(type="product_viewed", product_id="p", price=-1), "invalid_value", "price"),
+    (_event(type="product_viewed", product_id="p", price="1"), "wrong_type", "price"),
+    (_event(type="category_viewed"), "missing_field", "category"),
+    (_event(type="cart_item_added", product_id="p", quantity=0), "invalid_value", "quantity"),
+    (_event(type="cart_item_added", product_id="p", quantity=1.0), "wrong_type", "quantity"),
+    (_event(type="cart_item_added", product_id="p", quantity=True), "wrong_type", "quantity"),
+    (_event(type="cart_item_removed"), "missing_field", "product_id"),
+    (_event(type="order_placed", items=[]), "missing_field", "order_id"),
+    (_event(type="order_placed", order_id="o"), "missing_field", "items"),
+    (_event(type="order_placed", order_id="o", items={}), "wrong_type", "items"),
+    (_event(type="order_placed", order_id="o", items=[]), "invalid_value", "items"),
+    (_event(type="order_placed", order_id="o", items=[5]), "wrong_type", "items[0]"),
+    (
+        _event(type="order_placed", order_id="o", items=[{"quantity": 1, "unit_price": 1}]),
+        "missing_field",
+        "items[0].product_id",
+    ),
+    (
+        _event(type="order_placed", order_id="o", items=[{"product_id": "p", "unit_price": 1}]),
+        "missing_field",
+        "items[0].quantity",
+    ),
+    (
+        _event(type="order_placed", order_id="o", items=[{"product_id": "p", "quantity": 1}]),
+        "missing_field",
+        "items[0].unit_price",
+    ),
+    (
+        _event(
+            type="order_placed",
+            order_id="o",
+            total=-5,
+            items=[{"product_id": "p", "quantity": 1, "unit_price": 1}],
+        ),
+        "invalid_value",
+        "total",
+    ),
+    (_event(type="order_cancelled"), "missing_field", "order_id"),
+    (_event(type="preferences_updated", timezone="Mars/Olympus"), "invalid_value", "timezone"),
+    (_event(type="preferences_updated", timezone="../etc/passwd"), "invalid_value", "timezone"),
+    (_event(type="preferences_updated", marketing_opt_in="no"), "wrong_type", "marketing_opt_in"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason", "named"), INVALID)
+def test_invalid_input_raises_invalid_event_with_reason_and_field(
+    raw: bytes | str, reason: str, named: str
+) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(raw)
+    assert caught.value.reason == reason
+    assert named in caught.value.detail
+    assert str(caught.value).startswith(f"{reason}: ")
+
+
+def test_every_reason_code_is_reachable() -> None:
+    seen = set()
+    for raw, reason, _ in INVALID:
+        with pytest.raises(InvalidEvent):
+            parse_event(raw)
+        seen.add(reason)
+    oversize = _event(type="search", query="q" * 600)
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(oversize, max_bytes=512)
+    seen.add(caught.value.reason)
+    assert seen == set(REASONS)
+
+
+def test_oversize_is_checked_in_bytes_for_text_too() -> None:
+    text = _event(type="search", query="é" * 300).decode()  # 300 chars, 600 bytes of query
+    assert len(text) < 512 < len(text.encode())
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(text, max_bytes=512)
+    assert caught.value.reason == "oversize"
+    assert parse_event(text, max_bytes=1024).query == "é" * 300
+
+
+def test_non_text_input_is_refused_cleanly() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(12345)  # type: ignore[arg-type]
+    assert caught.value.reason == "not_json"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**15), max_value=10**16),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "p1", "x" * 200, TS, "2026-11-23T10:00:00", "Asia/Tokyo", "Nowhere/X"]),
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "product_id": st.sampled_from(["p", 3, None, True]),
+                "quantity": st.sampled_from([1, 0, 2.0, None]),
+                "unit_price": st.sampled_from([1.5, -1, "1", None]),
+                "category": st.sampled_from(["c", "", None]),
+            },
+        ),
+        max_size=2,
+    ),
+)
+near_valid_events = st.builds(
+    lambda kind, fields: {"type": kind, **fields},
+    st.sampled_from([*TOPIC_OF_TYPE, "nope"]),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "event_id",
+                "user_id",
+                "ts",
+                "test",
+                "channel",
+                "product_id",
+                "category",
+                "price",
+                "query",
+                "quantity",
+                "unit_price",
+                "order_id",
+                "items",
+                "total",
+                "marketing_opt_in",
+                "timezone",
+            ]
+        ),
+        field_values,
+        max_size=9,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, near_valid_events))
+def test_parse_event_raises_only_invalid_event(value: object) -> None:
+    raw = json.dumps(value).encode()  # stdlib: big integers and Infinity too
+    try:
+        parsed = parse_event(raw)
+    except InvalidEvent as exc:
+        assert exc.reason in REASONS
+    else:
+        assert parsed.type in TOPIC_OF_TYPE
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_raise_only_invalid_event(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_event(raw)
+
+
+FIELD_NAMES = sorted({key for fields, _ in VALID for key in fields} | {*BASE, "test", "channel"})
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn) -> dict:
+    """A valid example with zero to two fields removed or replaced: about half stay valid."""
+    fields, _ = draw(st.sampled_from(VALID))
+    event = {**BASE, **fields}
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        key = draw(st.sampled_from(FIELD_NAMES))
+        if draw(st.booleans()):
+            event.pop(key, None)
+        else:
+            event[key] = draw(field_values)
+    return event
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(near_valid_events.map(lambda event: {**BASE, **event}), mutated_events()))
+def test_the_pydantic_wire_models_accept_exactly_what_parse_event_accepts(value: dict) -> None:
+    try:
+        parse_event(orjson.dumps(value))
+        accepted = True
+    except InvalidEvent:
+        accepted = False
+    try:
+        INPUT_EVENT.validate_python(value)
+        modelled = True
+    except ValidationError:
+        modelled = False
+    assert accepted == modelled
+
+
+@pytest.mark.parametrize(("fields", "expected"), VALID)
+def test_the_wire_models_read_the_valid_examples_alike(fields: dict, expected: Any) -> None:
+    model = INPUT_EVENT.validate_python({**BASE, **fields})
+    assert model.type == expected.type
+    assert model.ts == expected.ts
+
+
+def test_json_schemas_cover_every_event_type_and_record_kind() -> None:
+    from triggers.wire import json_schemas
+
+    schemas = json_schemas()
+    mapping = schemas["input_event"]["discriminator"]["mapping"]
+    assert set(mapping) == set(TOPIC_OF_TYPE)
+    assert set(schemas["output_record"]["discriminator"]["mapping"]) == {"decision", "conversion"}

@@ -1,0 +1,320 @@
+"""The rules file: defaults, durations, key-path errors, the example file, `nudge rules check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triggers.durations import format_duration
+from triggers.rules import Rules, RulesError, dump_rules, load_rules, parse_duration, parse_rules
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+NUDGE = [sys.executable, "-m", "stream.cli"]
+
+CONTRACT_EXAMPLE = """
+version: 1
+default_timezone: Asia/Shanghai
+triggers:
+  cart_abandonment:        {enabled: true, stages: [1h, 24h], min_cart_value: 0, cooldown: 24h, priority: 100}
+  browse_abandonment:      {enabled: true, stages: [2h], cooldown: 24h, priority: 50}
+  replenishment:           {enabled: true, fire_at_fraction: 0.9, products: {}, categories: {},
+                            learn_from_history: true, min_purchases: 2, priority: 80}
+  first_purchase_followup: {enabled: true, stages: [3d], priority: 60}
+  lapsing:                 {enabled: true, factor: 1.5, min_orders: 3, priority: 70}
+  dormancy:                {enabled: true, stages: [30d, 60d, 90d], audience: customers, priority: 40}
+contact_policy:
+  frequency_cap: {max: 2, per: 24h}
+  quiet_hours: {start: "21:00", end: "08:00"}   # omit for none
+  max_delay: 6h
+  holdout_percent: 0
+  holdout_salt: nudge
+  attribution_window: 72h
+segments: {core_min_orders: 5, core_min_monetary: 500, dormant_after: 30d, churned_after: 90d}
+offers:                          # optional: trigger -> segment -> offer code ("default" as fallback)
+  cart_abandonment: {default: FREESHIP, dormant: COMEBACK10}
+"""  # noqa: E501 - the contract's text, verbatim
+
+H, D = timedelta(hours=1), timedelta(days=1)
+
+
+def test_an_empty_file_gives_the_contract_defaults() -> None:
+    for text in ("", "   \n", "# only a comment\n"):
+        rules = parse_rules(text)
+        assert rules == Rules()
+    t = Rules().triggers
+    assert (t.cart_abandonment.stages, t.cart_abandonment.cooldown) == ((H, 24 * H), 24 * H)
+    assert (t.cart_abandonment.min_cart_value, t.cart_abandonment.priority) == (0, 100)
+    assert (t.browse_abandonment.stages, t.browse_abandonment.priority) == ((2 * H,), 50)
+    assert (t.replenishment.fire_at_fraction, t.replenishment.min_purchases) == (0.9, 2)
+    assert t.replenishment.learn_from_history and t.replenishment.products == {}
+    assert (t.first_purchase_followup.stages, t.first_purchase_followup.priority) == ((3 * D,), 60)
+    assert (t.lapsing.factor, t.lapsing.min_orders, t.lapsing.priority) == (1.5, 3, 70)
+    assert t.dormancy.stages == (30 * D, 60 * D, 90 * D) and t.dormancy.audience == "customers"
+    policy = Rules().contact_policy
+    assert (policy.frequency_cap.max, policy.frequency_cap.per) == (2, 24 * H)
+    assert policy.quiet_hours is None  # "omit for none"
+    assert (policy.max_delay, policy.attribution_window) == (6 * H, 72 * H)
+    assert (policy.holdout_percent, policy.holdout_salt) == (0, "nudge")
+    segments = Rules().segments
+    assert (segments.core_min_orders, segments.core_min_monetary) == (5, 500)
+    assert (segments.dormant_after, segments.churned_after) == (30 * D, 90 * D)
+    assert Rules().default_timezone == "UTC"
+
+
+def test_the_contract_example_parses() -> None:
+    rules = parse_rules(CONTRACT_EXAMPLE)
+    assert rules.default_timezone == "Asia/Shanghai"
+    assert rules.contact_policy.quiet_hours.start == time(21)
+    assert rules.contact_policy.quiet_hours.end == time(8)
+    assert rules.offers.offer("cart_abandonment", "dormant") == "COMEBACK10"
+    assert rules.offers.offer("cart_abandonment", "core") == "FREESHIP"
+    assert rules.offers.offer("lapsing", "core") is None
+
+
+def test_the_shipped_example_file_is_the_contract_example() -> None:
+    assert load_rules(ROOT / "rules.example.yaml") == parse_rules(CONTRACT_EXAMPLE)
+
+
+def test_version_label_is_the_version_plus_a_hash_of_the_effective_rules() -> None:
+    label = parse_rules("version: 7").version_label
+    assert label.startswith("7+") and len(label) == len("7+") + 8
+    same = parse_rules("version: 7\ncontact_policy: {max_delay: 6h}\n# a comment")
+    assert same.version_label == label  # same meaning, same label
+    assert parse_rules("version: 7\ncontact_policy: {max_delay: 5h}").version_label != label
+    assert parse_rules("version: v2-beta").version_label.startswith("v2-beta+")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (90, timedelta(seconds=90)),
+        (0, timedelta(0)),
+        ("3600", timedelta(hours=1)),
+        ("90s", timedelta(seconds=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("3d", timedelta(days=3)),
+        ("2w", timedelta(days=14)),
+        ("1d12h", timedelta(hours=36)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 10m ", timedelta(minutes=10)),
+    ],
+)
+def test_durations(value: int | str, expected: timedelta) -> None:
+    assert parse_duration(value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, "1y", "h", "", "1 h", "1H", "-5m", "1h-5m", 1.5, True, None])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(value)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3000)))
+def test_format_duration_reads_back_exactly(duration: timedelta) -> None:
+    duration = timedelta(milliseconds=duration // timedelta(milliseconds=1))
+    assert parse_duration(format_duration(duration)) == duration
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        (
+            "triggers: {cart_abandonment: {stages: [1h, -5]}}",
+            "triggers.cart_abandonment.stages[1]",
+            "negative",
+        ),
+        (
+            "triggers: {cart_abandonment: {stages: [1h, 0]}}",
+            "triggers.cart_abandonment.stages[1]",
+            "longer than zero",
+        ),
+        (
+            "triggers: {cart_abandonment: {stages: [2h, 1h]}}",
+            "triggers.cart_abandonment.stages",
+            "increasing",
+        ),
+        (
+            "triggers: {cart_abandonment: {stages: []}}",
+            "triggers.cart_abandonment.stages",
+            "at least 1",
+        ),
+        (
+            "triggers: {dormancy: {stages: [30d, 1y]}}",
+            "triggers.dormancy.stages[1]",
+            "not a duration",
+        ),
+        ("triggers: {dormancy: {audience: everyone}}", "triggers.dormancy.audience", "customers"),
+        (
+            "triggers: {cart_abandonment: {cooldwn: 1h}}",
+            "triggers.cart_abandonment.cooldwn",
+            "unknown key",
+        ),
+        ("triggers: {cart_abandon: {}}", "triggers.cart_abandon", "unknown key"),
+        (
+            "triggers: {cart_abandonment: {min_cart_value: -1}}",
+            "triggers.cart_abandonment.min_cart_value",
+            "greater than or equal",
+        ),
+        (
+            "triggers: {replenishment: {fire_at_fraction: 0}}",
+            "triggers.replenishment.fire_at_fraction",
+            "greater than",
+        ),
+        (
+            "triggers: {replenishment: {min_purchases: 1}}",
+            "triggers.replenishment.min_purchases",
+            "greater than or equal to 2",
+        ),
+        (
+            "triggers: {replenishment: {products: {sku-1: soon}}}",
+            "triggers.replenishment.products.sku-1",
+            "not a duration",
+        ),
+        (
+            "triggers: {lapsing: {min_orders: 1}}",
+            "triggers.lapsing.min_orders",
+            "greater than or equal to 2",
+        ),
+        ("triggers: {lapsing: {enabled: maybe}}", "triggers.lapsing.enabled", "boolean"),
+        (
+            "contact_policy: {frequency_cap: {max: 0}}",
+            "contact_policy.frequency_cap.max",
+            "greater than or equal to 1",
+        ),
+        (
+            "contact_policy: {frequency_cap: {per: 0}}",
+            "contact_policy.frequency_cap.per",
+            "longer than zero",
+        ),
+        (
+            "contact_policy: {quiet_hours: {start: '25:00', end: '08:00'}}",
+            "contact_policy.quiet_hours.start",
+            "HH:MM",
+        ),
+        (
+            "contact_policy: {quiet_hours: {start: '21:00'}}",
+            "contact_policy.quiet_hours.end",
+            "required",
+        ),
+        (
+            "contact_policy: {quiet_hours: {start: '08:00', end: '08:00'}}",
+            "contact_policy.quiet_hours",
+            "differ",
+        ),
+        (
+            "contact_policy: {holdout_percent: 101}",
+            "contact_policy.holdout_percent",
+            "less than or equal to 100",
+        ),
+        ("contact_policy: {max_delay: 1.5}", "contact_policy.max_delay", "not a duration"),
+        ("segments: {dormant_after: 100d}", "segments", "churned_after must be longer"),
+        ("offers: {cart_abandonment: {dormnt: X}}", "offers.cart_abandonment.dormnt", "'default'"),
+        ("offers: {nothing: {default: X}}", "offers.nothing", "unknown key"),
+        ("default_timezone: Mars/Olympus", "default_timezone", "time zone"),
+        ("colour: blue", "colour", "unknown key"),
+    ],
+)
+def test_errors_name_the_key_path(text: str, path: str, reason: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    assert any(p == path and reason in r for p, r in caught.value.errors), caught.value.errors
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    text = (
+        "triggers: {lapsing: {factor: 0}, dormancy: {audience: x}}\nsegments: {core_min_orders: 0}"
+    )
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    assert [path for path, _ in caught.value.errors] == [
+        "triggers.lapsing.factor",
+        "triggers.dormancy.audience",
+        "segments.core_min_orders",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a: [", "not valid YAML at line 1"),
+        ("- just\n- a list", "must be a mapping"),
+        ("triggers:\n  lapsing: {}\n  lapsing: {}", "duplicate key 'lapsing'"),
+    ],
+)
+def test_unreadable_files_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    ((path, message),) = caught.value.errors
+    assert path == "" and reason in message
+
+
+def test_unquoted_times_of_day_stay_times_not_base_60_numbers() -> None:
+    rules = parse_rules("contact_policy: {quiet_hours: {start: 21:00, end: 7:30}}")
+    assert rules.contact_policy.quiet_hours.start == time(21)
+    assert rules.contact_policy.quiet_hours.end == time(7, 30)
+
+
+def test_numeric_product_ids_in_the_catalogue_become_strings() -> None:
+    rules = parse_rules("triggers: {replenishment: {products: {12345: 14d}}}")
+    assert rules.triggers.replenishment.products == {"12345": timedelta(days=14)}
+
+
+def test_the_effective_rules_dump_reads_back_to_the_same_rules() -> None:
+    for rules in (
+        Rules(),
+        parse_rules(CONTRACT_EXAMPLE),
+        parse_rules("triggers: {lapsing: {cooldown: 90s}}"),
+    ):
+        dumped = dump_rules(rules)
+        assert parse_rules(dumped) == rules
+        assert rules.version_label in dumped
+
+
+def test_load_rules() -> None:
+    assert load_rules(None) == Rules()
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules("/nonexistent/rules.yaml")
+
+
+def run_nudge(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*NUDGE, *args], input=stdin, capture_output=True, cwd=ROOT, timeout=60, check=False
+    )
+
+
+def test_rules_check_prints_the_effective_rules() -> None:
+    done = run_nudge("rules", "check", str(ROOT / "rules.example.yaml"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert out.startswith("# effective rules; rules_version: 1+")
+    assert parse_rules(out) == load_rules(ROOT / "rules.example.yaml")
+    assert "learn_from_history: true" in out  # defaults are filled in
+
+
+def test_rules_check_prints_each_error_with_its_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "triggers:\n  cart_abandonment: {stages: [1h, nope]}\ncontact_policy: {max_delay: -1}\n"
+    )
+    done = run_nudge("rules", "check", str(bad))
+    assert done.returncode == 1
+    assert done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert lines[0].startswith("triggers.cart_abandonment.stages[1]: not a duration: 'nope'")
+    assert lines[1].startswith("contact_policy.max_delay: a duration cannot be negative")
+    assert lines[2] == f"{bad}: 2 error(s); rules refused"
+
+
+def test_rules_check_on_a_missing_file_fails() -> None:
+    done = run_nudge("rules", "check", "/nonexistent/rules.yaml")
+    assert done.returncode == 1
+    assert b"cannot read" in done.stderr

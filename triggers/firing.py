@@ -1,0 +1,244 @@
+"""Firing: what happens when a user's pending stages come due (``Engine.on_time``).
+
+Every stage whose send time is <= now is reached, in send-time order, equal
+times by priority (highest first, then trigger name, product, stage). For each:
+
+1. reached later than its send time + ``max_delay``: ``suppressed``/``stale``;
+2. inside quiet hours in the user's time zone: deferred to the end of the
+   window (no record; the end becomes its send time);
+3. otherwise the contact policy (:func:`triggers.contact_policy.judge`) decides.
+
+A decision (any status) schedules the episode's next stage. ``sent`` and
+``holdout`` are recorded as contacts (frequency cap, cooldown, attribution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from triggers import (
+    browse_abandonment,
+    cart_abandonment,
+    dormancy,
+    first_purchase_followup,
+    lapsing,
+    replenishment,
+)
+from triggers.contact_policy import SUPPRESSED, judge, record_contact
+from triggers.episodes import next_stage, trigger_id
+from triggers.frozen import frozen_record
+from triggers.quiet_hours import quiet_until
+from triggers.records import TRIGGER_NAMES, Decision
+from triggers.rules import Rules
+from triggers.segments import segment_of
+from triggers.state import Pending, UserState
+
+
+@frozen_record
+class FiringRules:
+    """What firing needs from the rules, looked up once."""
+
+    rules: Rules
+    rules_version: str
+    stages: dict[str, tuple[timedelta, ...]]  # () for one-stage triggers with a computed due
+    priority: dict[str, int]
+    cooldown: dict[str, timedelta]
+    enabled: dict[str, bool]
+    offers: dict[str, dict[str, str]]
+    default_zone: ZoneInfo
+
+
+def firing_rules(rules: Rules) -> FiringRules:
+    triggers = rules.triggers
+    return FiringRules(
+        rules,
+        rules.version_label,
+        {
+            cart_abandonment.NAME: triggers.cart_abandonment.stages,
+            browse_abandonment.NAME: triggers.browse_abandonment.stages,
+            replenishment.NAME: (),  # one stage, due computed from the interval
+            first_purchase_followup.NAME: triggers.first_purchase_followup.stages,
+            lapsing.NAME: (),  # one stage, due computed from the mean gap
+            dormancy.NAME: triggers.dormancy.stages,
+        },
+        {name: rules.trigger(name).priority for name in TRIGGER_NAMES},
+        {name: rules.trigger(name).cooldown for name in TRIGGER_NAMES},
+        {name: rules.trigger(name).enabled for name in TRIGGER_NAMES},
+        {name: getattr(rules.offers, name) for name in TRIGGER_NAMES},
+        ZoneInfo(rules.default_timezone),
+    )
+
+
+def next_due(fr: FiringRules, state: UserState) -> datetime | None:
+    """The earliest send time pending for the user, or None."""
+    earliest = None
+    for item in state.pending:
+        if earliest is None or item.send_at < earliest:
+            earliest = item.send_at
+    stage = state.dormancy_stage
+    stages = fr.stages[dormancy.NAME]
+    if stage and stage <= len(stages) and state.last_activity is not None:
+        at = state.dormancy_send_at or state.last_activity + stages[stage - 1]
+        if earliest is None or at < earliest:
+            earliest = at
+    return earliest
+
+
+def fire_due(
+    fr: FiringRules,
+    state: UserState,
+    now: datetime,
+    suppressed: bool,
+    outside_contacts: Iterable[datetime],
+) -> tuple[UserState, tuple[Decision, ...]]:
+    """Reach every stage due by ``now``; the new state and the decisions, in order."""
+    remaining = [item for item in state.pending if item.send_at > now]
+    due_now = [item for item in state.pending if item.send_at <= now]
+    dormant = _dormancy_pending(fr, state)
+    dormancy_reached = dormant is not None and dormant.send_at <= now
+    if dormancy_reached:
+        due_now.append(dormant)
+    policy = fr.rules.contact_policy
+    contacts = state.contacts
+    records: list[Decision] = []
+    while due_now:
+        if len(due_now) == 1:
+            item = due_now[0]
+        else:
+            item = min(due_now, key=lambda pending: _firing_order(fr, pending))
+        due_now = [other for other in due_now if other is not item]
+        if not fr.enabled[item.trigger]:  # disabled since it was armed: dropped
+            continue
+        if now - item.send_at > policy.max_delay:
+            status, reason = SUPPRESSED, "stale"
+        else:
+            quiet_end = _quiet_end(fr, state, now)
+            if quiet_end is not None:  # deferred, no record; quiet_end > now
+                remaining.append(
+                    Pending(
+                        item.trigger,
+                        item.stage,
+                        item.key,
+                        item.anchor,
+                        item.due,
+                        quiet_end,
+                        item.subject,
+                    )
+                )
+                continue
+            prefs = state.prefs
+            status, reason = judge(
+                state.user_id,
+                item.trigger,
+                item.stage,
+                now,
+                suppressed or (prefs is not None and prefs.opt_in is False),
+                fr.cooldown[item.trigger],
+                contacts,
+                outside_contacts,
+                policy,
+            )
+        decision_id = trigger_id(state.user_id, item.trigger, item.key, item.stage)
+        records.append(_decision(fr, state, item, decision_id, now, status, reason))
+        if status != SUPPRESSED:
+            contacts = record_contact(
+                contacts, item.trigger, decision_id, status, now, policy.frequency_cap.per
+            )
+        following = next_stage(item, fr.stages[item.trigger])
+        if following is not None:
+            (due_now if following.send_at <= now else remaining).append(following)
+
+    key, stage, send_at = state.dormancy_key, state.dormancy_stage, state.dormancy_send_at
+    if dormancy_reached:
+        key, stage, send_at = None, 0, None
+        for item in remaining:
+            if item.trigger == dormancy.NAME:
+                key = item.key
+                stage = item.stage
+                send_at = item.send_at if item.send_at != item.due else None
+                remaining.remove(item)
+                break
+    new_state = UserState(
+        state.user_id,
+        state.seen,
+        state.last_activity,
+        state.prefs,
+        state.cart,
+        state.history,
+        state.viewed,
+        tuple(remaining),
+        contacts,
+        key,
+        stage,
+        send_at,
+    )
+    return new_state, tuple(records)
+
+
+def _firing_order(fr: FiringRules, item: Pending) -> tuple:
+    """Send time, then priority (highest first), then a stable tie-break."""
+    return (item.send_at, -fr.priority[item.trigger], item.trigger, item.subject or "", item.stage)
+
+
+def _dormancy_pending(fr: FiringRules, state: UserState) -> Pending | None:
+    """The inline dormancy episode as a pending stage (None if nothing is pending)."""
+    stage = state.dormancy_stage
+    rules = fr.rules.triggers.dormancy
+    if not stage or stage > len(rules.stages) or state.last_activity is None:
+        return None
+    return dormancy.as_pending(
+        state.dormancy_key or "", stage, state.dormancy_send_at, state.last_activity, rules
+    )
+
+
+def _quiet_end(fr: FiringRules, state: UserState, now: datetime) -> datetime | None:
+    window = fr.rules.contact_policy.quiet_hours
+    if window is None:
+        return None
+    zone_name = state.prefs.timezone if state.prefs is not None else None
+    zone = ZoneInfo(zone_name) if zone_name else fr.default_zone
+    return quiet_until(now, zone, window.start, window.end)
+
+
+def _decision(
+    fr: FiringRules,
+    state: UserState,
+    item: Pending,
+    decision_id: str,
+    now: datetime,
+    status: str,
+    reason: str | None,
+) -> Decision:
+    segment = segment_of(state.history, now, fr.rules.segments)
+    offers = fr.offers[item.trigger]
+    return Decision(
+        decision_id,
+        item.trigger,
+        item.stage,
+        state.user_id,
+        item.due,
+        now,
+        status,
+        reason,
+        segment,
+        offers.get(segment, offers.get("default")),
+        _context(fr, state, item, now),
+        fr.rules_version,
+    )
+
+
+def _context(fr: FiringRules, state: UserState, item: Pending, now: datetime) -> dict:
+    trigger = item.trigger
+    if trigger == cart_abandonment.NAME:
+        return cart_abandonment.context(state.cart)
+    if trigger == browse_abandonment.NAME:
+        return browse_abandonment.context(state.viewed)
+    if trigger == replenishment.NAME:
+        return replenishment.context(state.history, item.subject, fr.rules.triggers.replenishment)
+    if trigger == first_purchase_followup.NAME:
+        return first_purchase_followup.context(state.history, item.subject)
+    if trigger == lapsing.NAME:
+        return lapsing.context(state.history)
+    return dormancy.context(state.last_activity, now)
