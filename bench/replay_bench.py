@@ -275,7 +275,8 @@ def report(
         f"Rules: `{rules.relative_to(REPO) if rules else 'built-in defaults'}`; "
         f"output records: {rep['records']:,}",
         f"Machine: {platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run)",
+        f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run); "
+        f"load average at the end {os.getloadavg()[0]:.2f}",
         "",
         "| phase | time (s) | events/s | vs baseline | peak RSS (before) |",
         "|---|---:|---:|---:|---:|",

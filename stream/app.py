@@ -8,6 +8,7 @@ user's events, their state and their deadline ticks never race.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -65,14 +66,32 @@ class _FaustSink:
     def __init__(self, triggers: faust.TopicT, audit: faust.TopicT, dlq: faust.TopicT) -> None:
         self._triggers, self._audit, self._dlq = triggers, audit, dlq
 
-    async def audit(self, key: bytes, value: bytes) -> None:
-        await self._audit.send(key=key, value=value)
+    async def audit(self, key: bytes, value: bytes) -> Any:
+        return await self._audit.send(key=key, value=value)
 
     async def triggered(self, key: bytes, value: bytes) -> Any:
         return await self._triggers.send(key=key, value=value)
 
-    async def dead_letter(self, key: bytes | None, value: bytes) -> None:
-        await self._dlq.send(key=key, value=value)
+    async def dead_letter(self, key: bytes | None, value: bytes) -> Any:
+        return await self._dlq.send(key=key, value=value)
+
+
+class _FaustUsers:
+    """The users table, written so that the caller gets the changelog write's future.
+
+    ``table[key] = value`` would send the changelog record too, but drop its future;
+    the agent needs it to acknowledge a message only once its state change is durable.
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.get(key)  # type: ignore[no-any-return]
+
+    def put(self, key: bytes, value: bytes, partition: int) -> Any:
+        self._table.data[key] = value
+        return self._table.send_changelog(partition, key, value)
 
 
 async def start_offsets(
@@ -97,6 +116,24 @@ async def start_offsets(
         earliest = await app.consumer.earliest_offsets(*missing)
         starts.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items()})
     return starts
+
+
+async def ack_when_durable(
+    stream: faust.StreamT, event: faust.EventT, deliveries: list[Any]
+) -> None:
+    message = event.message
+    try:
+        for delivery in deliveries:
+            await delivery
+    except Exception:
+        log.exception(
+            "a write caused by %s[%d]@%d failed; the message stays unacknowledged",
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return
+    await stream.ack(event)
 
 
 def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
@@ -167,7 +204,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
 
     processor = UserProcessor(
         engine=Engine(rules),
-        users=users,  # type: ignore[arg-type]
+        users=_FaustUsers(users),
         ledger=ledger,
         sink=sink,
         metrics=metrics,
@@ -189,28 +226,43 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             catch_up.assigned(None)
 
     input_topics = set(settings.input_topics)
+    acks_in_flight: set[asyncio.Future[None]] = set()
 
     @app.agent(source, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        # Manual acks: a message's offset may be committed only once everything it wrote
+        # (state changelog, output records) is on the broker. Faust's own flush-before-
+        # commit can miss a write still on its way to the client, which a kill -9 then loses.
+        acking = stream.noack()
+        async for event in acking.events():
             message = event.message
             if message.topic == settings.topic_ticks:
                 try:
                     await processor.on_tick(message.partition)
                 except Exception:  # the agent must never die; the next tick retries
                     log.exception("failed to process a tick of partition %d", message.partition)
-                continue
-            ts_ms = None
-            try:
-                ts_ms = await processor.on_input(
-                    message.topic, message.partition, message.offset, message.key, event.value
-                )
-            except Exception as exc:  # the agent must never die on a message
-                log.exception(
-                    "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
-                )
-                await processor.dead_letter_failure(message, event.value, exc)
-            catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
+            else:
+                ts_ms = None
+                try:
+                    ts_ms = await processor.on_input(
+                        message.topic, message.partition, message.offset, message.key, event.value
+                    )
+                except Exception as exc:  # the agent must never die on a message
+                    log.exception(
+                        "failed to process %s[%d]@%d",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                    )
+                    await processor.dead_letter_failure(message, event.value, exc)
+                catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
+            deliveries = processor.take_deliveries()
+            if deliveries:
+                task = asyncio.ensure_future(ack_when_durable(acking, event, deliveries))
+                acks_in_flight.add(task)
+                task.add_done_callback(acks_in_flight.discard)
+            else:
+                await acking.ack(event)
 
     # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)

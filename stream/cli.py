@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--file", help="produce this JSON Lines file instead of synthetic traffic"
     )
+    simulate.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --file: send each event when the clock reaches its ts (past ones at once)",
+    )
 
     tail = sub.add_parser("tail", help="print a topic's records, e.g. marketing.triggers")
     tail.add_argument("topic", help="topic name")
@@ -67,7 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.simulate import simulate_command
 
         return simulate_command(
-            rate=args.rate, users=args.users, seed=args.seed, limit=args.limit, file=args.file
+            rate=args.rate,
+            users=args.users,
+            seed=args.seed,
+            limit=args.limit,
+            file=args.file,
+            realtime=args.realtime,
         )
     if args.command == "tail":
         from stream.tail import tail_command

@@ -7,8 +7,13 @@ message and every deadline tick; it owns no business logic — that lives in
 1. before an event, fire the user's stages already due (as ``nudge replay`` does);
 2. apply the event; fire again if the event made something due at once;
 3. save the state (with its next deadline) and update the in-memory deadline index;
-4. emit records: audit first, then ``marketing.triggers`` (awaiting the broker's
-   acknowledgement), then mark the sends in Redis.
+4. emit records: audit first, then ``marketing.triggers``; once the broker has them,
+   mark the sends in Redis.
+
+Every write a message causes (its state changelog and its records) is handed back
+through :meth:`UserProcessor.take_deliveries`; the agent acknowledges the message —
+letting Faust commit its offset — only once all of them are durable, so a crash can
+never commit an offset whose state change was lost.
 
 Firing needs Redis (suppression set, other senders' contacts, idempotency). When
 Redis fails, nothing is fired — the pure engine's result is simply discarded, the
@@ -23,7 +28,7 @@ import base64
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,9 +51,18 @@ _NO_DUE = -1
 
 
 class RecordSink(Protocol):
-    async def audit(self, key: bytes, value: bytes) -> None: ...
+    """Output topics; each send returns an awaitable that resolves once the broker has it."""
+
+    async def audit(self, key: bytes, value: bytes) -> Awaitable[Any]: ...
     async def triggered(self, key: bytes, value: bytes) -> Awaitable[Any]: ...
-    async def dead_letter(self, key: bytes | None, value: bytes) -> None: ...
+    async def dead_letter(self, key: bytes | None, value: bytes) -> Awaitable[Any]: ...
+
+
+class UserTable(Protocol):
+    """The users table; ``put`` returns an awaitable that resolves once the change is durable."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
 
 
 def to_ms(moment: datetime) -> int:
@@ -122,7 +136,7 @@ class UserProcessor:
         self,
         *,
         engine: Engine,
-        users: MutableMapping[bytes, bytes],
+        users: UserTable,
         ledger: ContactLedger,
         sink: RecordSink,
         metrics: NudgeMetrics,
@@ -143,6 +157,12 @@ class UserProcessor:
         self._horizon = horizon
         self.backoff = RedisBackoff()
         self._bookkeeping: set[asyncio.Future[None]] = set()
+        self._deliveries: list[Awaitable[Any]] = []
+
+    def take_deliveries(self) -> list[Awaitable[Any]]:
+        """What the last message produced (state changelog, outputs), to ack it once durable."""
+        deliveries, self._deliveries = self._deliveries, []
+        return deliveries
 
     # -- input events -------------------------------------------------------------------
 
@@ -154,7 +174,7 @@ class UserProcessor:
         try:
             event = parse_event(raw, max_bytes=self._max_bytes)
         except InvalidEvent as exc:
-            await self._sink.dead_letter(
+            delivery = await self._sink.dead_letter(
                 key,
                 dead_letter_record(
                     reason=exc.reason,
@@ -166,6 +186,7 @@ class UserProcessor:
                     at=now,
                 ),
             )
+            self._deliveries.append(delivery)
             self._metrics.dead_letters.labels(exc.reason).inc()
             self._metrics.events.labels(topic, "invalid", "invalid").inc()
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc.reason)
@@ -195,13 +216,15 @@ class UserProcessor:
             if fired is not None:
                 state, due = fired.state, _ms_or_none(fired.next_due)
 
-        self._users[user_key] = pack_user(state, due, partition)
+        self._deliveries.append(
+            self._users.put(user_key, pack_user(state, due, partition), partition)
+        )
         self.deadlines.set(partition, event.user_id, due)
         return to_ms(event.ts)
 
     async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
         """A message the engine failed on: keep it, with the reason, in the dead-letter topic."""
-        await self._sink.dead_letter(
+        delivery = await self._sink.dead_letter(
             message.key,
             dead_letter_record(
                 reason="processing_error",
@@ -213,6 +236,7 @@ class UserProcessor:
                 at=self._clock(),
             ),
         )
+        self._deliveries.append(delivery)
         self._metrics.dead_letters.labels("processing_error").inc()
         self._metrics.events.labels(message.topic, "unknown", "error").inc()
 
@@ -241,7 +265,8 @@ class UserProcessor:
                     deadlines.set(waiting, waiting_due)
                 break
             next_due = _ms_or_none(fired.next_due)
-            self._users[user_id.encode()] = pack_user(fired.state, next_due, partition)
+            value = pack_user(fired.state, next_due, partition)
+            self._deliveries.append(self._users.put(user_id.encode(), value, partition))
             deadlines.set(user_id, next_due)
         self._metrics.pending_deadlines.labels(str(partition)).set(len(deadlines))
 
@@ -328,11 +353,13 @@ class UserProcessor:
         deliveries = []
         for record in records:
             value = record_to_json(record)
-            await self._sink.audit(key, value)
+            self._deliveries.append(await self._sink.audit(key, value))
             if isinstance(record, Conversion):
                 self._metrics.conversions.labels(record.trigger, record.arm).inc()
             elif record.status == "sent":
-                deliveries.append(await self._sink.triggered(key, value))
+                delivery = await self._sink.triggered(key, value)
+                self._deliveries.append(delivery)
+                deliveries.append(delivery)
         return deliveries
 
 

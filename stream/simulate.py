@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from stream.kafka_auth import aiokafka_kwargs
 from stream.settings import Settings
 from triggers.synthetic import TOPIC_FOR_TYPE, generate_events
+from triggers.timestamps import TimestampError, parse_timestamp
 
 
 def _topic_map(settings: Settings) -> dict[str, str]:
@@ -54,7 +55,14 @@ def file_stream(path: str) -> Iterator[bytes]:
 
 
 async def produce(
-    settings: Settings, *, rate: float, users: int, seed: int, limit: int, file: str | None
+    settings: Settings,
+    *,
+    rate: float,
+    users: int,
+    seed: int,
+    limit: int,
+    file: str | None,
+    realtime: bool = False,
 ) -> int:
     topics = _topic_map(settings)
     producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", linger_ms=5)
@@ -71,7 +79,12 @@ async def produce(
             if stop.is_set() or (limit and sent >= limit):
                 break
             if isinstance(item, bytes):
-                key, topic, value = _route_line(item, topics, settings)
+                key, topic, value, ts = _route_line(item, topics, settings)
+                if realtime and ts is not None:
+                    # Never before its own time: a shop cannot report an event in advance.
+                    wait = (ts - datetime.now(UTC)).total_seconds()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
             else:
                 item["ts"] = (
                     datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -83,7 +96,7 @@ async def produce(
                 )
             await producer.send(topic, value=value, key=key)
             sent += 1
-            if rate > 0:
+            if rate > 0 and not realtime:
                 ahead = started + sent / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
@@ -98,16 +111,27 @@ async def produce(
 
 def _route_line(
     line: bytes, topics: dict[str, str], settings: Settings
-) -> tuple[bytes | None, str, bytes]:
-    """Pick topic and key for a raw line; lines that are not valid go to the browse topic as-is."""
+) -> tuple[bytes | None, str, bytes, datetime | None]:
+    """Topic, key and event time of a raw line; invalid lines go to the browse topic as-is."""
     try:
         obj = orjson.loads(line)
-        return str(obj["user_id"]).encode(), topics[obj["type"]], line
+        key, topic = str(obj["user_id"]).encode(), topics[obj["type"]]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None, settings.topic_browse, line
+        return None, settings.topic_browse, line, None
+    try:
+        ts: datetime | None = parse_timestamp(obj["ts"])
+    except (TimestampError, KeyError):
+        ts = None
+    return key, topic, line, ts
 
 
-def simulate_command(*, rate: float, users: int, seed: int, limit: int, file: str | None) -> int:
+def simulate_command(
+    *, rate: float, users: int, seed: int, limit: int, file: str | None, realtime: bool = False
+) -> int:
     settings = Settings()
-    asyncio.run(produce(settings, rate=rate, users=users, seed=seed, limit=limit, file=file))
+    asyncio.run(
+        produce(
+            settings, rate=rate, users=users, seed=seed, limit=limit, file=file, realtime=realtime
+        )
+    )
     return 0

@@ -78,10 +78,10 @@ def fixed_events(path: Path, *, count: int, users: int, rate: float, lead: float
 
 
 def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[bytes]:
-    """``nudge simulate --file``: the fixed event set, at its own pace, to the group's topics."""
+    """``nudge simulate --file --realtime``: each event sent when the clock reaches its ts."""
     log = (group.workdir / "simulate.log").open("ab")
     return subprocess.Popen(
-        [NUDGE, "simulate", "--file", str(events.path), "--rate", str(events.rate)],
+        [NUDGE, "simulate", "--file", str(events.path), "--realtime"],
         env=group.env(99, 0),
         stdout=log,
         stderr=subprocess.STDOUT,
