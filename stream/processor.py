@@ -199,7 +199,7 @@ class UserProcessor:
 
         # As in replay: stages due at or before the event's time fire before it is applied.
         if state is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
-            fired = await self._fire(state, due, now)
+            fired = await self._fire(state, due, now, until=event.ts)
             if fired is not None:
                 state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True
 
@@ -278,13 +278,18 @@ class UserProcessor:
 
     # -- firing -------------------------------------------------------------------------
 
-    async def _fire(self, state: UserState, scheduled_ms: int, now: datetime) -> Step | None:
-        """Fire the user's due stages, or return None (state unchanged) if Redis is unusable."""
+    async def _fire(
+        self, state: UserState, scheduled_ms: int, now: datetime, until: datetime | None = None
+    ) -> Step | None:
+        """Fire the user's stages due by ``until`` (default: now).
+
+        Returns None, and changes nothing, if Redis cannot be used.
+        """
         if not self.backoff.ready(self._monotonic()):
             return None
         try:
             suppressed, others = await self._ledger.lookup(state.user_id, now)
-            step = self._engine.on_time(state, now, OutsideFacts(suppressed, others))
+            step = self._engine.on_time(state, now, OutsideFacts(suppressed, others), until=until)
             decisions = [r for r in step.records if isinstance(r, Decision)]
             already = await self._ledger.already_sent(
                 d.trigger_id for d in decisions if d.status == "sent"

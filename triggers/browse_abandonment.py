@@ -34,7 +34,11 @@ def after_view(
         return viewed, pending
     view = View(event.product_id, event.category, event.price, event.ts)
     current = find_trigger(pending, NAME)
-    in_cart = any(line.product_id == event.product_id for line in cart.lines)
+    # A view of a product in the cart, or one added at or after the view (a view arriving
+    # late, after the add that cancels it), arms nothing.
+    in_cart = any(line.product_id == event.product_id for line in cart.lines) or any(
+        product == event.product_id and at >= event.ts for product, at in cart.added
+    )
     if not rules.enabled or in_cart:
         return view, without(pending, current)
     new = open_episode(NAME, event.event_id, event.ts, event.ts + rules.stages[0])

@@ -17,7 +17,7 @@ from datetime import datetime
 from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import CartCleared, CartItemAdded, CartItemRemoved, CheckoutStarted
 from triggers.rules import CartAbandonmentRules
-from triggers.state import Cart, CartLine, Pending
+from triggers.state import RECENT_ADDS, Cart, CartLine, Pending
 from triggers.timestamps import format_timestamp
 
 NAME = "cart_abandonment"
@@ -29,7 +29,9 @@ def apply_event(cart: Cart, event: CartEvent) -> Cart:
     """The cart after one cart event (the caller has checked it is not history)."""
     lines = cart.lines
     checkout = cart.checkout
+    added = cart.added
     if type(event) is CartItemAdded:
+        added = remember_add(added, event.product_id, event.ts)
         for index, line in enumerate(lines):
             if line.product_id == event.product_id:
                 merged = CartLine(
@@ -63,7 +65,21 @@ def apply_event(cart: Cart, event: CartEvent) -> Cart:
     updated_at = cart.updated_at
     if updated_at is None or event.ts > updated_at:
         updated_at = event.ts
-    return Cart(lines, updated_at, checkout)
+    return Cart(lines, updated_at, checkout, added)
+
+
+def remember_add(
+    added: tuple[tuple[str, datetime], ...], product_id: str, ts: datetime
+) -> tuple[tuple[str, datetime], ...]:
+    latest = ts
+    kept = []
+    for product, at in added:
+        if product == product_id:
+            latest = max(latest, at)
+        else:
+            kept.append((product, at))
+    kept.append((product_id, latest))
+    return tuple(kept[-RECENT_ADDS:])
 
 
 def cart_value(cart: Cart) -> float:
@@ -100,7 +116,7 @@ def after_order(
     if cart.updated_at is not None and order_ts < cart.updated_at:
         return cart, pending
     if cart.lines or cart.checkout:
-        cart = Cart((), cart.updated_at, False)
+        cart = Cart((), cart.updated_at, False, cart.added)
     return cart, without(pending, find_trigger(pending, NAME))
 
 

@@ -339,9 +339,24 @@ class Engine:
         """The earliest send time pending for the user, or None."""
         return next_due(self._firing, state)
 
-    def on_time(self, state: UserState, now: datetime, facts: OutsideFacts = NO_FACTS) -> Step:
+    def on_time(
+        self,
+        state: UserState,
+        now: datetime,
+        facts: OutsideFacts = NO_FACTS,
+        *,
+        until: datetime | None = None,
+    ) -> Step:
+        """Fire the stages due by ``until`` (default and at most ``now``), reached at ``now``.
+
+        ``until`` lets the live service fire, before an event with time T that it
+        processes late, exactly the stages replay would fire before it: those due by T.
+        """
+        limit = now if until is None else min(until, now)
         earliest = next_due(self._firing, state)
-        if earliest is None or earliest > now:
+        if earliest is None or earliest > limit:
             return Step(state, (), earliest, FIRED)
-        new_state, records = fire_due(self._firing, state, now, facts.suppressed, facts.contacts)
+        new_state, records = fire_due(
+            self._firing, state, now, facts.suppressed, facts.contacts, until=limit
+        )
         return Step(new_state, records, next_due(self._firing, new_state), FIRED)

@@ -92,12 +92,14 @@ def fire_due(
     now: datetime,
     suppressed: bool,
     outside_contacts: Iterable[datetime],
+    until: datetime | None = None,
 ) -> tuple[UserState, tuple[Decision, ...]]:
-    """Reach every stage due by ``now``; the new state and the decisions, in order."""
-    remaining = [item for item in state.pending if item.send_at > now]
-    due_now = [item for item in state.pending if item.send_at <= now]
+    """Reach every stage due by ``until`` (default ``now``), at ``now``; new state, decisions."""
+    until = now if until is None else min(until, now)
+    remaining = [item for item in state.pending if item.send_at > until]
+    due_now = [item for item in state.pending if item.send_at <= until]
     dormant = _dormancy_pending(fr, state)
-    dormancy_reached = dormant is not None and dormant.send_at <= now
+    dormancy_reached = dormant is not None and dormant.send_at <= until
     if dormancy_reached:
         due_now.append(dormant)
     policy = fr.rules.contact_policy
@@ -148,7 +150,7 @@ def fire_due(
             )
         following = next_stage(item, fr.stages[item.trigger])
         if following is not None:
-            (due_now if following.send_at <= now else remaining).append(following)
+            (due_now if following.send_at <= until else remaining).append(following)
 
     key, stage, send_at = state.dormancy_key, state.dormancy_stage, state.dormancy_send_at
     if dormancy_reached:

@@ -51,6 +51,12 @@ class Cart:
     lines: tuple[CartLine, ...] = ()
     updated_at: datetime | None = None  # latest cart activity (event time)
     checkout: bool = False  # checkout started since the cart was last emptied
+    # (product_id, latest add time) of the last RECENT_ADDS products added, even if removed
+    # since: a view that arrives late, older than an add of its product, arms nothing.
+    added: tuple[tuple[str, datetime], ...] = ()
+
+
+RECENT_ADDS = 8
 
 
 @frozen_record
@@ -181,6 +187,7 @@ def encode_state(state: UserState) -> bytes:
                 [[ln.product_id, ln.quantity, ln.unit_price, ln.category] for ln in cart.lines],
                 _ms(cart.updated_at),
                 cart.checkout,
+                [[product, to_millis(at)] for product, at in cart.added],
             ],
             None
             if history == EMPTY_HISTORY
@@ -278,8 +285,9 @@ def _decode_prefs(item: list) -> Preferences:
 
 
 def _decode_cart(item: list) -> Cart:
-    lines, updated_at, checkout = item
-    return Cart(tuple(CartLine(*line) for line in lines), _dt(updated_at), checkout)
+    lines, updated_at, checkout, *rest = item  # states written before `added` have 3 fields
+    added = tuple((product, from_millis(at)) for product, at in rest[0]) if rest else ()
+    return Cart(tuple(CartLine(*line) for line in lines), _dt(updated_at), checkout, added)
 
 
 def _decode_history(item: list) -> OrderHistory:

@@ -91,3 +91,23 @@ def test_several_stages() -> None:
     tl.view(at(), "p1")
     tl.advance(at(days=2))
     assert [(d.stage, d.fired_at) for d in tl.decisions()] == [(1, at(hours=2)), (2, at(days=1))]
+
+
+def test_a_view_delivered_after_the_add_that_cancels_it_arms_nothing() -> None:
+    # Topics are not ordered relative to each other: the cart topic may deliver first.
+    tl = Timeline(make_rules(only=BROWSE_ONLY))
+    tl.add(at(minutes=10), "p1")
+    tl.send("cart_item_removed", at(minutes=11), product_id="p1")
+    tl.view(at(), "p1")  # the view came before the add, but arrives after it
+    tl.advance(at(days=1))
+    assert tl.decisions() == []
+
+
+def test_a_view_after_an_earlier_add_and_removal_still_arms() -> None:
+    tl = Timeline(make_rules(only=BROWSE_ONLY))
+    tl.add(at(), "p1")
+    tl.send("cart_item_removed", at(minutes=1), product_id="p1")
+    tl.view(at(minutes=5), "p1")
+    tl.advance(at(days=1))
+    (decision,) = tl.decisions()
+    assert decision.due_at == at(minutes=125)

@@ -200,3 +200,15 @@ def test_replay_and_live_style_calls_give_the_same_trigger_ids() -> None:
     ).state
     live = engine.on_time(state, at(hours=1, seconds=2))  # reached 2 s late on a live tick
     assert [d.trigger_id for d in live.records] == [d.trigger_id for d in tl.decisions()]
+
+
+def test_on_time_until_fires_only_what_replay_would_fire_before_a_late_event() -> None:
+    # The live service processes an event with time T late (after a restart): it first
+    # fires the stages due by T, reached now, and leaves later ones for after the event.
+    engine = Engine(make_rules(only=("cart_abandonment",)))
+    added = parse_event(wire("cart_item_added", at(), "u1", "e1", product_id="p1", unit_price=5))
+    state = engine.on_event(None, added, at()).state
+    now = at(hours=30)
+    step = engine.on_time(state, now, until=at(hours=2))
+    assert [(d.stage, d.due_at, d.fired_at) for d in step.records] == [(1, at(hours=1), now)]
+    assert step.next_due == at(hours=24)
