@@ -118,22 +118,46 @@ async def start_offsets(
     return starts
 
 
-async def ack_when_durable(
-    stream: faust.StreamT, event: faust.EventT, deliveries: list[Any]
-) -> None:
-    message = event.message
-    try:
-        for delivery in deliveries:
-            await delivery
-    except Exception:
-        log.exception(
-            "a write caused by %s[%d]@%d failed; the message stays unacknowledged",
-            message.topic,
-            message.partition,
-            message.offset,
-        )
-        return
-    await stream.ack(event)
+class InOrderAcks:
+    """Acknowledge each message once its writes are durable, in offset order per partition.
+
+    Order matters: Faust commits up to the first run of consecutive acked offsets and
+    does not notice a hole right after the committed offset, so an ack that overtook
+    an earlier, still unacknowledged message would commit past it.
+    """
+
+    def __init__(self, stream: faust.StreamT) -> None:
+        self._stream = stream
+        self._last: dict[Any, asyncio.Future[None]] = {}
+
+    async def ack(self, event: faust.EventT, deliveries: list[Any]) -> None:
+        tp = event.message.tp
+        previous = self._last.get(tp)
+        if not deliveries and (previous is None or previous.done()):
+            self._last.pop(tp, None)
+            await self._stream.ack(event)
+            return
+        self._last[tp] = asyncio.ensure_future(self._ack_after(previous, event, deliveries))
+
+    async def _ack_after(
+        self, previous: asyncio.Future[None] | None, event: faust.EventT, deliveries: list[Any]
+    ) -> None:
+        message = event.message
+        try:
+            if previous is not None:
+                await previous  # raises if an earlier message could not be acknowledged
+            for delivery in deliveries:
+                await delivery
+        except Exception:
+            log.exception(
+                "a write caused by %s[%d]@%d (or before it) failed; "
+                "it stays unacknowledged and will be processed again after a restart",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            raise
+        await self._stream.ack(event)
 
 
 def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
@@ -226,7 +250,6 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             catch_up.assigned(None)
 
     input_topics = set(settings.input_topics)
-    acks_in_flight: set[asyncio.Future[None]] = set()
 
     @app.agent(source, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
@@ -234,6 +257,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         # (state changelog, output records) is on the broker. Faust's own flush-before-
         # commit can miss a write still on its way to the client, which a kill -9 then loses.
         acking = stream.noack()
+        acks = InOrderAcks(acking)
         async for event in acking.events():
             message = event.message
             if message.topic == settings.topic_ticks:
@@ -256,13 +280,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
                     )
                     await processor.dead_letter_failure(message, event.value, exc)
                 catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
-            deliveries = processor.take_deliveries()
-            if deliveries:
-                task = asyncio.ensure_future(ack_when_durable(acking, event, deliveries))
-                acks_in_flight.add(task)
-                task.add_done_callback(acks_in_flight.discard)
-            else:
-                await acking.ack(event)
+            await acks.ack(event, processor.take_deliveries())
 
     # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)
