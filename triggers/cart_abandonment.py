@@ -65,7 +65,7 @@ def apply_event(cart: Cart, event: CartEvent) -> Cart:
     updated_at = cart.updated_at
     if updated_at is None or event.ts > updated_at:
         updated_at = event.ts
-    return Cart(lines, updated_at, checkout, added)
+    return Cart(lines, updated_at, checkout, added, cart.emptied_at)
 
 
 def remember_add(
@@ -113,10 +113,10 @@ def after_order(
     cart: Cart, pending: tuple[Pending, ...], order_ts: datetime
 ) -> tuple[Cart, tuple[Pending, ...]]:
     """``order_placed`` empties the cart and cancels the episode, unless it predates the cart."""
+    emptied_at = order_ts if cart.emptied_at is None else max(cart.emptied_at, order_ts)
     if cart.updated_at is not None and order_ts < cart.updated_at:
-        return cart, pending
-    if cart.lines or cart.checkout:
-        cart = Cart((), cart.updated_at, False, cart.added)
+        return Cart(cart.lines, cart.updated_at, cart.checkout, cart.added, emptied_at), pending
+    cart = Cart((), cart.updated_at, False, cart.added, emptied_at)
     return cart, without(pending, find_trigger(pending, NAME))
 
 

@@ -89,6 +89,14 @@ class Step:
     outcome: str  # processed | duplicate | test | fired
 
 
+
+def latest_order_placed(state: UserState) -> datetime | None:
+    """The latest order_placed seen, cancelled or not: cart and views before it are history."""
+    kept, emptied = last_order_at(state.history), state.cart.emptied_at
+    if kept is None or emptied is None:
+        return kept or emptied
+    return max(kept, emptied)
+
 class Engine:
     """Holds the rules (and what is derived from them); every call is pure."""
 
@@ -205,7 +213,7 @@ class Engine:
             state.pending,
             event,
             state.cart,
-            last_order_at(state.history),
+            latest_order_placed(state),
             self.rules.triggers.browse_abandonment,
         )
         new_state = self._finish(
@@ -226,7 +234,7 @@ class Engine:
         self, state: UserState, event: cart_abandonment.CartEvent, seen: bytes, now: datetime
     ) -> tuple[UserState, tuple[Record, ...]]:
         cart, pending = state.cart, state.pending
-        latest_order = last_order_at(state.history)
+        latest_order = latest_order_placed(state)
         if latest_order is None or event.ts > latest_order:  # else: history, only activity
             cart = cart_abandonment.apply_event(state.cart, event)
             pending = cart_abandonment.after_cart_event(

@@ -54,6 +54,9 @@ class Cart:
     # (product_id, latest add time) of the last RECENT_ADDS products added, even if removed
     # since: a view that arrives late, older than an add of its product, arms nothing.
     added: tuple[tuple[str, datetime], ...] = ()
+    # The latest order_placed ever seen, even if cancelled since: it emptied the cart then,
+    # so cart events not later than it are history whatever order they arrive in.
+    emptied_at: datetime | None = None
 
 
 RECENT_ADDS = 8
@@ -188,6 +191,7 @@ def encode_state(state: UserState) -> bytes:
                 _ms(cart.updated_at),
                 cart.checkout,
                 [[product, to_millis(at)] for product, at in cart.added],
+                _ms(cart.emptied_at),
             ],
             None
             if history == EMPTY_HISTORY
@@ -285,9 +289,12 @@ def _decode_prefs(item: list) -> Preferences:
 
 
 def _decode_cart(item: list) -> Cart:
-    lines, updated_at, checkout, *rest = item  # states written before `added` have 3 fields
+    lines, updated_at, checkout, *rest = item  # older states have fewer fields
     added = tuple((product, from_millis(at)) for product, at in rest[0]) if rest else ()
-    return Cart(tuple(CartLine(*line) for line in lines), _dt(updated_at), checkout, added)
+    emptied_at = _dt(rest[1]) if len(rest) > 1 else None
+    return Cart(
+        tuple(CartLine(*line) for line in lines), _dt(updated_at), checkout, added, emptied_at
+    )
 
 
 def _decode_history(item: list) -> OrderHistory:

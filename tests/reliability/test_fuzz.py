@@ -31,9 +31,10 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from triggers.engine import Engine, OutsideFacts
@@ -65,16 +66,18 @@ pytestmark = [pytest.mark.reliability, pytest.mark.unit]
 ROOT = Path(__file__).resolve().parents[2]
 LONG_RUN = "NUDGE_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("NUDGE_FUZZ_EXAMPLES", "300"))
-settings.register_profile(
-    "nudge-fuzz",
+FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    derandomize=not LONG_RUN,  # CI: the same examples every run; a long run explores
-    database=None if not LONG_RUN else settings.default.database,
+    # CI: the same examples every run, and no shrinking, so a failing run stays short (the
+    # @example cases below are the minimal reproductions of what was found). A long run
+    # explores new examples, shrinks failures and keeps them in .hypothesis/ for next time.
+    derandomize=not LONG_RUN,
+    database=settings.default.database if LONG_RUN else None,
+    phases=tuple(Phase) if LONG_RUN else (Phase.explicit, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
+    print_blob=LONG_RUN,
 )
-FUZZ = settings.get_profile("nudge-fuzz")
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MAX_BYTES = 65_536
 
@@ -434,12 +437,15 @@ def run_engine(engine: Engine, events: list[Event]) -> None:
 
 
 DEFAULT_ENGINE = Engine(Rules())
+ORDER = b'{"event_id":"e1","type":"order_placed","user_id":"fuzz-user","ts":0,"order_id":"o1",'
 
 # --- event parser properties -----------------------------------------------------------------
 
 
 @FUZZ
 @given(raw=raw_messages)
+# Found by this fuzz: the default total (sum of the lines) overflows to inf.
+@example(raw=ORDER + b'"items":[{"product_id":"p","quantity":2,"unit_price":1e308}]}')
 def test_parse_event_raises_only_invalid_event_and_accepts_only_contract_events(
     raw: bytes | str,
 ) -> None:
@@ -474,6 +480,13 @@ one_users_events = st.lists(
 
 @FUZZ
 @given(events=one_users_events)
+# Found by this fuzz: a legal order in December 9999 overflows the engine's date arithmetic.
+@example(
+    events=[
+        orjson.loads(ORDER + b'"items":[{"product_id":"p","quantity":1,"unit_price":1}]}')
+        | {"ts": "9999-12-30T00:00:00Z"}
+    ]
+)
 def test_the_engine_survives_every_event_the_parser_accepts(events: list[dict[str, Any]]) -> None:
     accepted = [
         e for e in (parse_or_refuse(json.dumps(x, allow_nan=True).encode()) for x in events) if e
@@ -768,6 +781,15 @@ def ordinary_customer(user: str = "fuzz-customer") -> list[Event]:
 
 @FUZZ
 @given(text=rules_texts)
+# Found by this fuzz (and by hand): each escapes parse_rules or is accepted wrongly.
+@example(text="? [a, b]\n: 1\n")  # TypeError: unhashable key
+@example(text="triggers: {replenishment: {products: {[1]: 1d}}}")  # TypeError
+@example(text="segments: {dormant_after: 142857143w}")  # OverflowError
+@example(text="contact_policy: {max_delay: 99999999999999999999}")  # OverflowError
+@example(text="triggers: {lapsing: {factor: .inf}}")  # accepted: an infinite factor
+@example(text="triggers: {replenishment: {categories: {x: 72057594037929}}}")  # dump != load
+@example(text='{version: "\\0"}')  # `nudge rules check` prints a file that does not load
+@example(text='{version: "1\\ntriggers: {dormancy: {enabled: false}}"}')  # ... or loads other
 def test_parse_rules_raises_only_rules_error_and_accepts_only_valid_rules(text: str) -> None:
     rules = parse_or_refuse_rules(text)
     if rules is not None:
@@ -778,6 +800,10 @@ def test_parse_rules_raises_only_rules_error_and_accepts_only_valid_rules(text: 
 
 @FUZZ
 @given(text=rules_shaped.map(yaml_dump))
+# Found by this fuzz: accepted rules whose arithmetic overflows on an ordinary customer.
+@example(text="triggers: {lapsing: {factor: 1e300}}")
+@example(text="triggers: {dormancy: {stages: [3000000d]}}")
+@example(text="triggers: {replenishment: {fire_at_fraction: 10, products: {coffee-1: 500000d}}}")
 def test_accepted_rules_never_crash_the_engine(text: str) -> None:
     rules = parse_or_refuse_rules(text)
     assume(rules is not None)

@@ -180,3 +180,15 @@ def test_repeated_adds_of_a_product_merge_into_one_line() -> None:
         {"product_id": "p1", "quantity": 3, "unit_price": 11.0, "category": None}
     ]
     assert decision.context["value"] == 33.0
+
+
+def test_cart_events_older_than_a_cancelled_order_stay_history() -> None:
+    # The order topic delivered the order and its cancellation before the cart topic
+    # delivered the cart activity that preceded them: the order still emptied that cart.
+    tl = Timeline(make_rules(only=("cart_abandonment",)))
+    tl.order(at(minutes=5), "o1")
+    tl.send("order_cancelled", at(minutes=8), order_id="o1")
+    tl.add(at(), "p1")
+    tl.send("checkout_started", at(minutes=1))
+    tl.advance(at(days=2))
+    assert tl.decisions() == []
