@@ -222,6 +222,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         prefix=settings.redis_key_prefix,
     )
     catch_up = CatchUp(settings.input_topics)
+    grace_ms = int(settings.fire_grace_seconds * 1000)
 
     def end_offset(topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
@@ -233,7 +234,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         sink=sink,
         metrics=metrics,
         max_message_bytes=settings.max_message_bytes,
-        horizon=lambda partition, now_ms: catch_up.horizon(partition, now_ms, end_offset),
+        horizon=lambda partition, now_ms: catch_up.horizon(
+            partition, now_ms - grace_ms, end_offset
+        ),
     )
     nudge = NudgeApp(app, processor, metrics, registry, ledger)
 

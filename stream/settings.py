@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     web_host: str = "0.0.0.0"
     max_message_bytes: int = Field(default=65536, ge=1024)
     tick_interval_seconds: float = Field(default=0.25, gt=0)
+    # Deadlines fire this long after they are due, so an event produced just before a
+    # deadline but still in flight (in the broker, in a fetch) is applied first.
+    fire_grace_seconds: float = Field(default=0.25, ge=0)
     log_level: str = "INFO"
 
     @property
