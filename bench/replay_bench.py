@@ -258,6 +258,31 @@ def ensure_events(users: int, seed: int, days: float, start: datetime) -> tuple[
     return path, elapsed
 
 
+def _code_version() -> str:
+    """The commit measured, and whether the engine had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "triggers"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" + uncommitted changes in triggers/" if dirty else "")
+
+
+def _engine_fingerprint() -> tuple[str, float]:
+    newest = max((f.stat().st_mtime for f in (REPO / "triggers").glob("*.py")), default=0.0)
+    return _code_version(), newest
+
+
 def _mib(kib: int) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
@@ -277,7 +302,7 @@ def report(
     rules = _rules_path(args.rules)
     command = " ".join(["python", "bench/replay_bench.py", *sys.argv[1:]])
     lines = [
-        f"Command: `{command}`",
+        f"Command: `{command}`; code: {_code_version()}",
         f"Events file: `{events.relative_to(REPO)}` - {n:,} events, {size / 2**20:,.0f} MiB, "
         f"{args.users:,} users, {args.days:g} days, seed {args.seed}",
         f"Rules: `{rules.relative_to(REPO) if rules else 'built-in defaults'}`; "
@@ -368,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--start needs an offset (e.g. Z)")
     start = start.astimezone(UTC)
     events, _ = ensure_events(args.users, args.seed, args.days, start)
+    code_before = _engine_fingerprint()
 
     print("(a) baseline ...", file=sys.stderr, flush=True)
     base = _run_phase("baseline", args, events)
@@ -383,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(cli["stderr_tail"])
             raise SystemExit("nudge replay failed")
     print(report(args, events, base, parse, rep, cli))
+    if _engine_fingerprint() != code_before:
+        print("\nWARNING: the engine's code changed during this run; the figures mix versions.")
     if "profile_top" in rep:
         print("\ncProfile of the replay phase (by own time; full stats in bench/out/replay.prof):")
         print("```\n" + rep["profile_top"] + "\n```")

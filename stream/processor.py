@@ -15,10 +15,12 @@ through :meth:`UserProcessor.take_deliveries`; the agent acknowledges the messag
 letting Faust commit its offset — only once all of them are durable, so a crash can
 never commit an offset whose state change was lost.
 
-Firing needs Redis (suppression set, other senders' contacts, idempotency). When
-Redis fails, nothing is fired — the pure engine's result is simply discarded, the
-stored state keeps the stage pending — and firing is retried with backoff, while
-events keep being consumed.
+Sending needs Redis (suppression set, other senders' contacts, idempotency). When
+Redis cannot be asked, stages still fire at the same point in the user's timeline as
+in replay (so a later event cannot cancel a reminder that was due before it), but the
+decisions that would contact the user are *held* in the user's row, unsent: once Redis
+answers again they are checked (suppression set, idempotency, ``max_delay``) and sent
+or suppressed. Nothing is sent unchecked, nothing is dropped, events keep flowing.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -39,15 +40,12 @@ from stream.catch_up import NEVER
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
-from triggers.engine import Engine, OutsideFacts, Step
+from stream.user_rows import Held, UserRow, pack_row, to_ms, unpack_row, wake_times
+from triggers.engine import Engine, OutsideFacts
 from triggers.events import InvalidEvent, parse_event
-from triggers.records import Conversion, Decision, record_to_json
-from triggers.state import UserState, decode_state, encode_state
+from triggers.records import Conversion, record_to_json
 
 log = logging.getLogger("nudge.processor")
-
-_HEADER = struct.Struct(">qH")  # next deadline (epoch ms, -1 = none), partition
-_NO_DUE = -1
 
 
 class RecordSink(Protocol):
@@ -63,31 +61,6 @@ class UserTable(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
     def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def pack_user(state: UserState, next_due_ms: int | None, partition: int) -> bytes:
-    """Table value: next deadline and partition, then the engine's encoded state."""
-    due = _NO_DUE if next_due_ms is None else next_due_ms
-    return _HEADER.pack(due, partition) + encode_state(state)
-
-
-def unpack_user(value: bytes) -> tuple[UserState, int | None, int]:
-    due_ms, partition = _HEADER.unpack_from(value)
-    state = decode_state(value[_HEADER.size :])
-    return state, (None if due_ms == _NO_DUE else due_ms), partition
-
-
-def _due_rows(
-    rows: Iterable[tuple[bytes, bytes]],
-) -> Iterator[tuple[bytes, tuple[int | None, int]]]:
-    """(key, (due, partition)) of table rows, reading only the header."""
-    for key, value in rows:
-        due_ms, partition = _HEADER.unpack_from(value)
-        yield key, (None if due_ms == _NO_DUE else due_ms, partition)
 
 
 def dead_letter_record(
@@ -146,6 +119,7 @@ class UserProcessor:
         horizon: Callable[[int, int], int] = lambda partition, now_ms: now_ms,
     ) -> None:
         self._engine = engine
+        self._max_delay_s = engine.rules.contact_policy.max_delay.total_seconds()
         self._users = users
         self.deadlines = DeadlineIndex()
         self._ledger = ledger
@@ -194,32 +168,27 @@ class UserProcessor:
 
         user_key = event.user_id.encode()
         stored = self._users.get(user_key)
-        state, due, _p = unpack_user(stored) if stored is not None else (None, None, partition)
-        fired_first = False
-
+        row = unpack_row(stored) if stored is not None else None
+        before = row
+        if row is not None and row.held:
+            row = await self._release(row, now)
         # As in replay: stages due at or before the event's time fire before it is applied.
-        if state is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
-            fired = await self._fire(state, due, now, until=event.ts)
-            if fired is not None:
-                state, due, fired_first = fired.state, _ms_or_none(fired.next_due), True
+        due = None if row is None else row.due_ms
+        if row is not None and due is not None and due <= min(to_ms(now), to_ms(event.ts)):
+            row = await self._fire(row, now, until=event.ts)
 
-        step = self._engine.on_event(state, event, now)
+        step = self._engine.on_event(None if row is None else row.state, event, now)
         self._metrics.events.labels(topic, event.type, step.outcome).inc()
-        if step.outcome != "processed" and not fired_first:
+        if step.outcome != "processed" and row == before:
             return to_ms(event.ts)  # duplicate or test event: nothing changed, nothing to write
-        state, due = step.state, _ms_or_none(step.next_due)
-        await self._emit(event.user_id, step.records)
+        await self._emit_conversions(event.user_id, step.records)
+        held = () if row is None else row.held
+        row = UserRow(step.state, _ms_or_none(step.next_due), partition, held)
 
         # Whatever is due by now fires, but never ahead of unread input (stream.catch_up).
-        if due is not None and due <= self._horizon(partition, to_ms(now)):
-            fired = await self._fire(state, due, now)
-            if fired is not None:
-                state, due = fired.state, _ms_or_none(fired.next_due)
-
-        self._deliveries.append(
-            self._users.put(user_key, pack_user(state, due, partition), partition)
-        )
-        self.deadlines.set(partition, event.user_id, due)
+        if row.due_ms is not None and row.due_ms <= self._horizon(partition, to_ms(now)):
+            row = await self._fire(row, now)
+        self._save(user_key, row)
         return to_ms(event.ts)
 
     async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
@@ -250,75 +219,120 @@ class UserProcessor:
         horizon = self._horizon(partition, now_ms)
         behind = max(0.0, (now_ms - horizon) / 1000) if horizon > NEVER else float("inf")
         self._metrics.held_back.labels(str(partition)).set(behind)
-        due_users = deadlines.take_due(horizon)
-        for n, (user_id, _) in enumerate(due_users):
-            stored = self._users.get(user_id.encode())
+        for user_id, _ in deadlines.take_due(horizon):
+            user_key = user_id.encode()
+            stored = self._users.get(user_key)
             if stored is None:
                 continue
-            state, due, _p = unpack_user(stored)
-            if due is None or due > now_ms:
-                deadlines.set(user_id, due)  # the index was behind the table: trust the table
-                continue
-            fired = await self._fire(state, due, now)
-            if fired is None:  # Redis is down: these users stay due for a later tick
-                for waiting, waiting_due in due_users[n:]:
-                    deadlines.set(waiting, waiting_due)
-                break
-            next_due = _ms_or_none(fired.next_due)
-            value = pack_user(fired.state, next_due, partition)
-            self._deliveries.append(self._users.put(user_id.encode(), value, partition))
-            deadlines.set(user_id, next_due)
+            row = before = unpack_row(stored)
+            if row.held:
+                row = await self._release(row, now)
+            if row.due_ms is not None and row.due_ms <= horizon:
+                row = await self._fire(row, now)
+            if row != before:
+                self._save(user_key, row)
+            else:
+                deadlines.set(user_id, row.wake_ms)
         self._metrics.pending_deadlines.labels(str(partition)).set(len(deadlines))
 
     def rebuild_deadlines(self, rows: Iterable[tuple[bytes, bytes]]) -> int:
         """Rebuild the deadline index from the users table (after every recovery)."""
-        return self.deadlines.rebuild(
-            (partition, key.decode(), due) for key, (due, partition) in _due_rows(rows)
-        )
+        return self.deadlines.rebuild(wake_times(rows))
+
+    def _save(self, user_key: bytes, row: UserRow) -> None:
+        self._deliveries.append(self._users.put(user_key, pack_row(row), row.partition))
+        self.deadlines.set(row.partition, user_key.decode(), row.wake_ms)
 
     # -- firing -------------------------------------------------------------------------
 
-    async def _fire(
-        self, state: UserState, scheduled_ms: int, now: datetime, until: datetime | None = None
-    ) -> Step | None:
-        """Fire the user's stages due by ``until`` (default: now).
-
-        Returns None, and changes nothing, if Redis cannot be used.
-        """
+    async def _facts(self, user_id: str, now: datetime) -> OutsideFacts | None:
+        """The suppression set and other senders' contacts, or None if Redis can't be asked."""
         if not self.backoff.ready(self._monotonic()):
             return None
         try:
-            suppressed, others = await self._ledger.lookup(state.user_id, now)
-            step = self._engine.on_time(state, now, OutsideFacts(suppressed, others), until=until)
-            decisions = [r for r in step.records if isinstance(r, Decision)]
-            already = await self._ledger.already_sent(
-                d.trigger_id for d in decisions if d.status == "sent"
-            )
+            suppressed, others = await self._ledger.lookup(user_id, now)
         except RedisUnavailable as exc:
             self._redis_failed(exc)
             return None
         self.backoff.succeeded()
         self._metrics.redis_up.set(1)
+        return OutsideFacts(suppressed, others)
 
-        fresh = [r for r in step.records if getattr(r, "trigger_id", None) not in already]
-        deliveries = await self._emit(state.user_id, fresh)
-        scheduled = scheduled_ms / 1000
+    async def _fire(self, row: UserRow, now: datetime, until: datetime | None = None) -> UserRow:
+        """Fire the stages due by ``until`` (default: now); hold what Redis must check first."""
+        facts = await self._facts(row.state.user_id, now)
+        step = self._engine.on_time(row.state, now, facts or OutsideFacts(), until=until)
+        decisions = [orjson.loads(record_to_json(d)) for d in step.records]
+        scheduled_ms = row.due_ms if row.due_ms is not None else to_ms(now)
+        if facts is None:
+            # Suppressed already (stale, cooldown, cap, opted out in prefs): Redis can't
+            # change that. The rest would contact the user: held until Redis answers.
+            await self._deliver(row.state.user_id, [d for d in decisions if d["reason"]], 0)
+            held = [d for d in decisions if not d["reason"]]
+            if held:
+                log.warning("redis unavailable: %d decision(s) held", len(held))
+        else:
+            held = await self._deliver(row.state.user_id, decisions, scheduled_ms)
+        return UserRow(step.state, _ms_or_none(step.next_due), row.partition, (*row.held, *held))
+
+    async def _release(self, row: UserRow, now: datetime) -> UserRow:
+        """Check and send the decisions held during a Redis outage, if Redis answers now."""
+        facts = await self._facts(row.state.user_id, now)
+        if facts is None:
+            return row
+        checked = []
+        for held in row.held:
+            decision = dict(held)
+            late = (now - datetime.fromisoformat(decision["due_at"])).total_seconds()
+            if late > self._max_delay_s:
+                decision["status"], decision["reason"] = "suppressed", "stale"
+            elif facts.suppressed:
+                decision["status"], decision["reason"] = "suppressed", "opted_out"
+            checked.append(decision)
+        still_held = await self._deliver(row.state.user_id, checked, 0)
+        return UserRow(row.state, row.due_ms, row.partition, tuple(still_held))
+
+    async def _deliver(self, user_id: str, decisions: list[Held], scheduled_ms: int) -> list[Held]:
+        """Audit and send decisions (skipping ids already sent); return those left held."""
+        if not decisions:
+            return []
+        sent_ids = [d["trigger_id"] for d in decisions if d["status"] == "sent"]
+        held: list[Held] = []
+        try:
+            already = await self._ledger.already_sent(sent_ids)
+        except RedisUnavailable as exc:
+            self._redis_failed(exc)
+            held = [d for d in decisions if not d["reason"]]
+            decisions, sent_ids, already = [d for d in decisions if d["reason"]], [], set()
+        key = user_id.encode()
+        deliveries = []
         for d in decisions:
-            self._metrics.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
-            late = d.fired_at.timestamp() - max(d.due_at.timestamp(), scheduled)
-            self._metrics.lateness.labels(d.trigger).observe(max(0.0, late))
+            if d["trigger_id"] in already:
+                continue  # sent before a crash: never twice
+            value = orjson.dumps(d)
+            self._deliveries.append(await self._sink.audit(key, value))
+            if d["status"] == "sent":
+                delivery = await self._sink.triggered(key, value)
+                self._deliveries.append(delivery)
+                deliveries.append(delivery)
+            self._metrics.decisions.labels(d["trigger"], d["status"], d["reason"] or "none").inc()
+            fired = datetime.fromisoformat(d["fired_at"]).timestamp()
+            due = max(datetime.fromisoformat(d["due_at"]).timestamp(), scheduled_ms / 1000)
+            self._metrics.lateness.labels(d["trigger"]).observe(max(0.0, fired - due))
         contacts = [
-            (d.trigger_id, d.fired_at) for d in decisions if d.status in ("sent", "holdout")
+            (d["trigger_id"], datetime.fromisoformat(d["fired_at"]))
+            for d in decisions
+            if d["status"] in ("sent", "holdout")
         ]
-        sent = [d.trigger_id for d in decisions if d.status == "sent"]
-        if contacts or sent:
+        if contacts:
             # Marked sent only once the broker has the records; the agent does not wait.
+            sent = [t for t in sent_ids if t not in already]
             task = asyncio.ensure_future(
-                self._record_after_delivery(state.user_id, deliveries, contacts, sent)
+                self._record_after_delivery(user_id, deliveries, contacts, sent)
             )
             self._bookkeeping.add(task)
             task.add_done_callback(self._bookkeeping.discard)
-        return step
+        return held
 
     async def _record_after_delivery(
         self,
@@ -348,24 +362,14 @@ class UserProcessor:
         self.backoff.failed(self._monotonic())
         self._metrics.redis_errors.labels(exc.operation).inc()
         self._metrics.redis_up.set(0)
-        log.warning("redis unavailable (%s); due decisions wait", exc.operation)
+        log.warning("redis unavailable (%s); decisions are held", exc.operation)
 
-    async def _emit(
-        self, user_id: str, records: tuple[Decision | Conversion, ...] | list[Any]
-    ) -> list[Awaitable[Any]]:
-        """Audit every record, send the `sent` ones; return their delivery futures."""
-        key = user_id.encode()
-        deliveries = []
+    async def _emit_conversions(self, user_id: str, records: Iterable[Any]) -> None:
         for record in records:
-            value = record_to_json(record)
-            self._deliveries.append(await self._sink.audit(key, value))
             if isinstance(record, Conversion):
+                value = record_to_json(record)
+                self._deliveries.append(await self._sink.audit(user_id.encode(), value))
                 self._metrics.conversions.labels(record.trigger, record.arm).inc()
-            elif record.status == "sent":
-                delivery = await self._sink.triggered(key, value)
-                self._deliveries.append(delivery)
-                deliveries.append(delivery)
-        return deliveries
 
 
 def _ms_or_none(moment: datetime | None) -> int | None:

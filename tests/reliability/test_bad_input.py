@@ -676,3 +676,95 @@ async def test_malformed_flood_is_dead_lettered_and_valid_events_survive(
     }
     print("bad-input figures:", orjson.dumps(figures).decode())
     assert growth_mib < RSS_GROWTH_BOUND_MIB, figures
+
+
+EDGE_RULES = """
+default_timezone: UTC
+triggers:
+  browse_abandonment: {stages: [2s], cooldown: 1s}
+contact_policy: {max_delay: 1h}
+"""
+
+
+async def test_messages_whose_dead_letter_is_hard_to_write(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Kafka accepts them, the parser refuses them, and writing their dead letter is the hard
+    part: a tombstone (no value at all), and payloads well under Kafka's 1 MB limit whose
+    dead-letter record (JSON-escaped or base64 raw) is larger than that. Each must still be
+    dead-lettered and counted, the agent must not crash, and the partition's deadlines must
+    not stall behind them."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(EDGE_RULES)
+    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path, partitions=2)
+    worker = group.start()
+    try:
+        control = b'"' + b"\x01" * 300_000 + b'"'  # 300 kB; escaped as \\u0001: 1.8 MB
+        invalid_utf8 = b"\xff" * 800_000  # 800 kB; base64: 1.07 MB
+        cases = [(None, "not_json"), (control, "oversize"), (invalid_utf8, "oversize")]
+        producer = AIOKafkaProducer(bootstrap_servers=group.kafka, acks="all")
+        await producer.start()
+        try:
+            positions = []
+            for value, _ in cases:  # the last messages of shop.cart partition 0
+                meta = await producer.send_and_wait(
+                    group.topic("cart"), value=value, key=b"edge-user", partition=0
+                )
+                positions.append((meta.topic, meta.partition, meta.offset))
+            # A valid neighbour on the same partition of another topic: its reminder is due 2 s
+            # after it, and must fire although shop.cart partition 0 ends with the cases above.
+            view = {
+                "event_id": "edge-1",
+                "type": "product_viewed",
+                "user_id": "edge-viewer",
+                "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "product_id": "p-1",
+            }
+            await producer.send_and_wait(
+                group.topic("browse"), value=orjson.dumps(view), key=b"edge-viewer", partition=0
+            )
+        finally:
+            await producer.stop()
+
+        deadline = time.monotonic() + 30
+        while True:
+            counts = Counts.scrape(worker)
+            if sum(counts.dead_letters.values()) >= len(cases) and counts.valid_seen >= 1:
+                break
+            assert time.monotonic() < deadline, (
+                f"dead letters {dict(counts.dead_letters)}, valid {counts.valid_seen}; "
+                f"expected {len(cases)} and 1\n{worker.log_tail(5)[-3000:]}"
+            )
+            await asyncio.sleep(0.5)
+        assert counts.dead_letters == Counter(reason for _, reason in cases)
+
+        letters = {
+            (d["topic"], d["partition"], d["offset"]): d
+            for d in (orjson.loads(r.value) for r in await read_topic(group, "dlq", timeout=30))
+        }
+        for (value, reason), pos in zip(cases, positions, strict=True):
+            letter = letters.get(pos)
+            assert letter is not None, f"{reason} at {pos} is not in the DLQ"
+            assert letter["reason"] == reason and letter["size"] == len(value or b"")
+            # The raw payload may be cut to keep the record under Kafka's limit; never altered.
+            if "raw" in letter:
+                assert (value or b"").startswith(letter["raw"].encode("utf-8"))
+            elif "raw_base64" in letter:
+                assert (value or b"").startswith(base64.b64decode(letter["raw_base64"]))
+
+        # The reminder of the valid neighbour fires: the partition is not held back.
+        deadline = time.monotonic() + 30
+        while not any(
+            r.key == b"edge-viewer" for r in await read_topic(group, "triggers", timeout=10)
+        ):
+            held = [
+                line for line in worker.metrics().splitlines()
+                if line.startswith("nudge_deadlines_held_back_seconds")
+            ]  # fmt: skip
+            assert time.monotonic() < deadline, f"the browse reminder never fired: {held}"
+            await asyncio.sleep(1)
+        log = worker.log_path.read_text(errors="replace")
+        assert "Crashed reason" not in log and "Restarting dead" not in log, worker.log_tail(5)
+        assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
+    finally:
+        group.stop_all()

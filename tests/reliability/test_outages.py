@@ -1,0 +1,131 @@
+"""Outages mid-stream: Redis stopped and started, the Kafka broker stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import ROOT, WorkerGroup, free_port, read_all
+from tests.reliability.oracle import (
+    RULES,
+    assert_matches_oracle,
+    compare,
+    fixed_events,
+    oracle_sent,
+    scale,
+    settle_until,
+    start_traffic,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+
+
+class Service:
+    """A Redis server or Kafka broker of this test's own, to stop and start at will."""
+
+    def __init__(self, script: str, port_var: str, dir_var: str, workdir: Path) -> None:
+        self.script = str(ROOT / "scripts" / f"{script}.sh")
+        self.port = free_port()
+        self.env = {**os.environ, port_var: str(self.port), dir_var: str(workdir)}
+
+    def run(self, action: str) -> None:
+        subprocess.run([self.script, action], env=self.env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Service]:
+    redis = Service("redis", "REDIS_PORT", "REDIS_DIR", tmp_path / "redis")
+    redis.run("start")
+    yield redis
+    redis.run("stop")
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[Service]:
+    workdir = Path(tempfile.mkdtemp(prefix="nudge-kafka-"))
+    kafka = Service("kafka", "KAFKA_PORT", "KAFKA_DIR", workdir)
+    kafka.run("start")
+    yield kafka
+    kafka.run("stop")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def metric(worker_metrics: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in worker_metrics.splitlines()
+        if line.startswith(name) and line[len(name)] in " {"
+    )
+
+
+async def test_redis_outage_holds_sends_and_loses_nothing(
+    kafka_bootstrap: str, own_redis: Service, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    events = fixed_events(
+        tmp_path / "events.jsonl", count=scale(600, 6000), users=scale(60, 600), rate=25
+    )
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    group = WorkerGroup(kafka_bootstrap, url, rules, tmp_path)
+    try:
+        worker = group.start(0)
+        traffic = start_traffic(group, events)
+        await asyncio.sleep(6)
+        own_redis.run("stop")
+        down_at = time.monotonic()
+        await asyncio.sleep(1.0)  # in-flight bookkeeping settles
+        sent_when_down = len(await read_all(group, "triggers"))
+        consumed_when_down = metric(worker.metrics(), "nudge_events_total")
+        await asyncio.sleep(8)
+        # While Redis is down nothing is sent (it cannot be checked), events keep flowing.
+        assert len(await read_all(group, "triggers")) == sent_when_down
+        assert metric(worker.metrics(), "nudge_events_total") > consumed_when_down
+        assert metric(worker.metrics(), "nudge_redis_up") == 0
+        outage = time.monotonic() - down_at
+        own_redis.run("start")
+        assert traffic.wait(timeout=300) == 0
+        await asyncio.sleep(settle_until(events) + 3)
+        assert worker.proc.poll() is None
+        live = await read_all(group, "triggers")
+    finally:
+        group.stop_all()
+    verdict = compare(live, oracle_sent(events, rules))
+    print(f"redis outage {outage:.0f} s: {verdict}", file=sys.stderr)
+    assert_matches_oracle(verdict)
+
+
+async def test_broker_restart_the_worker_recovers_on_its_own(
+    own_kafka: Service, redis_url: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    events = fixed_events(
+        tmp_path / "events.jsonl", count=scale(600, 6000), users=scale(60, 600), rate=25
+    )
+    group = WorkerGroup(f"127.0.0.1:{own_kafka.port}", redis_url, rules, tmp_path)
+    try:
+        worker = group.start(0)
+        traffic = start_traffic(group, events)
+        await asyncio.sleep(6)
+        own_kafka.run("stop")
+        await asyncio.sleep(5)
+        own_kafka.run("resume")  # same port, same data
+        assert traffic.wait(timeout=300) == 0
+        await asyncio.sleep(settle_until(events) + 5)
+        assert worker.proc.poll() is None, worker.log_tail()
+        live = await read_all(group, "triggers")
+    finally:
+        group.stop_all()
+    verdict = compare(live, oracle_sent(events, rules))
+    print(f"broker restart: {verdict}", file=sys.stderr)
+    assert_matches_oracle(verdict)
