@@ -47,6 +47,8 @@ from triggers.records import Conversion, record_to_json
 
 log = logging.getLogger("nudge.processor")
 
+STALE_TICK_MS = 1_000
+
 
 class RecordSink(Protocol):
     """Output topics; each send returns an awaitable that resolves once the broker has it."""
@@ -211,9 +213,14 @@ class UserProcessor:
 
     # -- deadline ticks -----------------------------------------------------------------
 
-    async def on_tick(self, partition: int) -> None:
+    async def on_tick(self, partition: int, sent_ms: int | None = None) -> None:
+        """Fire the partition's due users. ``sent_ms``: when the tick was produced."""
         now = self._clock()
         now_ms = to_ms(now)
+        if sent_ms is None or now_ms - sent_ms > STALE_TICK_MS:
+            # A tick that waited (broker outage, backlog) proves nothing about how far the
+            # input has been read: only fresh ticks fire deadlines.
+            return
         self._metrics.ticks.inc()
         deadlines = self.deadlines.partition(partition)
         horizon = self._horizon(partition, now_ms)
