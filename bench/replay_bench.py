@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import json
 import os
@@ -278,9 +279,12 @@ def _code_version() -> str:
     return f"commit {commit}" + (" + uncommitted changes in triggers/" if dirty else "")
 
 
-def _engine_fingerprint() -> tuple[str, float]:
-    newest = max((f.stat().st_mtime for f in (REPO / "triggers").glob("*.py")), default=0.0)
-    return _code_version(), newest
+def _engine_fingerprint() -> str:
+    """A hash of the engine's source files, to notice edits made during a run."""
+    digest = hashlib.sha256()
+    for source in sorted((REPO / "triggers").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def _mib(kib: int) -> str:
@@ -294,6 +298,7 @@ def report(
     parse: dict[str, Any],
     rep: dict[str, Any],
     cli: dict[str, Any] | None,
+    version: str,
 ) -> str:
     n = base["events"]
     size = events.stat().st_size
@@ -302,7 +307,7 @@ def report(
     rules = _rules_path(args.rules)
     command = " ".join(["python", "bench/replay_bench.py", *sys.argv[1:]])
     lines = [
-        f"Command: `{command}`; code: {_code_version()}",
+        f"Command: `{command}`; code: {version}",
         f"Events file: `{events.relative_to(REPO)}` - {n:,} events, {size / 2**20:,.0f} MiB, "
         f"{args.users:,} users, {args.days:g} days, seed {args.seed}",
         f"Rules: `{rules.relative_to(REPO) if rules else 'built-in defaults'}`; "
@@ -394,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     start = start.astimezone(UTC)
     events, _ = ensure_events(args.users, args.seed, args.days, start)
     code_before = _engine_fingerprint()
+    version = _code_version()
 
     print("(a) baseline ...", file=sys.stderr, flush=True)
     base = _run_phase("baseline", args, events)
@@ -408,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if cli["returncode"] != 0:
             sys.stderr.write(cli["stderr_tail"])
             raise SystemExit("nudge replay failed")
-    print(report(args, events, base, parse, rep, cli))
+    print(report(args, events, base, parse, rep, cli, version))
     if _engine_fingerprint() != code_before:
         print("\nWARNING: the engine's code changed during this run; the figures mix versions.")
     if "profile_top" in rep:

@@ -289,7 +289,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
                         message.partition,
                         message.offset,
                     )
-                    await processor.dead_letter_failure(message, event.value, exc)
+                    try:
+                        await processor.dead_letter_failure(message, event.value, exc)
+                    except Exception:
+                        log.exception("could not dead-letter a message the engine failed on")
                 catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
             await acks.ack(event, processor.take_deliveries())
 

@@ -35,5 +35,10 @@ def logging_config(level: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},
-        "loggers": {"aiokafka": {"level": "WARNING"}, "faust": {"level": level.upper()}},
+        "loggers": {
+            "aiokafka": {"level": "WARNING"},
+            "faust": {"level": level.upper()},
+            # At DEBUG, faust.topics logs every record it sends: user ids and payloads.
+            "faust.topics": {"level": "INFO" if level.upper() == "DEBUG" else level.upper()},
+        },
     }

@@ -48,6 +48,7 @@ from triggers.records import Conversion, record_to_json
 log = logging.getLogger("nudge.processor")
 
 STALE_TICK_MS = 1_000
+RETRY_FAILED_USER_MS = 60_000
 
 
 class RecordSink(Protocol):
@@ -65,8 +66,39 @@ class UserTable(Protocol):
     def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
 
 
+#: A dead letter embeds the raw message whole up to this size, and its record must stay
+#: well under the broker's 1 MB default; beyond, a prefix is kept (``size`` tells the
+#: original length, ``raw_truncated`` that it was cut).
+MAX_RAW_IN_DEAD_LETTER = 256 * 1024
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+
+
 def dead_letter_record(
-    *, reason: str, detail: str, topic: str, partition: int, offset: int, raw: bytes, at: datetime
+    *,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: bytes | None,
+    at: datetime,
+) -> bytes:
+    raw = raw or b""  # a tombstone (no value) is dead-lettered as empty
+    letter = _dead_letter(reason, detail, topic, partition, offset, raw, at, MAX_RAW_IN_DEAD_LETTER)
+    if len(letter) > MAX_DEAD_LETTER_BYTES:  # control characters escape to 6 bytes each
+        letter = _dead_letter(reason, detail, topic, partition, offset, raw, at, 64 * 1024)
+    return letter
+
+
+def _dead_letter(
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: bytes,
+    at: datetime,
+    keep: int,
 ) -> bytes:
     record: dict[str, Any] = {
         "kind": "dead_letter",
@@ -78,10 +110,17 @@ def dead_letter_record(
         "received_at": at.isoformat().replace("+00:00", "Z"),
         "size": len(raw),
     }
+    kept = raw[:keep]
     try:
-        record["raw"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        record["raw_base64"] = base64.b64encode(raw).decode("ascii")
+        record["raw"] = kept.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if len(kept) < len(raw) and exc.start >= len(kept) - 3:  # cut inside a character
+            kept = kept[: exc.start]
+            record["raw"] = kept.decode("utf-8")
+        else:
+            record["raw_base64"] = base64.b64encode(kept).decode("ascii")
+    if len(kept) < len(raw):
+        record["raw_truncated"] = True
     return orjson.dumps(record)
 
 
@@ -143,12 +182,12 @@ class UserProcessor:
     # -- input events -------------------------------------------------------------------
 
     async def on_input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes
+        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None
     ) -> int | None:
         """Process one input message; return its event time (epoch ms), None if invalid."""
         now = self._clock()
         try:
-            event = parse_event(raw, max_bytes=self._max_bytes)
+            event = parse_event(raw or b"", max_bytes=self._max_bytes)
         except InvalidEvent as exc:
             delivery = await self._sink.dead_letter(
                 key,
@@ -193,7 +232,7 @@ class UserProcessor:
         self._save(user_key, row)
         return to_ms(event.ts)
 
-    async def dead_letter_failure(self, message: Any, raw: bytes, exc: Exception) -> None:
+    async def dead_letter_failure(self, message: Any, raw: bytes | None, exc: Exception) -> None:
         """A message the engine failed on: keep it, with the reason, in the dead-letter topic."""
         delivery = await self._sink.dead_letter(
             message.key,
@@ -226,21 +265,28 @@ class UserProcessor:
         horizon = self._horizon(partition, now_ms)
         behind = max(0.0, (now_ms - horizon) / 1000) if horizon > NEVER else float("inf")
         self._metrics.held_back.labels(str(partition)).set(behind)
-        for user_id, _ in deadlines.take_due(horizon):
-            user_key = user_id.encode()
-            stored = self._users.get(user_key)
-            if stored is None:
-                continue
-            row = before = unpack_row(stored)
-            if row.held:
-                row = await self._release(row, now)
-            if row.due_ms is not None and row.due_ms <= horizon:
-                row = await self._fire(row, now)
-            if row != before:
-                self._save(user_key, row)
-            else:
-                deadlines.set(user_id, row.wake_ms)
+        for user_id, due_ms in deadlines.take_due(horizon):
+            try:
+                await self._tick_user(user_id, now, horizon)
+            except Exception:  # one user's failure must not cost the others their deadlines
+                log.exception("failed to fire a user's deadlines on partition %d", partition)
+                deadlines.set(user_id, max(due_ms, now_ms) + RETRY_FAILED_USER_MS)
         self._metrics.pending_deadlines.labels(str(partition)).set(len(deadlines))
+
+    async def _tick_user(self, user_id: str, now: datetime, horizon: int) -> None:
+        user_key = user_id.encode()
+        stored = self._users.get(user_key)
+        if stored is None:
+            return
+        row = before = unpack_row(stored)
+        if row.held:
+            row = await self._release(row, now)
+        if row.due_ms is not None and row.due_ms <= horizon:
+            row = await self._fire(row, now)
+        if row != before:
+            self._save(user_key, row)
+        else:
+            self.deadlines.set(row.partition, user_id, row.wake_ms)
 
     def rebuild_deadlines(self, rows: Iterable[tuple[bytes, bytes]]) -> int:
         """Rebuild the deadline index from the users table (after every recovery)."""

@@ -9,11 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from triggers.timestamps import TimestampError, parse_timestamp
+from triggers.timestamps import MAX_MILLIS, TimestampError, parse_timestamp
 
 MAX_ID_CHARS = 128
 MAX_LABEL_CHARS = 256
 MAX_QUERY_CHARS = 1024
+# Amounts (price, unit_price, total, and a default total: the sum of the lines) are finite
+# and at most a quadrillion, no real price in any currency; integers up to it are exact
+# as floats. Quantities are at most a billion. With both bounds every sum and product the
+# engine forms (cart value, order totals, a user's monetary value, cart quantities) stays
+# finite and fits the 64-bit integers of the state encoding.
+MAX_AMOUNT = 10**15
+MAX_QUANTITY = 10**9
 
 REASONS = (
     "not_json",
@@ -70,23 +77,35 @@ def read_label(
 
 
 def read_amount(obj: dict, name: str, where: str = "") -> float | None:
+    """A finite number in 0..MAX_AMOUNT (an integer stays an integer)."""
     value = obj.get(name)
     kind = type(value)
     if kind is float or kind is int:
-        if value >= 0:
+        if 0 <= value <= MAX_AMOUNT:  # False for NaN and infinities too
             return value
-        raise InvalidEvent("invalid_value", f"{where}{name} must be >= 0, got {value}")
+        raise InvalidEvent(
+            "invalid_value", f"{where}{name} must be a number from 0 to 1e15, got {value}"
+        )
     if value is None:
         return None
     raise InvalidEvent("wrong_type", f"{where}{name} must be a number, got {json_type(value)}")
 
 
+def read_unit_price(obj: dict, name: str, where: str = "") -> float | None:
+    """:func:`read_amount` as a float: a unit price is multiplied by (summed) quantities,
+    and float products stay finite where integer ones could outgrow 64 bits."""
+    value = read_amount(obj, name, where)
+    return value if value is None or type(value) is float else float(value)
+
+
 def read_quantity(obj: dict, name: str, where: str = "") -> int | None:
     value = obj.get(name)
     if type(value) is int:
-        if value >= 1:
+        if 1 <= value <= MAX_QUANTITY:
             return value
-        raise InvalidEvent("invalid_value", f"{where}{name} must be an integer >= 1, got {value}")
+        raise InvalidEvent(
+            "invalid_value", f"{where}{name} must be an integer from 1 to 1e9, got {value}"
+        )
     if value is None:
         return None
     raise InvalidEvent("wrong_type", f"{where}{name} must be an integer, got {json_type(value)}")
@@ -123,6 +142,7 @@ def is_time_zone(name: str) -> bool:
 
 
 _FAST_MS_LIMIT = 2**32 * 1000  # below this, ms / 1000 as a float is exact to the microsecond
+assert _FAST_MS_LIMIT <= MAX_MILLIS  # the fast path stays inside the accepted range
 
 
 def read_timestamp(value: object) -> datetime:
@@ -139,6 +159,7 @@ def read_timestamp(value: object) -> datetime:
         and value[13] == ":"
         and value[16] == ":"
         and (len(value) == 20 or value[19] == ".")
+        and "1900" <= value[:4] <= "2999"  # the accepted range, in UTC (see timestamps)
         and value.isascii()
     ):
         try:

@@ -16,7 +16,13 @@ Normalisation done here, at the edge:
   UTC datetime truncated to the millisecond;
 - ``product_id`` and ``order_id`` may be strings or integers (kept as strings);
 - JSON ``null`` for an optional field means "absent";
-- ``order_placed.total`` defaults to the sum of its lines.
+- ``order_placed.total`` defaults to the sum of its lines;
+- unit prices become floats (see :func:`triggers.event_fields.read_unit_price`).
+
+Bounds beyond the contract's types, so that the engine's arithmetic never
+overflows: ``ts`` from 1900-01-01T00:00:00Z to 2999-12-31T23:59:59.999Z (both
+forms), amounts finite and at most 1e15 (a default ``total`` too), quantities at
+most 1e9. Outside them: ``invalid_value``.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import ClassVar
 import orjson
 
 from triggers.event_fields import (
+    MAX_AMOUNT,
     MAX_ID_CHARS,
     MAX_LABEL_CHARS,
+    MAX_QUANTITY,
     MAX_QUERY_CHARS,
     REASONS,
     InvalidEvent,
@@ -40,6 +48,7 @@ from triggers.event_fields import (
     read_label,
     read_quantity,
     read_timestamp,
+    read_unit_price,
     undecodable,
 )
 from triggers.frozen import frozen_record
@@ -184,8 +193,10 @@ Event = (
 )
 
 __all__ = [
+    "MAX_AMOUNT",
     "MAX_ID_CHARS",
     "MAX_LABEL_CHARS",
+    "MAX_QUANTITY",
     "MAX_QUERY_CHARS",
     "REASONS",
     "TOPIC_OF_TYPE",
@@ -261,7 +272,7 @@ def _cart_item_added(
         ts,
         read_id(obj, "product_id", allow_int=True),
         1 if quantity is None else quantity,
-        read_amount(obj, "unit_price"),
+        read_unit_price(obj, "unit_price"),
         read_label(obj, "category"),
         test,
         ch,
@@ -297,7 +308,7 @@ def _order_line(item: object, index: int) -> OrderLine:
     except InvalidEvent as exc:
         raise InvalidEvent(exc.reason, where + exc.detail) from None
     quantity = read_quantity(item, "quantity", where)
-    unit_price = read_amount(item, "unit_price", where)
+    unit_price = read_unit_price(item, "unit_price", where)
     if quantity is None:
         raise InvalidEvent("missing_field", f"{where}quantity is required")
     if unit_price is None:
@@ -320,6 +331,12 @@ def _order_placed(
     total = read_amount(obj, "total")
     if total is None:
         total = sum(line.quantity * line.unit_price for line in items)
+        if not total <= MAX_AMOUNT:  # also inf: 2 x 1e308
+            raise InvalidEvent(
+                "invalid_value",
+                f"total (default: the sum of quantity x unit_price over the lines) must be "
+                f"at most 1e15, got {total}",
+            )
     return OrderPlaced(eid, uid, ts, order_id, items, total, test, ch)
 
 

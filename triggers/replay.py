@@ -17,6 +17,17 @@ Redis. The simulation (contract section 6):
 Same input, same output, byte for byte. The operator suppression set is an
 injected collection of user ids (empty for the command line).
 
+Errors (``keep_going=True``, what the command and :func:`replay_lines` use): a
+line whose own processing raises anything is reported like an invalid line,
+with reason ``processing_error``, and skipped (nothing of it is kept: the
+user's state and the clock are as if the line were absent); a stage of another
+user that cannot fire when the clock reaches it is reported as a
+``processing_error`` of the line being read (or of the end of input), that
+user keeps their state and is scheduled again by their next event. The
+parser and the engine are meant never to raise (bounded input, bounded
+rules); this is the safety net, so one bad line never stops a replay. With
+the default ``keep_going=False`` the exception propagates (tests see it).
+
 Programmatic use (the benchmark, tests)::
 
     from triggers.replay import replay_lines
@@ -25,6 +36,7 @@ Programmatic use (the benchmark, tests)::
     result.summary   # ReplaySummary: events_read, invalid, test, duplicate, processed, ...
     result.states    # final UserState per user id
     result.invalid   # [(line number, reason, detail)]
+    result.errors    # [(line number or None at the end, detail)]: stages that could not fire
 
 or incrementally with :class:`Replay` (``feed_line`` / ``feed_event`` /
 ``finish``), which is what ``replay_command`` streams with.
@@ -68,6 +80,7 @@ class ReplaySummary:
     reasons: Counter[str] = field(default_factory=Counter)  # suppression reasons
     arms: Counter[str] = field(default_factory=Counter)  # conversions by arm
     invalid_reasons: Counter[str] = field(default_factory=Counter)
+    errors: int = 0  # stages that could not fire (keep_going)
     clock: datetime | None = None  # where the clock ended
 
     @property
@@ -100,6 +113,8 @@ class ReplaySummary:
             out.append(f"suppressed   {_counts(self.reasons)}")
         arms = f" ({_counts(self.arms)})" if self.arms else ""
         out.append(f"conversions  {self.conversions}{arms}")
+        if self.errors:
+            out.append(f"errors       {self.errors} (stages that could not fire, reported above)")
         if self.clock is not None:
             out.append(f"clock        {format_timestamp(self.clock)}")
         return out
@@ -116,12 +131,23 @@ class Replay:
     emission order. ``states`` holds the current state of every user seen.
     """
 
-    def __init__(self, rules: Rules, *, suppressed: Collection[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        suppressed: Collection[str] = frozenset(),
+        keep_going: bool = False,
+    ) -> None:
         self.engine = Engine(rules)
         self.suppressed = suppressed
+        self.keep_going = keep_going
         self.states: dict[str, UserState] = {}
         self.summary = ReplaySummary()
         self.clock: datetime | None = None
+        # keep_going: stages that could not fire (details, see take_errors), and records
+        # produced before a line failed (returned with the next call, so none is lost).
+        self.errors: list[str] = []
+        self._carry: list[Record] = []
         # The heap holds at most one live entry per user: the earliest time queued for
         # them (``_queued``). When a user's next due time (``_due``) moves later, the
         # entry stays; when it pops, it is re-queued at the user's current due time.
@@ -130,7 +156,8 @@ class Replay:
         self._queued: dict[str, datetime] = {}
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
-        """Parse and apply one line; raises InvalidEvent (counted) for a bad one."""
+        """Parse and apply one line; raises InvalidEvent (counted) for a bad one, and
+        (``keep_going``) ``InvalidEvent("processing_error")`` for one that fails."""
         self.summary.events_read += 1
         try:
             event = parse_event(raw)
@@ -144,9 +171,26 @@ class Replay:
         ts = event.ts
         heap = self._heap
         out: list[Record] = self._fire_until(ts) if heap and heap[0][0] <= ts else []
+        if self._carry:
+            out[:0] = self._carry
+            self._carry = []
+        try:
+            self._apply(event, out)
+        except Exception as exc:
+            if not self.keep_going:
+                raise
+            self._carry = out  # what fired before the failure still goes out, in order
+            self.summary.invalid += 1
+            self.summary.invalid_reasons["processing_error"] += 1
+            raise InvalidEvent("processing_error", _describe(exc)) from exc
+        return out
+
+    def _apply(self, event: Event, out: list[Record]) -> None:
+        """Apply one event at ``max(clock, ts)``; commits nothing if the engine raises."""
+        ts = event.ts
         clock = self.clock
         if clock is None or ts > clock:
-            clock = self.clock = ts
+            clock = ts
         user_id = event.user_id
         states = self.states
         previous = states.get(user_id)
@@ -154,29 +198,42 @@ class Replay:
         summary = self.summary
         outcome = step.outcome
         if outcome != PROCESSED:
+            self.clock = clock
             if outcome == TEST:
                 summary.test += 1
             else:
                 summary.duplicate += 1
-            return out
+            return
+        state = step.state
+        due = step.next_due
+        fired = None
+        if due is not None and due <= clock:
+            fired = self.engine.on_time(state, clock, self._facts(user_id))
+            state = fired.state
+            due = fired.next_due
+        # Nothing failed: commit.
+        self.clock = clock
         summary.processed += 1
         if previous is None:
             summary.users += 1
-        state = states[user_id] = step.state
+        states[user_id] = state
         if step.records:
             self._collect(step.records, out)
-        due = step.next_due
-        if due is not None and due <= clock:
-            step = self.engine.on_time(state, clock, self._facts(user_id))
-            states[user_id] = step.state
-            self._collect(step.records, out)
-            due = step.next_due
+        if fired is not None:
+            self._collect(fired.records, out)
         self._schedule(user_id, due)
-        return out
+
+    def take_errors(self) -> list[str]:
+        """The stages that could not fire since the last call (``keep_going``)."""
+        errors, self.errors = self.errors, []
+        return errors
 
     def advance(self, until: datetime) -> list[Record]:
         """Move the clock forward to ``until``, firing every stage due by then."""
         out = self._fire_until(until)
+        if self._carry:
+            out[:0] = self._carry
+            self._carry = []
         if self.clock is None or until > self.clock:
             self.clock = until
         self.summary.clock = self.clock
@@ -226,11 +283,26 @@ class Replay:
             del due_of[user_id]
             if self.clock is None or due > self.clock:
                 self.clock = due
-            step = self.engine.on_time(self.states[user_id], due, self._facts(user_id))
+            try:
+                step = self.engine.on_time(self.states[user_id], due, self._facts(user_id))
+            except Exception as exc:
+                if not self.keep_going:
+                    raise
+                # The user keeps their state, unscheduled: their next event re-arms them.
+                self.summary.errors += 1
+                self.errors.append(
+                    f"a stage due at {format_timestamp(due)} could not fire: {_describe(exc)}"
+                )
+                continue
             self.states[user_id] = step.state
             self._collect(step.records, out)
             self._schedule(user_id, step.next_due)
         return out
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @dataclass(slots=True)
@@ -239,6 +311,8 @@ class ReplayResult:
     summary: ReplaySummary
     states: dict[str, UserState]
     invalid: list[tuple[int, str, str]]  # (line number, reason, detail)
+    # stages that could not fire: (line being read, None at the end of input; detail)
+    errors: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 @contextmanager
@@ -265,10 +339,13 @@ def replay_lines(
     *,
     suppressed: Collection[str] = frozenset(),
 ) -> ReplayResult:
-    """Replay JSON Lines (blank lines skipped, invalid ones collected) and finish at ``until``."""
-    replay = Replay(rules, suppressed=suppressed)
+    """Replay JSON Lines (blank lines skipped, invalid ones collected) and finish at ``until``.
+
+    A line that fails in the engine is collected as invalid (``processing_error``)."""
+    replay = Replay(rules, suppressed=suppressed, keep_going=True)
     records: list[Record] = []
     invalid: list[tuple[int, str, str]] = []
+    errors: list[tuple[int | None, str]] = []
     with _without_cycle_collector():
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
@@ -277,8 +354,11 @@ def replay_lines(
                 records += replay.feed_line(raw)
             except InvalidEvent as exc:
                 invalid.append((number, exc.reason, exc.detail))
+            if replay.errors:
+                errors += ((number, detail) for detail in replay.take_errors())
         records += replay.finish(until)
-    return ReplayResult(records, replay.summary, replay.states, invalid)
+        errors += ((None, detail) for detail in replay.take_errors())
+    return ReplayResult(records, replay.summary, replay.states, invalid, errors)
 
 
 # --- the command -------------------------------------------------------------------------
@@ -344,7 +424,7 @@ def _run(
     until: datetime | None,
     progress: Callable[[int, int], None] | None,
 ) -> ReplaySummary:
-    replay = Replay(rules)
+    replay = Replay(rules, keep_going=True)
     buffered: list[bytes] = []
     offset = 0
     for number, raw in enumerate(source, start=1):
@@ -357,19 +437,39 @@ def _run(
             records = replay.feed_line(raw)
         except InvalidEvent as exc:
             print(f"line {number}: {exc.reason}: {exc.detail}", file=sys.stderr)
-            continue
+            records = []
+        if replay.errors:
+            for detail in replay.take_errors():
+                print(f"line {number}: processing_error: {detail}", file=sys.stderr)
         if records:
-            buffered.extend(record_to_json(record) for record in records)
+            _serialize(records, buffered, f"line {number}")
             if len(buffered) >= 2048:
                 sink.write(b"\n".join(buffered) + b"\n")
                 buffered.clear()
     if progress is not None:
         progress(-1, offset)
-    buffered.extend(record_to_json(record) for record in replay.finish(until))
+    _serialize(replay.finish(until), buffered, "end of input")
+    for detail in replay.take_errors():
+        print(f"end of input: processing_error: {detail}", file=sys.stderr)
     if buffered:
         sink.write(b"\n".join(buffered) + b"\n")
     sink.flush()
     return replay.summary
+
+
+def _serialize(records: list[Record], buffered: list[bytes], where: str) -> None:
+    """Append the records as JSON; one that cannot be written is reported and left out."""
+    try:
+        lines = [record_to_json(record) for record in records]
+    except Exception:
+        lines = []
+        for record in records:
+            try:
+                lines.append(record_to_json(record))
+            except Exception as exc:
+                message = f"a record could not be written: {_describe(exc)}"
+                print(f"{where}: processing_error: {message}", file=sys.stderr)
+    buffered += lines
 
 
 def _size_of(source: BinaryIO) -> int | None:

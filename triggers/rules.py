@@ -9,6 +9,26 @@ times are ``"HH:MM"`` strings and become ``datetime.time``.
 ``Rules.version_label`` is what decisions carry as ``rules_version``: the
 file's ``version`` plus a short hash of the *effective* rules, so two files
 that mean the same thing have the same label and any change shows.
+
+Bounds, so that every rules file that loads is one the engine can run (event
+times are bounded too, see :mod:`triggers.timestamps`):
+
+- every duration (``stages``, ``cooldown``, replenishment ``products`` and
+  ``categories`` intervals, ``frequency_cap.per``, ``max_delay``,
+  ``attribution_window``, ``segments.dormant_after`` / ``churned_after``) is at
+  most 3650d (about ten years), read exactly to the millisecond;
+- every number is finite (no ``.inf`` / ``.nan``);
+- ``lapsing.factor``: greater than 0, at most 100;
+  ``replenishment.fire_at_fraction``: greater than 0, at most 10;
+- integers (``priority``, ``frequency_cap.max``, ``min_orders``,
+  ``core_min_orders``) are within -1e9..1e9 besides their own lower bounds;
+- ``version``: an integer (64-bit) or a string of 1..64 printable characters
+  (no control, format or line-separator characters: it is printed in the
+  header comment of ``nudge rules check``);
+- mapping keys are scalars, unique, also after integer keys become strings;
+  strings hold no lone surrogates.
+
+``parse_rules`` raises :class:`RulesError` and nothing else, whatever the input.
 """
 
 from __future__ import annotations
@@ -35,11 +55,12 @@ from pydantic import (
     model_validator,
 )
 
-from triggers.durations import format_duration, parse_duration
+from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
 from triggers.records import SEGMENT_NAMES
 
 __all__ = [
+    "MAX_DURATION",
     "Rules",
     "RulesError",
     "format_duration",
@@ -50,10 +71,24 @@ __all__ = [
 ]
 
 
+MAX_INT = 10**9  # the bound of the rules' integers (priority, counts)
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of a value for an error message (never a huge repr)."""
+    if isinstance(value, bool | float | str) or value is None:
+        text = repr(value)
+    elif isinstance(value, int):
+        text = repr(value) if value.bit_length() <= 200 else "a very large integer"
+    else:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 64 else text[:60] + "..."
+
+
 def _to_duration(value: object) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | str | timedelta):
         raise ValueError(
-            f"not a duration: {value!r} (use integer seconds or a string like 90s, 1h30m, 3d)"
+            f"not a duration: {_show(value)} (use integer seconds or a string like 90s, 1h30m, 3d)"
         )
     return parse_duration(value)  # type: ignore[arg-type]
 
@@ -71,13 +106,35 @@ def _to_time(value: object) -> time:
         hours, minutes = (int(part) for part in value.split(":"))
         if hours < 24 and minutes < 60:
             return time(hours, minutes)
-    raise ValueError(f'expected a time of day "HH:MM" (00:00 to 23:59), got {value!r}')
+    raise ValueError(f'expected a time of day "HH:MM" (00:00 to 23:59), got {_show(value)}')
 
 
 def _string_keys(value: object) -> object:
     if isinstance(value, dict):
-        return {str(key) if isinstance(key, int) else key: item for key, item in value.items()}
+        keys = [str(key) if isinstance(key, int) else key for key in value]
+        if len(set(keys)) < len(keys):
+            seen: set = set()
+            twice = next(key for key in keys if key in seen or seen.add(key))
+            raise ValueError(f"duplicate key {_show(twice)} (an integer key is read as a string)")
+        return dict(zip(keys, value.values(), strict=True))
     return value
+
+
+def _to_version(value: object) -> object:
+    if type(value) is int:
+        if -(2**63) <= value < 2**63:
+            return value
+        raise ValueError("an integer version must fit in 64 bits")
+    if type(value) is str:
+        if not 0 < len(value) <= 64:
+            raise ValueError("a version string must be 1..64 characters")
+        if not value.isprintable():
+            raise ValueError(
+                f"a version string cannot hold control, format or line-separator characters, "
+                f"got {_show(value)}"
+            )
+        return value
+    raise ValueError(f"must be an integer or a string, got {_show(value)}")
 
 
 Duration = Annotated[
@@ -89,11 +146,13 @@ TimeOfDay = Annotated[
 ]
 Stages = Annotated[tuple[PositiveDuration, ...], Field(min_length=1, max_length=10)]
 IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(_string_keys)]
+Int = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
+Version = Annotated[int | str, BeforeValidator(_to_version)]
 OfferTable = dict[Literal["default", *SEGMENT_NAMES], str]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
@@ -110,50 +169,50 @@ class TriggerRules(_Strict):
     """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode."""
 
     enabled: bool = True
-    priority: int = 0
+    priority: Int = 0
     cooldown: Duration = timedelta(0)
 
 
 class CartAbandonmentRules(TriggerRules):
     stages: Stages = (timedelta(hours=1), timedelta(hours=24))
-    min_cart_value: float = Field(default=0.0, ge=0)
+    min_cart_value: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     cooldown: Duration = timedelta(hours=24)
-    priority: int = 100
+    priority: Int = 100
     _increasing = field_validator("stages")(_check_increasing)
 
 
 class BrowseAbandonmentRules(TriggerRules):
     stages: Stages = (timedelta(hours=2),)
     cooldown: Duration = timedelta(hours=24)
-    priority: int = 50
+    priority: Int = 50
     _increasing = field_validator("stages")(_check_increasing)
 
 
 class ReplenishmentRules(TriggerRules):
-    fire_at_fraction: float = Field(default=0.9, gt=0, le=10)
+    fire_at_fraction: float = Field(default=0.9, gt=0, le=10, allow_inf_nan=False)
     products: IntervalTable = Field(default_factory=dict)
     categories: IntervalTable = Field(default_factory=dict)
     learn_from_history: bool = True
     min_purchases: int = Field(default=2, ge=2, le=8)  # the state keeps 8 purchases per product
-    priority: int = 80
+    priority: Int = 80
 
 
 class FirstPurchaseFollowupRules(TriggerRules):
     stages: Stages = (timedelta(days=3),)
-    priority: int = 60
+    priority: Int = 60
     _increasing = field_validator("stages")(_check_increasing)
 
 
 class LapsingRules(TriggerRules):
-    factor: float = Field(default=1.5, gt=0)
-    min_orders: int = Field(default=3, ge=2)  # a mean gap needs two orders
-    priority: int = 70
+    factor: float = Field(default=1.5, gt=0, le=100, allow_inf_nan=False)
+    min_orders: int = Field(default=3, ge=2, le=MAX_INT)  # a mean gap needs two orders
+    priority: Int = 70
 
 
 class DormancyRules(TriggerRules):
     stages: Stages = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
     audience: Literal["customers", "all"] = "customers"
-    priority: int = 40
+    priority: Int = 40
     _increasing = field_validator("stages")(_check_increasing)
 
 
@@ -167,7 +226,7 @@ class TriggersRules(_Strict):
 
 
 class FrequencyCapRules(_Strict):
-    max: int = Field(default=2, ge=1)
+    max: int = Field(default=2, ge=1, le=MAX_INT)
     per: PositiveDuration = timedelta(hours=24)
 
 
@@ -188,14 +247,14 @@ class ContactPolicyRules(_Strict):
     frequency_cap: FrequencyCapRules = FrequencyCapRules()
     quiet_hours: QuietHoursRules | None = None
     max_delay: Duration = timedelta(hours=6)
-    holdout_percent: float = Field(default=0.0, ge=0, le=100)
+    holdout_percent: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False)
     holdout_salt: str = "nudge"
     attribution_window: PositiveDuration = timedelta(hours=72)
 
 
 class SegmentRules(_Strict):
-    core_min_orders: int = Field(default=5, ge=1)
-    core_min_monetary: float = Field(default=500.0, ge=0)
+    core_min_orders: int = Field(default=5, ge=1, le=MAX_INT)
+    core_min_monetary: float = Field(default=500.0, ge=0, allow_inf_nan=False)
     dormant_after: PositiveDuration = timedelta(days=30)
     churned_after: PositiveDuration = timedelta(days=90)
 
@@ -224,7 +283,7 @@ class OffersRules(_Strict):
 class Rules(_Strict):
     """The effective rules; ``Rules()`` is the built-in default."""
 
-    version: int | str = 1
+    version: Version = 1
     default_timezone: str = "UTC"
     triggers: TriggersRules = TriggersRules()
     contact_policy: ContactPolicyRules = ContactPolicyRules()
@@ -236,7 +295,7 @@ class Rules(_Strict):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         if not is_time_zone(value):
-            raise ValueError(f"not a known IANA time zone: {value!r}")
+            raise ValueError(f"not a known IANA time zone: {_show(value)}")
         return value
 
     def model_post_init(self, context: Any, /) -> None:
@@ -296,6 +355,12 @@ def _construct_mapping(loader: _RulesLoader, node: yaml.MappingNode) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a scalar, not a list or a mapping", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -304,7 +369,19 @@ def _construct_mapping(loader: _RulesLoader, node: yaml.MappingNode) -> dict:
     return loader.construct_mapping(node, deep=True)
 
 
+def _construct_str(loader: _RulesLoader, node: yaml.ScalarNode) -> str:
+    value = loader.construct_scalar(node)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise yaml.constructor.ConstructorError(
+            None, None, "a string holds a lone surrogate (not Unicode text)", node.start_mark
+        ) from None
+    return value
+
+
 _RulesLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_RulesLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -338,6 +415,10 @@ def parse_rules(text: str) -> Rules:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise RulesError([("", f"not valid YAML{where}: {problem}")]) from None
+    except RecursionError:
+        raise RulesError([("", "not valid YAML: nested too deeply")]) from None
+    except Exception as exc:  # e.g. ValueError: an integer of more than 4300 digits
+        raise RulesError([("", f"not valid YAML: {_show(str(exc))}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -347,6 +428,12 @@ def parse_rules(text: str) -> Rules:
     except ValidationError as exc:
         errors = [(_key_path(error["loc"]), _reason(error)) for error in exc.errors()]
         raise RulesError(errors) from None
+    except RecursionError:
+        raise RulesError([("", "the rules are nested too deeply")]) from None
+    except Exception as exc:  # defensive: "RulesError and nothing else"
+        raise RulesError(
+            [("", f"unusable rules: {type(exc).__name__}: {_show(str(exc))}")]
+        ) from None
 
 
 def load_rules(path: str | Path | None) -> Rules:
@@ -362,7 +449,10 @@ def load_rules(path: str | Path | None) -> Rules:
 
 def dump_rules(rules: Rules) -> str:
     """The effective rules as YAML that :func:`parse_rules` reads back to the same rules."""
-    header = f"# effective rules; rules_version: {rules.version_label}\n"
+    label = rules.version_label
+    if not label.isprintable():  # refused at load; kept safe for Rules built in code
+        label = label.encode("unicode_escape").decode("ascii")
+    header = f"# effective rules; rules_version: {label}\n"
     body = yaml.safe_dump(
         rules.model_dump(mode="json"), sort_keys=False, default_flow_style=False, allow_unicode=True
     )

@@ -3,6 +3,14 @@
 Inside the engine every time is a timezone-aware UTC ``datetime`` kept to the
 millisecond (finer fractions are truncated when parsed), so a timestamp
 survives state encoding and output formatting unchanged.
+
+Accepted range: :data:`MIN_TIMESTAMP` (1900-01-01T00:00:00Z) to
+:data:`MAX_TIMESTAMP` (2999-12-31T23:59:59.999Z), in both forms (epoch
+milliseconds -2208988800000 to 32503679999999). The engine adds durations
+(at most 3650 days each, see :mod:`triggers.durations`) and scaled gaps
+(at most :data:`MAX_SCALED`) to event times; with this range every result
+stays far inside ``datetime``'s years 1..9999, so date arithmetic never
+overflows. Anything outside is refused as ``invalid_value``.
 """
 
 from __future__ import annotations
@@ -20,9 +28,15 @@ _RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(Z|[+-]\d\d:\d\d)?",
     re.ASCII | re.IGNORECASE,
 )
-# Epoch milliseconds accepted: years 0001..9999 are representable; keep well inside.
-_MIN_MS = -62_135_596_800_000 + 86_400_000
-_MAX_MS = 253_402_300_799_999 - 86_400_000
+MIN_TIMESTAMP = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+MIN_MILLIS = -2_208_988_800_000  # MIN_TIMESTAMP in epoch milliseconds
+MAX_MILLIS = 32_503_679_999_999  # MAX_TIMESTAMP in epoch milliseconds
+_RANGE = "1900-01-01T00:00:00Z .. 2999-12-31T23:59:59.999Z"
+# ``scaled`` results are capped here: a due time 1000 years out never comes, and the cap
+# keeps ``time + scaled(...)`` inside datetime's range for any gap and factor.
+MAX_SCALED = timedelta(days=365_250)
+_MAX_SCALED_MS = MAX_SCALED // MILLISECOND
 
 
 class TimestampError(ValueError):
@@ -60,10 +74,15 @@ def parse_timestamp(value: object) -> datetime:
         micro = parsed.microsecond
         if micro % 1000:
             parsed = parsed.replace(microsecond=micro - micro % 1000)
+        if not MIN_TIMESTAMP <= parsed <= MAX_TIMESTAMP:
+            raise TimestampError("invalid_value", f"out of range ({_RANGE}): {value[:64]!r}")
         return parsed
     if type(value) is int:
-        if not _MIN_MS <= value <= _MAX_MS:
-            raise TimestampError("invalid_value", f"epoch milliseconds out of range: {value}")
+        if not MIN_MILLIS <= value <= MAX_MILLIS:
+            raise TimestampError(
+                "invalid_value",
+                f"epoch milliseconds out of range ({MIN_MILLIS}..{MAX_MILLIS}): {value}",
+            )
         return EPOCH + timedelta(milliseconds=value)
     raise TimestampError(
         "wrong_type",
@@ -82,8 +101,12 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def scaled(duration: timedelta, factor: float) -> timedelta:
-    """``duration * factor`` rounded to whole milliseconds (times stay millisecond-exact)."""
-    return timedelta(milliseconds=round(duration / MILLISECOND * factor))
+    """``duration * factor`` rounded to whole milliseconds (times stay millisecond-exact),
+    at most :data:`MAX_SCALED` (a learned gap of centuries times a large factor)."""
+    millis = duration / MILLISECOND * factor
+    if not millis <= _MAX_SCALED_MS:  # also NaN
+        return MAX_SCALED
+    return timedelta(milliseconds=round(millis))
 
 
 def to_millis(moment: datetime) -> int:

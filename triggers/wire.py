@@ -24,9 +24,17 @@ from pydantic import (
     StrictStr,
     TypeAdapter,
     WithJsonSchema,
+    model_validator,
 )
 
-from triggers.events import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_QUERY_CHARS, is_time_zone
+from triggers.events import (
+    MAX_AMOUNT,
+    MAX_ID_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_QUANTITY,
+    MAX_QUERY_CHARS,
+    is_time_zone,
+)
 from triggers.records import (
     ARMS,
     SEGMENT_NAMES,
@@ -71,8 +79,10 @@ ObjectId = Annotated[
     WithJsonSchema({"type": ["string", "integer"], "description": "string, or integer"}),
 ]
 Label = Annotated[StrictStr, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
-Amount = Annotated[StrictInt | StrictFloat, Field(ge=0)]
-Quantity = Annotated[StrictInt, Field(ge=1)]
+Amount = Annotated[
+    StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)], Field(ge=0, le=MAX_AMOUNT)
+]
+Quantity = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
 
 
 class _Event(BaseModel):
@@ -139,7 +149,15 @@ class OrderPlacedIn(_Event):
     type: Literal["order_placed"]
     order_id: ObjectId
     items: Annotated[list[OrderLineIn], Field(min_length=1)]
-    total: Amount | None = None  # default: the sum of the lines
+    total: Amount | None = None  # default: the sum of the lines, also at most MAX_AMOUNT
+
+    @model_validator(mode="after")
+    def _default_total_in_range(self) -> OrderPlacedIn:
+        if self.total is None:
+            total = sum(line.quantity * float(line.unit_price) for line in self.items)
+            if not total <= MAX_AMOUNT:
+                raise ValueError("total (default: the sum of the lines) must be at most 1e15")
+        return self
 
 
 class OrderCancelledIn(_Event):
