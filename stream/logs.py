@@ -22,16 +22,44 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Let the same message from the same logger through once per ``interval`` seconds.
+
+    While a broker is unreachable, aiokafka logs each reconnect attempt, thousands a
+    second; the first of each kind is enough, with a count of what was dropped.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self._interval = interval
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        first, dropped = self._seen.get(key, (0.0, 0))
+        if record.created - first < self._interval:
+            self._seen[key] = (first, dropped + 1)
+            return False
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = (record.created, 0)
+        if dropped:
+            record.msg = f"{record.msg} (and {dropped} more like it)"
+        return True
+
+
 def logging_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"repeats": {"()": RepeatFilter}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
+                "filters": ["repeats"],
             }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},

@@ -138,11 +138,11 @@ class Verdict:
 REORDER_TOLERANCE = 0.05
 
 
-def assert_matches_oracle(verdict: Verdict) -> None:
+def assert_matches_oracle(verdict: Verdict, tolerance: float = REORDER_TOLERANCE) -> None:
     assert verdict.oracle > 50, "the event set must really exercise the engine"
     assert verdict.duplicated == [], f"sent twice: {verdict.duplicated}"
     differing = len(verdict.missing) + len(verdict.extra)
-    assert differing <= REORDER_TOLERANCE * verdict.oracle, str(verdict)
+    assert differing <= tolerance * verdict.oracle, str(verdict)
 
 
 def compare(live_records: list[dict[str, Any]], oracle: Counter[str]) -> Verdict:
