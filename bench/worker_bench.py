@@ -263,9 +263,8 @@ def main() -> int:
     print()
     print("| measure | value |")
     print("|---|---|")
-    print(
-        f"| events pre-loaded (users, partitions) | {len(events):,} ({users:,}, {args.partitions}) |"
-    )
+    loaded = f"{len(events):,} ({users:,}, {args.partitions})"
+    print(f"| events pre-loaded (users, partitions) | {loaded} |")
     print(f"| plain aiokafka consumer + orjson (ceiling) | {ceiling:,.0f} events/s |")
     print(f"| nudge worker (RocksDB, 1 process) | {rate:,.0f} events/s |")
     print(f"| worker / ceiling | {rate / ceiling:.3f}x |")

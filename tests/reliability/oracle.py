@@ -122,11 +122,13 @@ class Verdict:
     missing: list[str]
     duplicated: list[str]
     extra: list[str]
+    max_lateness: float
 
     def __str__(self) -> str:
         return (
             f"oracle sent {self.oracle}, live sent {self.live}: missing {len(self.missing)}, "
-            f"duplicated {len(self.duplicated)}, extra {len(self.extra)}"
+            f"duplicated {len(self.duplicated)}, extra {len(self.extra)}; "
+            f"max lateness {self.max_lateness:.1f} s"
         )
 
 
@@ -153,4 +155,13 @@ def compare(live_records: list[dict[str, Any]], oracle: Counter[str]) -> Verdict
         missing=sorted(set(oracle) - set(live)),
         duplicated=sorted(t for t, n in live.items() if n > 1),
         extra=sorted(set(live) - set(oracle)),
+        max_lateness=max(
+            (
+                (
+                    datetime.fromisoformat(r["fired_at"]) - datetime.fromisoformat(r["due_at"])
+                ).total_seconds()
+                for r in live_records
+            ),
+            default=0.0,
+        ),
     )
