@@ -309,14 +309,22 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         except Exception:
             log.exception("could not send deadline ticks")
 
-    @app.timer(interval=5.0)
-    async def report_health() -> None:
+    async def check_redis() -> None:
         try:
             await ledger.ping()
             metrics.redis_up.set(1)
         except RedisUnavailable as exc:
             metrics.redis_up.set(0)
             metrics.redis_errors.labels(exc.operation).inc()
+            log.warning("redis unavailable (%s); decisions due meanwhile are held", exc)
+
+    @app.task
+    async def check_redis_at_start() -> None:
+        await check_redis()
+
+    @app.timer(interval=5.0)
+    async def report_health() -> None:
+        await check_redis()
         try:
             metrics.ready.set(1 if nudge.ready() else 0)
             monitor = app.monitor
