@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,13 +116,6 @@ async def start_offsets(
         earliest = await app.consumer.earliest_offsets(*missing)
         starts.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items()})
     return starts
-
-
-def _tick_time(value: bytes | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
 
 
 class InOrderAcks:
@@ -273,7 +265,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             message = event.message
             if message.topic == settings.topic_ticks:
                 try:
-                    await processor.on_tick(message.partition, sent_ms=_tick_time(event.value))
+                    await processor.on_tick(message.partition)
                 except Exception:  # the agent must never die; the next tick retries
                     log.exception("failed to process a tick of partition %d", message.partition)
             else:
@@ -304,8 +296,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         try:
             for tp in app.assignor.assigned_actives():
                 if tp.topic == settings.topic_ticks:
-                    now_ms = int(time.time() * 1000)
-                    await ticks.send(value=str(now_ms).encode(), partition=tp.partition)
+                    await ticks.send(value=b"", partition=tp.partition)
         except Exception:
             log.exception("could not send deadline ticks")
 

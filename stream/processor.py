@@ -47,10 +47,6 @@ from triggers.records import Conversion, record_to_json
 
 log = logging.getLogger("nudge.processor")
 
-STALE_TICK_MS = 1_000
-#: After a gap in ticks (start-up, rebalance, broker outage) deadlines wait this long,
-#: so events that upstream producers buffered meanwhile arrive before anything fires.
-SETTLE_MS = 3_000
 RETRY_FAILED_USER_MS = 60_000
 
 
@@ -176,8 +172,6 @@ class UserProcessor:
         self.backoff = RedisBackoff()
         self._bookkeeping: set[asyncio.Future[None]] = set()
         self._deliveries: list[Awaitable[Any]] = []
-        self._last_tick_ms: dict[int, int] = {}
-        self._settle_until_ms: dict[int, int] = {}
 
     def take_deliveries(self) -> list[Awaitable[Any]]:
         """What the last message produced (state changelog, outputs), to ack it once durable."""
@@ -232,12 +226,7 @@ class UserProcessor:
         row = UserRow(step.state, _ms_or_none(step.next_due), partition, held)
 
         # Whatever is due by now fires, but never ahead of unread input (stream.catch_up).
-        settled = to_ms(now) >= self._settle_until_ms.get(partition, 0)
-        if (
-            settled
-            and row.due_ms is not None
-            and row.due_ms <= self._horizon(partition, to_ms(now))
-        ):
+        if row.due_ms is not None and row.due_ms <= self._horizon(partition, to_ms(now)):
             row = await self._fire(row, now)
         self._save(user_key, row)
         return to_ms(event.ts)
@@ -262,21 +251,11 @@ class UserProcessor:
 
     # -- deadline ticks -----------------------------------------------------------------
 
-    async def on_tick(self, partition: int, sent_ms: int | None = None) -> None:
-        """Fire the partition's due users. ``sent_ms``: when the tick was produced."""
+    async def on_tick(self, partition: int) -> None:
+        """Fire the partition's due users (never ahead of its unread input)."""
         now = self._clock()
         now_ms = to_ms(now)
-        if sent_ms is None or now_ms - sent_ms > STALE_TICK_MS:
-            # A tick that waited (broker outage, backlog) proves nothing about how far the
-            # input has been read: only fresh ticks fire deadlines.
-            return
         self._metrics.ticks.inc()
-        last = self._last_tick_ms.get(partition)
-        self._last_tick_ms[partition] = now_ms
-        if last is None or now_ms - last > STALE_TICK_MS:
-            self._settle_until_ms[partition] = now_ms + SETTLE_MS
-        if now_ms < self._settle_until_ms.get(partition, 0):
-            return
         deadlines = self.deadlines.partition(partition)
         horizon = self._horizon(partition, now_ms)
         behind = max(0.0, (now_ms - horizon) / 1000) if horizon > NEVER else float("inf")
