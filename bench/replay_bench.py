@@ -103,7 +103,7 @@ def phase_baseline(events: Path) -> dict[str, Any]:
     """Read every line and ``orjson.loads`` it; nothing else."""
     loads = orjson.loads
     rss_before = _rss_now_kib()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     count = 0
     for line in _lines(events):
         loads(line)
@@ -112,6 +112,7 @@ def phase_baseline(events: Path) -> dict[str, Any]:
     return {
         "events": count,
         "seconds": elapsed,
+        "cpu_seconds": time.process_time() - cpu,
         "rss_before_kib": rss_before,
         "peak_rss_kib": _peak_rss_kib(),
     }
@@ -122,7 +123,7 @@ def phase_parse(events: Path) -> dict[str, Any]:
     from triggers.events import InvalidEvent, parse_event
 
     rss_before = _rss_now_kib()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     count = invalid = 0
     for line in _lines(events):
         count += 1
@@ -135,6 +136,7 @@ def phase_parse(events: Path) -> dict[str, Any]:
         "events": count,
         "invalid": invalid,
         "seconds": elapsed,
+        "cpu_seconds": time.process_time() - cpu,
         "rss_before_kib": rss_before,
         "peak_rss_kib": _peak_rss_kib(),
     }
@@ -152,7 +154,7 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
     rules = load_rules(rules_file)
     rss_before = _rss_now_kib()
     profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     result = replay_lines(_lines(events), rules)
@@ -160,7 +162,7 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
     serialised = sum(len(record_to_json(record)) + 1 for record in result.records)
     if profiler:
         profiler.disable()
-    finished = time.perf_counter()
+    finished, cpu = time.perf_counter(), time.process_time() - cpu
     peak = _peak_rss_kib()
 
     sizes = sorted(len(encode_state(state)) for state in result.states.values())
@@ -182,6 +184,7 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
         "output_bytes": serialised,
         "replay_seconds": replayed - started,
         "seconds": finished - started,
+        "cpu_seconds": cpu,
         "rss_before_kib": rss_before,
         "peak_rss_kib": peak,
         "users_with_state": len(sizes),
@@ -210,10 +213,12 @@ def phase_cli(events: Path, rules_file: Path | None, out_file: Path) -> dict[str
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime
     return {
         "command": " ".join(command),
         "returncode": proc.returncode,
         "seconds": elapsed,
+        "cpu_seconds": cpu,
         "peak_rss_kib": usage.ru_maxrss,
         "stderr_tail": proc.stderr[-2000:],
     }
@@ -316,22 +321,23 @@ def report(
         f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run); "
         f"load average at the end {os.getloadavg()[0]:.2f}",
         "",
-        "| phase | time (s) | events/s | vs baseline | peak RSS (before) |",
-        "|---|---:|---:|---:|---:|",
-        f"| (a) baseline: read + `orjson.loads` | {base['seconds']:.2f} | {base_rate:,.0f} | 1.00x "
-        f"| {_mib(base['peak_rss_kib'])} ({_mib(base['rss_before_kib'])}) |",
-        f"| (a2) read + `parse_event` (validation only) | {parse['seconds']:.2f} "
-        f"| {n / parse['seconds']:,.0f} | {n / parse['seconds'] / base_rate:.3f}x "
-        f"| {_mib(parse['peak_rss_kib'])} ({_mib(parse['rss_before_kib'])}) |",
-        f"| (b) engine replay (`replay_lines`) | {rep['seconds']:.2f} | {rep_rate:,.0f} "
-        f"| {rep_rate / base_rate:.3f}x | {_mib(rep['peak_rss_kib'])} "
-        f"({_mib(rep['rss_before_kib'])}) |",
+        "| phase | wall (s) | events/s | vs baseline | CPU (s) | events/CPU-s | peak RSS (start) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    phases = [
+        ("(a) baseline: read + `orjson.loads`", base),
+        ("(a2) read + `parse_event` (validation only)", parse),
+        ("(b) engine replay: `replay_lines` + `record_to_json`", rep),
     ]
     if cli is not None:
-        cli_rate = n / cli["seconds"]
+        phases.append(("(c) `nudge replay EVENTS --rules R --out FILE`", cli))
+    for label, run in phases:
+        rate = n / run["seconds"]
+        start_rss = f" ({_mib(run['rss_before_kib'])})" if "rss_before_kib" in run else ""
         lines.append(
-            f"| (c) `nudge replay ... --out FILE` | {cli['seconds']:.2f} | {cli_rate:,.0f} "
-            f"| {cli_rate / base_rate:.3f}x | {_mib(cli['peak_rss_kib'])} |"
+            f"| {label} | {run['seconds']:.2f} | {rate:,.0f} | {rate / base_rate:.3f}x "
+            f"| {run['cpu_seconds']:.2f} | {n / run['cpu_seconds']:,.0f} "
+            f"| {_mib(run['peak_rss_kib'])}{start_rss} |"
         )
     lines += [
         "",

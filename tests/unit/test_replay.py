@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from tests.unit.timelines import at, iso, wire
+from triggers.engine import Engine
 from triggers.records import Conversion, Decision
-from triggers.replay import Replay, replay_lines
+from triggers.replay import Replay, replay_command, replay_lines
 from triggers.rules import Rules
 from triggers.wire import OUTPUT_RECORD
 
@@ -168,3 +171,135 @@ def test_the_progress_line_for_terminals() -> None:
     show(100_000, 250)
     show(-1, 1000)
     assert stream.getvalue() == "\rreplay: 100000 lines (25%)\r\x1b[K"
+
+
+# --- robustness: nothing a line does stops the replay ------------------------------------------
+
+
+def test_timestamps_the_engine_cannot_compute_with_are_invalid_lines(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [
+        wire("cart_item_added", "9999-12-31T00:00:00Z", "u1", "e1", product_id="p"),
+        wire("search", 253_402_214_399_999, "u1", "e2", query="q"),  # 9999-12-30 in ms
+        wire("product_viewed", at(), "u2", "e3", product_id="p"),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    done = run_nudge("replay", str(path), "--until", iso(at(days=1)))
+    assert done.returncode == 0, done.stderr
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr
+    assert "line 1: invalid_value: ts: out of range" in stderr
+    assert "line 2: invalid_value: ts: epoch milliseconds out of range" in stderr
+    assert "replay: invalid      2 (invalid_value 2)" in stderr
+    assert [orjson.loads(r)["user_id"] for r in done.stdout.splitlines()] == ["u2"]
+
+
+def test_until_outside_the_accepted_range_is_refused(tmp_path: Path) -> None:
+    done = run_nudge("replay", str(events_file(tmp_path)), "--until", "9999-12-31T00:00:00Z")
+    assert done.returncode == 2
+    assert "--until: out of range" in done.stderr.decode()
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _failing(method: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if when(*args, **kwargs):
+            raise Boom("engine failure")
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_line_that_fails_in_the_engine_is_reported_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        Engine,
+        "on_event",
+        _failing(Engine.on_event, lambda _self, _state, event, _now: event.event_id == "boom"),
+    )
+    lines = [
+        wire("product_viewed", at(), "amy", "a1", product_id="p"),
+        wire("cart_item_added", at(hours=5), "bob", "boom", product_id="p", unit_price=5),
+        wire("search", at(hours=1), "carol", "c1", query="q"),
+    ]
+    result = replay_lines(lines, Rules())
+    assert result.invalid == [(2, "processing_error", "Boom: engine failure")]
+    assert result.summary.invalid_reasons == {"processing_error": 1}
+    assert result.summary.processed == 2
+    assert "bob" not in result.states  # nothing of the failed line is kept ...
+    assert result.summary.clock == at(hours=2)  # ... not its time (5h): amy's stage was at 2h
+    # What fired before the failing line (amy's browse reminder, due at 2h) still comes out.
+    assert [(r.user_id, r.trigger) for r in result.records] == [("amy", "browse_abandonment")]
+
+    # The command: the line is reported, the replay goes on, no traceback.
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+    assert replay_command(str(path), rules=None, until=None, out=str(out)) == 0
+    assert [orjson.loads(r)["user_id"] for r in out.read_bytes().splitlines()] == ["amy"]
+
+
+def test_the_command_reports_a_failing_line_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        Engine,
+        "on_event",
+        _failing(Engine.on_event, lambda _self, _state, event, _now: event.event_id == "boom"),
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        wire("search", at(), "amy", "a1", query="q")
+        + b"\n"
+        + wire("search", at(), "bob", "boom", query="q")
+        + b"\n"
+    )
+    assert replay_command(str(path), rules=None, until=None, out=str(tmp_path / "out")) == 0
+    stderr = capsys.readouterr().err
+    assert "line 2: processing_error: Boom: engine failure" in stderr
+    assert "replay: invalid      1 (processing_error 1)" in stderr
+    assert "replay: processed    1" in stderr
+
+
+def test_a_stage_that_cannot_fire_is_reported_and_the_others_still_fire(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(
+        Engine,
+        "on_time",
+        _failing(Engine.on_time, lambda _self, state, _now, _facts: state.user_id == "bob"),
+    )
+    lines = [
+        wire("product_viewed", at(), "amy", "a1", product_id="p"),
+        wire("product_viewed", at(), "bob", "b1", product_id="p"),
+        wire("product_viewed", at(), "carol", "c1", product_id="p"),
+        wire("search", at(hours=5), "dave", "d1", query="q"),
+    ]
+    result = replay_lines(lines, Rules())
+    assert [r.user_id for r in result.records] == ["amy", "carol"]
+    assert result.invalid == []
+    assert result.errors == [
+        (4, f"a stage due at {iso(at(hours=2))} could not fire: Boom: engine failure")
+    ]
+    assert result.summary.errors == 1
+    assert result.summary.processed == 4
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines[:3]) + b"\n")  # bob's stage comes due at the end
+    assert (
+        replay_command(str(path), rules=None, until=iso(at(hours=5)), out=str(tmp_path / "o")) == 0
+    )
+    stderr = capsys.readouterr().err
+    assert "end of input: processing_error: a stage due at" in stderr
+    assert "replay: errors       1" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_without_keep_going_engine_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Engine, "on_event", _failing(Engine.on_event, lambda *_: True))
+    with pytest.raises(Boom):
+        Replay(Rules()).feed_line(wire("search", at(), "amy", "a1", query="q"))

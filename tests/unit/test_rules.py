@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggers.durations import format_duration
+from triggers.durations import MAX_DURATION, format_duration
 from triggers.rules import Rules, RulesError, dump_rules, load_rules, parse_duration, parse_rules
 
 pytestmark = pytest.mark.unit
@@ -105,20 +105,48 @@ def test_version_label_is_the_version_plus_a_hash_of_the_effective_rules() -> No
         ("1d12h", timedelta(hours=36)),
         ("1.5h", timedelta(minutes=90)),
         (" 10m ", timedelta(minutes=10)),
+        ("0.0015s", timedelta(milliseconds=2)),  # to the ms, half to even
+        ("0.0025s", timedelta(milliseconds=2)),
+        ("3650d", timedelta(days=3650)),  # the maximum
+        (315_360_000, timedelta(days=3650)),
+        ("3649d23h59m59.999s", timedelta(days=3650, milliseconds=-1)),
+        ("1.000000000000000000000000000001s", timedelta(seconds=1)),  # exact, not float sums
+        ("0000000000000000000000000000000000000000001s", timedelta(seconds=1)),
     ],
 )
 def test_durations(value: int | str, expected: timedelta) -> None:
     assert parse_duration(value) == expected
 
 
-@pytest.mark.parametrize("value", [-1, "1y", "h", "", "1 h", "1H", "-5m", "1h-5m", 1.5, True, None])
+@pytest.mark.parametrize(
+    "value",
+    [-1, "1y", "h", "", "1 h", "1H", "-5m", "1h-5m", 1.5, True, None, "\u0663h", "\u0663"],
+)
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "3650d0.001s",
+        315_360_001,
+        "142857143w",  # was an OverflowError
+        99999999999999999999,
+        "99999999999999999999",
+        "9" * 5000 + "s",  # more digits than int() reads
+        "72057594037929s",
+        timedelta(days=3651),
+    ],
+)
+def test_durations_longer_than_ten_years_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="at most 3650d"):
+        parse_duration(value)  # type: ignore[arg-type]
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3000)))
+@given(st.timedeltas(min_value=timedelta(0), max_value=MAX_DURATION))
 def test_format_duration_reads_back_exactly(duration: timedelta) -> None:
     duration = timedelta(milliseconds=duration // timedelta(milliseconds=1))
     assert parse_duration(format_duration(duration)) == duration
@@ -221,6 +249,98 @@ def test_format_duration_reads_back_exactly(duration: timedelta) -> None:
         ("offers: {nothing: {default: X}}", "offers.nothing", "unknown key"),
         ("default_timezone: Mars/Olympus", "default_timezone", "time zone"),
         ("colour: blue", "colour", "unknown key"),
+        # Bounds: every rules file that loads is one the engine can run.
+        *(
+            (text, path, "at most 3650d")
+            for text, path in (
+                ("triggers: {dormancy: {stages: [30d, 3000000d]}}", "triggers.dormancy.stages[1]"),
+                (
+                    "triggers: {cart_abandonment: {cooldown: 3651d}}",
+                    "triggers.cart_abandonment.cooldown",
+                ),
+                (
+                    "triggers: {replenishment: {products: {p: 500000d}}}",
+                    "triggers.replenishment.products.p",
+                ),
+                (
+                    "triggers: {replenishment: {categories: {c: 522w}}}",
+                    "triggers.replenishment.categories.c",
+                ),
+                (
+                    "contact_policy: {frequency_cap: {per: 3651d}}",
+                    "contact_policy.frequency_cap.per",
+                ),
+                ("contact_policy: {max_delay: 99999999999999999999}", "contact_policy.max_delay"),
+                (
+                    "contact_policy: {attribution_window: 3651d}",
+                    "contact_policy.attribution_window",
+                ),
+                ("segments: {dormant_after: 142857143w}", "segments.dormant_after"),
+                ("segments: {churned_after: 3651d}", "segments.churned_after"),
+            )
+        ),
+        *(
+            (text, path, "finite")
+            for text, path in (
+                ("triggers: {lapsing: {factor: .inf}}", "triggers.lapsing.factor"),
+                ("triggers: {lapsing: {factor: .nan}}", "triggers.lapsing.factor"),
+                (
+                    "triggers: {replenishment: {fire_at_fraction: .nan}}",
+                    "triggers.replenishment.fire_at_fraction",
+                ),
+                (
+                    "triggers: {cart_abandonment: {min_cart_value: .inf}}",
+                    "triggers.cart_abandonment.min_cart_value",
+                ),
+                ("contact_policy: {holdout_percent: .nan}", "contact_policy.holdout_percent"),
+                ("segments: {core_min_monetary: .inf}", "segments.core_min_monetary"),
+            )
+        ),
+        (
+            "triggers: {lapsing: {factor: 1e300}}",
+            "triggers.lapsing.factor",
+            "less than or equal to 100",
+        ),
+        (
+            "triggers: {lapsing: {factor: 100.5}}",
+            "triggers.lapsing.factor",
+            "less than or equal to 100",
+        ),
+        (
+            "triggers: {replenishment: {fire_at_fraction: 10.5}}",
+            "triggers.replenishment.fire_at_fraction",
+            "less than or equal to 10",
+        ),
+        (
+            "triggers: {lapsing: {priority: 2000000000}}",
+            "triggers.lapsing.priority",
+            "less than or equal",
+        ),
+        (
+            "triggers: {dormancy: {priority: -2000000000}}",
+            "triggers.dormancy.priority",
+            "greater than or equal",
+        ),
+        (
+            "contact_policy: {frequency_cap: {max: 99999999999999999999999}}",
+            "contact_policy.frequency_cap.max",
+            "less than",
+        ),
+        ("version: 99999999999999999999", "version", "64 bits"),
+        ('version: "1\\ntriggers: {dormancy: {enabled: false}}"', "version", "control"),
+        ('version: "\\0"', "version", "control"),
+        ('version: "v\\u2028x"', "version", "line-separator"),
+        ('version: "v\\u202ex"', "version", "format"),
+        ('version: ""', "version", "1..64"),
+        ("version: " + "v" * 65, "version", "1..64"),
+        ("version: 1.5", "version", "an integer or a string"),
+        ("version: true", "version", "an integer or a string"),
+        ("version: [1]", "version", "an integer or a string"),
+        (
+            "triggers: {replenishment: {products: {1: 1d, '1': 2d}}}",
+            "triggers.replenishment.products",
+            "duplicate key '1'",
+        ),
     ],
 )
 def test_errors_name_the_key_path(text: str, path: str, reason: str) -> None:
@@ -248,6 +368,17 @@ def test_all_errors_are_reported_at_once() -> None:
         ("a: [", "not valid YAML at line 1"),
         ("- just\n- a list", "must be a mapping"),
         ("triggers:\n  lapsing: {}\n  lapsing: {}", "duplicate key 'lapsing'"),
+        # Whatever the input, parse_rules raises RulesError and nothing else.
+        ("? [a, b]\n: 1\n", "a key must be a scalar"),  # was a TypeError
+        ("{[1]: 2}", "a key must be a scalar"),
+        ("triggers: {replenishment: {products: {[1]: 1d}}}", "a key must be a scalar"),
+        ("? {a: 1}\n: 1\n", "a key must be a scalar"),
+        ('holdout_salt_typo: "\\ud800"', "lone surrogate"),
+        ('offers: {cart_abandonment: {default: "\\udc00"}}', "lone surrogate"),
+        ("version: " + "9" * 5000, "not valid YAML"),  # int() refuses > 4300 digits
+        ("[" * 5000, "not valid YAML"),
+        ("a: " + "[" * 3000 + "]" * 3000, "nested too deeply"),
+        ("a: &a [*a]", "recursive"),
     ],
 )
 def test_unreadable_files_are_refused(text: str, reason: str) -> None:
@@ -255,6 +386,45 @@ def test_unreadable_files_are_refused(text: str, reason: str) -> None:
         parse_rules(text)
     ((path, message),) = caught.value.errors
     assert path == "" and reason in message
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    rules = parse_rules(
+        "version: 9223372036854775807\n"
+        "triggers:\n"
+        "  dormancy: {stages: [3650d], priority: -1000000000}\n"
+        "  lapsing: {factor: 100, priority: 1000000000}\n"
+        "  replenishment: {fire_at_fraction: 10, products: {p: 3650d}}\n"
+        "contact_policy: {max_delay: 3650d, attribution_window: 3650d}\n"
+        "segments: {dormant_after: 3649d, churned_after: 3650d}\n"
+    )
+    assert rules.triggers.dormancy.stages == (MAX_DURATION,)
+    assert parse_rules(dump_rules(rules)) == rules
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "triggers: {replenishment: {categories: {x: 3649d23h59m59.999s}}}",
+        "triggers: {replenishment: {categories: {x: 315359999}}}",
+        "contact_policy: {max_delay: 1.0005s}",  # rounds to 1.0s (half to even), prints 1s
+        "version: 'v2 beta (été) #3'",
+        "version: '1'",  # a string stays a string
+        "triggers: {replenishment: {products: {12345: 14d, true: 1d}}}",
+    ],
+)
+def test_rules_check_output_reads_back_to_equal_rules(text: str) -> None:
+    rules = parse_rules(text)
+    dumped = dump_rules(rules)
+    assert parse_rules(dumped) == rules
+    assert dumped.splitlines()[0] == f"# effective rules; rules_version: {rules.version_label}"
+
+
+def test_a_version_built_in_code_is_escaped_in_the_header() -> None:
+    rules = Rules.model_construct(**{**dict(Rules()), "version": "1\nx: 2"})
+    rules.model_post_init(None)
+    header = dump_rules(rules).splitlines()[0]
+    assert header == "# effective rules; rules_version: " + rules.version_label.replace("\n", "\\n")
 
 
 def test_unquoted_times_of_day_stay_times_not_base_60_numbers() -> None:
