@@ -336,6 +336,7 @@ class UserProcessor:
                 decision["status"], decision["reason"] = "suppressed", "stale"
             elif facts.suppressed:
                 decision["status"], decision["reason"] = "suppressed", "opted_out"
+            decision["fired_at"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             checked.append(decision)
         still_held = await self._deliver(row.state.user_id, checked, 0)
         return UserRow(row.state, row.due_ms, row.partition, tuple(still_held))

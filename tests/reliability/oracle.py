@@ -61,16 +61,31 @@ class EventSet:
     def last_ts(self) -> datetime:
         return datetime.fromisoformat(self.events[-1]["ts"])
 
+    def at(self, index: int) -> datetime:
+        return datetime.fromisoformat(self.events[index]["ts"])
 
-def fixed_events(path: Path, *, count: int, users: int, rate: float, lead: float = 3.0) -> EventSet:
-    """Synthetic shop events, re-stamped ``1/rate`` apart from ``lead`` seconds from now."""
+
+def fixed_events(
+    path: Path,
+    *,
+    count: int,
+    users: int,
+    rate: float,
+    lead: float = 3.0,
+    quiet: tuple[int, float] | None = None,
+) -> EventSet:
+    """Synthetic shop events, re-stamped ``1/rate`` apart from ``lead`` seconds from now.
+
+    ``quiet=(n, seconds)``: the shop goes quiet for ``seconds`` after its n-th event.
+    """
     start = datetime.now(UTC) + timedelta(seconds=lead)
     events = []
     source = generate_events(users=users, seed=2026, start=start, days=30)
     for i, event in enumerate(source):
         if i >= count:
             break
-        at = start + timedelta(seconds=i / rate)
+        pause = quiet[1] if quiet is not None and i >= quiet[0] else 0.0
+        at = start + timedelta(seconds=i / rate + pause)
         event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         events.append(event)
     path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
@@ -141,6 +156,7 @@ REORDER_TOLERANCE = 0.05
 
 
 def assert_matches_oracle(verdict: Verdict, tolerance: float = REORDER_TOLERANCE) -> None:
+    """No duplicates at all; other differences within ``tolerance`` of the oracle's sends."""
     assert verdict.oracle > 50, "the event set must really exercise the engine"
     assert verdict.duplicated == [], f"sent twice: {verdict.duplicated}"
     differing = len(verdict.missing) + len(verdict.extra)

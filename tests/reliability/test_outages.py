@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,6 @@ from tests.reliability.oracle import (
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-
-BROKER_OUTAGE_TOLERANCE = 0.12
 
 
 class Service:
@@ -111,15 +110,22 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
+    # The outage falls in a quiet spell of the shop (15 s without events, from 6 s in):
+    # events the shop's own producer buffered during an outage would arrive late, after
+    # deadlines they precede, which replay cannot know (see docs/reliability.md).
     events = fixed_events(
-        tmp_path / "events.jsonl", count=scale(600, 6000), users=scale(60, 600), rate=25
+        tmp_path / "events.jsonl",
+        count=scale(600, 6000),
+        users=scale(60, 600),
+        rate=25,
+        quiet=(150, 15.0),
     )
     group = WorkerGroup(f"127.0.0.1:{own_kafka.port}", redis_url, rules, tmp_path)
     try:
         worker = group.start(0)
         traffic = start_traffic(group, events)
-        await asyncio.sleep(6)
-        own_kafka.run("stop")
+        await asyncio.sleep(max(0.0, (events.at(150) - datetime.now(UTC)).total_seconds()) + 1)
+        own_kafka.run("stop")  # while deadlines of the events so far come due
         await asyncio.sleep(5)
         own_kafka.run("resume")  # same port, same data
         assert traffic.wait(timeout=300) == 0
@@ -130,6 +136,4 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
         group.stop_all()
     verdict = compare(live, oracle_sent(events, rules))
     print(f"broker restart: {verdict}", file=sys.stderr)
-    # While the broker is down the shop's producer buffers its events and delivers them
-    # late, after deadlines they precede may have fired: late events, not lost ones.
-    assert_matches_oracle(verdict, tolerance=BROKER_OUTAGE_TOLERANCE)
+    assert_matches_oracle(verdict)
