@@ -330,6 +330,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     @app.on_before_shutdown.connect
     async def finish_bookkeeping(app: faust.App, **_: Any) -> None:
         await processor.drain_bookkeeping()
+        await ledger.close()
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

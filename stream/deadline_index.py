@@ -74,6 +74,3 @@ class DeadlineIndex:
             if due_ms is not None:
                 self.partition(partition).set(user_id, due_ms)
         return sum(len(p) for p in self._partitions.values())
-
-    def pending(self) -> dict[int, int]:
-        return {p: len(d) for p, d in self._partitions.items()}
