@@ -17,11 +17,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from triggers.events import TOPIC_OF_TYPE as CONTRACT_TOPIC_OF_TYPE
 
 ROOT = Path(__file__).resolve().parents[2]
 NUDGE = str(Path(sys.executable).parent / "nudge")
@@ -37,18 +40,22 @@ DEFAULT_NAMES = {
     "dlq": "shop.events.dlq",
     "ticks": "nudge.ticks",
 }
+#: event type -> topic key, from the contract's type -> default topic map.
 TOPIC_OF_TYPE = {
-    "product_viewed": "browse",
-    "category_viewed": "browse",
-    "search": "browse",
-    "cart_item_added": "cart",
-    "cart_item_removed": "cart",
-    "cart_cleared": "cart",
-    "checkout_started": "cart",
-    "order_placed": "order",
-    "order_cancelled": "order",
-    "preferences_updated": "prefs",
+    event_type: next(key for key, name in DEFAULT_NAMES.items() if name == topic)
+    for event_type, topic in CONTRACT_TOPIC_OF_TYPE.items()
 }
+
+
+def replay_records(events: Path, rules: Path, until: datetime) -> list[dict[str, Any]]:
+    """``nudge replay`` on a file, as a user would run it: the oracle for the live worker."""
+    replay = subprocess.run(
+        [NUDGE, "replay", str(events), "--rules", str(rules),
+         "--until", until.isoformat().replace("+00:00", "Z")],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    return [orjson.loads(line) for line in replay.stdout.splitlines() if line.strip()]
 
 
 def free_port() -> int:
@@ -210,6 +217,7 @@ async def read_all(group: WorkerGroup, key: str, *, timeout: float = 2.0) -> lis
         ends = await consumer.end_offsets(tps)
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout + 10
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in tps])
 

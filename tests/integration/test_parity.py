@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.harness import NUDGE, WorkerGroup, produce, read_all
+from tests.integration.harness import WorkerGroup, produce, read_all, replay_records
 
 pytestmark = pytest.mark.integration
 
@@ -142,20 +141,7 @@ async def test_live_worker_matches_replay(
     finally:
         group.stop_all()
 
-    replay = subprocess.run(
-        [
-            NUDGE,
-            "replay",
-            str(events_file),
-            "--rules",
-            str(rules),
-            "--until",
-            until.isoformat().replace("+00:00", "Z"),
-        ],
-        capture_output=True,
-        check=True,
-    )
-    expected = [orjson.loads(line) for line in replay.stdout.splitlines() if line.strip()]
+    expected = replay_records(events_file, rules, until)
     live, oracle = decision_keys(audit), decision_keys(expected)
     assert len(oracle) >= USERS  # the script really exercises the engine
     assert {k[4] for k in oracle} >= {"sent", "suppressed"}

@@ -39,8 +39,9 @@ class OwnRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        subprocess.run([str(ROOT / "scripts/redis.sh"), "start"], env=self.env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(ROOT / "scripts/redis.sh"), "start"], env=self.env, check=True, capture_output=True
+        )
 
     def stop(self) -> None:
         subprocess.run([str(ROOT / "scripts/redis.sh"), "stop"], env=self.env, check=True)
@@ -65,8 +66,14 @@ def metric(text: str, name: str) -> float:
 def carts(prefix: str, n: int) -> list[dict[str, object]]:
     at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return [
-        {"event_id": f"{prefix}-{i}", "type": "cart_item_added", "user_id": f"{prefix}-{i}",
-         "ts": at, "product_id": "p-1", "unit_price": 5.0}
+        {
+            "event_id": f"{prefix}-{i}",
+            "type": "cart_item_added",
+            "user_id": f"{prefix}-{i}",
+            "ts": at,
+            "product_id": "p-1",
+            "unit_price": 5.0,
+        }
         for i in range(n)
     ]
 

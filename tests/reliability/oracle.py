@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import NUDGE, WorkerGroup
+from tests.integration.harness import NUDGE, WorkerGroup, replay_records
 from triggers.synthetic import generate_events
 
 #: Delays of seconds; windows (cooldown, frequency cap, attribution) far from any
@@ -108,20 +108,7 @@ def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[byte
 
 def oracle_sent(events: EventSet, rules: Path) -> Counter[str]:
     until = events.last_ts + LONGEST_DELAY + timedelta(seconds=1)
-    replay = subprocess.run(
-        [
-            NUDGE,
-            "replay",
-            str(events.path),
-            "--rules",
-            str(rules),
-            "--until",
-            until.isoformat().replace("+00:00", "Z"),
-        ],
-        capture_output=True,
-        check=True,
-    )
-    records = [orjson.loads(line) for line in replay.stdout.splitlines() if line.strip()]
+    records = replay_records(events.path, rules, until)
     return Counter(
         r["trigger_id"] for r in records if r["kind"] == "decision" and r["status"] == "sent"
     )

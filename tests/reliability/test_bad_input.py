@@ -41,7 +41,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import Worker, WorkerGroup
+from tests.integration.harness import TOPIC_OF_TYPE, Worker, WorkerGroup
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -55,18 +55,7 @@ MAX_MESSAGE_BYTES = 65_536  # the worker's default NUDGE_MAX_MESSAGE_BYTES
 #: Allowed VmRSS growth from the end of the warm-up to the end of the run.
 RSS_GROWTH_BOUND_MIB = 96
 INPUT_KEYS = ("browse", "cart", "order", "prefs")
-TOPIC_KEY_OF_TYPE = {
-    "product_viewed": "browse",
-    "category_viewed": "browse",
-    "search": "browse",
-    "cart_item_added": "cart",
-    "cart_item_removed": "cart",
-    "cart_cleared": "cart",
-    "checkout_started": "cart",
-    "order_placed": "order",
-    "order_cancelled": "order",
-    "preferences_updated": "prefs",
-}
+TOPIC_KEY_OF_TYPE = TOPIC_OF_TYPE
 
 #: Legal but hostile strings: bidi overrides, control characters, NUL, zero-width, emoji,
 #: injection payloads, format strings. Valid events carry them in ids and free text.
