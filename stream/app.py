@@ -20,6 +20,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from stream import kafka_transport
 from stream.catch_up import CatchUp
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
@@ -191,6 +192,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_commit_interval=1.0,
     )
+    # Faust's transport with input partitions sought right after rebalances (see module).
+    app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
     source = app.topic(
         *settings.input_topics, settings.topic_ticks, key_serializer="raw", value_serializer="raw"
     )
