@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,14 @@ from prometheus_client import CollectorRegistry
 from stream import kafka_transport
 from stream.catch_up import CatchUp
 from stream.contact_ledger import ContactLedger, RedisUnavailable
+from stream.event_order import UNORDERED, EventTimeOrder
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import NudgeMetrics
 from stream.processor import UserProcessor
 from stream.settings import Settings
+from stream.user_rows import to_ms
 from triggers.engine import Engine
+from triggers.events import Event, InvalidEvent
 from triggers.rules import Rules
 
 log = logging.getLogger("nudge.app")
@@ -225,6 +229,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         prefix=settings.redis_key_prefix,
     )
     catch_up = CatchUp(settings.input_topics)
+    order: EventTimeOrder[tuple[faust.EventT, Event | InvalidEvent]] = EventTimeOrder(
+        settings.input_topics, max_hold=settings.order_max_hold_seconds
+    )
     grace_ms = int(settings.fire_grace_seconds * 1000)
 
     def end_offset(topic: str, partition: int) -> int | None:
@@ -250,10 +257,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         log.info("deadline index rebuilt: %d pending", pending)
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
         try:
-            catch_up.assigned(await start_offsets(app, settings, owned))
+            starts: dict[tuple[str, int], int] | None = await start_offsets(app, settings, owned)
         except Exception:
             log.exception("could not read committed offsets; deadlines follow the wall clock")
-            catch_up.assigned(None)
+            starts = None
+        catch_up.assigned(starts)
+        order.assigned(starts)  # what waited is read again from the committed offsets
 
     input_topics = set(settings.input_topics)
 
@@ -264,32 +273,52 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         # commit can miss a write still on its way to the client, which a kill -9 then loses.
         acking = stream.noack()
         acks = InOrderAcks(acking)
+
+        async def apply(event: faust.EventT, parsed: Event | InvalidEvent) -> None:
+            message = event.message
+            ts_ms = None
+            try:
+                ts_ms = await processor.on_input(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    event.value,
+                    parsed,
+                )
+            except Exception as exc:  # the agent must never die on a message
+                log.exception(
+                    "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
+                )
+                try:
+                    await processor.dead_letter_failure(message, event.value, exc)
+                except Exception:
+                    log.exception("could not dead-letter a message the engine failed on")
+            catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
+            await acks.ack(event, processor.take_deliveries())
+
         async for event in acking.events():
             message = event.message
+            if message.topic != settings.topic_ticks:
+                parsed = processor.parse(event.value)
+                ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_ms(parsed.ts)
+                order.add(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    ts_ms,
+                    (event, parsed),
+                    time.monotonic(),
+                )
+            for waiting, parsed in order.release(message.partition, time.monotonic(), end_offset):
+                await apply(waiting, parsed)
+            metrics.waiting.set(len(order))
             if message.topic == settings.topic_ticks:
                 try:
                     await processor.on_tick(message.partition)
                 except Exception:  # the agent must never die; the next tick retries
                     log.exception("failed to process a tick of partition %d", message.partition)
-            else:
-                ts_ms = None
-                try:
-                    ts_ms = await processor.on_input(
-                        message.topic, message.partition, message.offset, message.key, event.value
-                    )
-                except Exception as exc:  # the agent must never die on a message
-                    log.exception(
-                        "failed to process %s[%d]@%d",
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                    )
-                    try:
-                        await processor.dead_letter_failure(message, event.value, exc)
-                    except Exception:
-                        log.exception("could not dead-letter a message the engine failed on")
-                catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
-            await acks.ack(event, processor.take_deliveries())
+                await acks.ack(event, processor.take_deliveries())
 
     # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)

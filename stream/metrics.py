@@ -30,6 +30,7 @@ class NudgeMetrics:
     ready: Gauge
     ticks: Counter
     held_back: Gauge
+    waiting: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NudgeMetrics:
@@ -99,6 +100,12 @@ class NudgeMetrics:
                 "How far behind the wall clock deadlines may fire on a partition while its "
                 "input backlog is read (0 when caught up).",
                 ["partition"],
+                registry=registry,
+            ),
+            waiting=Gauge(
+                "nudge_input_waiting_messages",
+                "Input messages read but waiting to be applied in event-time order "
+                "(stream.event_order).",
                 registry=registry,
             ),
             ticks=Counter(

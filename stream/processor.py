@@ -42,7 +42,7 @@ from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
 from stream.user_rows import Held, UserRow, pack_row, to_ms, unpack_row, wake_times
 from triggers.engine import Engine, OutsideFacts
-from triggers.events import InvalidEvent, parse_event
+from triggers.events import Event, InvalidEvent, parse_event
 from triggers.records import Conversion, record_to_json
 
 log = logging.getLogger("nudge.processor")
@@ -180,14 +180,27 @@ class UserProcessor:
 
     # -- input events -------------------------------------------------------------------
 
+    def parse(self, raw: bytes | None) -> Event | InvalidEvent:
+        """The event in a message, or why it is not one (no side effects)."""
+        try:
+            return parse_event(raw or b"", max_bytes=self._max_bytes)
+        except InvalidEvent as exc:
+            return exc
+
     async def on_input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        raw: bytes | None,
+        parsed: Event | InvalidEvent | None = None,
     ) -> int | None:
         """Process one input message; return its event time (epoch ms), None if invalid."""
         now = self._clock()
-        try:
-            event = parse_event(raw or b"", max_bytes=self._max_bytes)
-        except InvalidEvent as exc:
+        event = self.parse(raw) if parsed is None else parsed
+        if isinstance(event, InvalidEvent):
+            exc = event
             delivery = await self._sink.dead_letter(
                 key,
                 dead_letter_record(

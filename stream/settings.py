@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Deadlines fire this long after they are due, so an event produced just before a
     # deadline but still in flight (in the broker, in a fetch) is applied first.
     fire_grace_seconds: float = Field(default=0.25, ge=0)
+    # After a restart or rebalance, a partition's events from its four topics are applied
+    # in event-time order; an event waits at most this long for the other topics.
+    order_max_hold_seconds: float = Field(default=2.0, ge=0)
     log_level: str = "INFO"
 
     @property

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faust.worker import Worker
 
 from stream.app import create_app
+from stream.local_state import mark_clean_shutdown, open_local_tables
 from stream.logs import logging_config
 from stream.settings import Settings
 from stream.topics import TopicLayoutError, ensure_topics
@@ -68,6 +70,7 @@ def worker_command(rules: str | None = None) -> int:
     def _announce(app: object, **_: object) -> None:
         log.info("rules %s, %d partitions", engine_rules.version_label, partitions)
 
+    open_local_tables(settings.data_dir, Path(nudge.app.conf.tabledir))
     worker = Worker(
         nudge.app,
         loop=loop,
@@ -75,5 +78,10 @@ def worker_command(rules: str | None = None) -> int:
         logging_config=logging_config(settings.log_level),
         redirect_stdouts=False,
     )
-    worker.execute_from_commandline()  # returns only through SystemExit
+    try:
+        worker.execute_from_commandline()  # returns only through SystemExit
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            mark_clean_shutdown(settings.data_dir)
+        raise
     return 0

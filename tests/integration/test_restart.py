@@ -145,3 +145,41 @@ async def test_events_produced_while_down_are_read_from_the_first_uncommitted_of
     first_stage = sorted(r["user_id"] for r in sent if r["stage"] == 1)
     expected = sorted(f"{p}-user-{i}" for p in ("before", "while-down") for i in range(USERS))
     assert first_stage == expected
+
+
+DISCARDED = "did not shut down cleanly: local tables discarded"
+
+
+async def test_the_local_disk_is_kept_after_sigterm_and_discarded_after_kill9(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """After kill -9 the disk may hold rows the changelog never got (stream.local_state)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path)
+    try:
+        worker = group.start(0)
+        await produce(group, cart_adds("disk", datetime.now(UTC)))
+        await wait_processed(worker, USERS)
+        worker.stop()  # graceful: the next start on this disk keeps its tables
+        assert worker.proc.returncode == 0, worker.log_tail()
+        tables = sorted(p.name for p in (tmp_path / "data-0" / "v1" / "tables").iterdir())
+        log_size = worker.log_path.stat().st_size
+
+        worker = group.start(0)
+        kept = sorted(p.name for p in (tmp_path / "data-0" / "v1" / "tables").iterdir())
+        assert DISCARDED not in worker.log_path.read_bytes()[log_size:].decode()
+        worker.kill9()
+        log_size = worker.log_path.stat().st_size
+
+        group.start(0)  # the same disk after kill -9: recovered from the changelog
+        assert DISCARDED in (tmp_path / "worker-0.log").read_bytes()[log_size:].decode()
+        sent = await wait_for(
+            group, "triggers", lambda rs: sum(r["stage"] == 1 for r in rs) >= USERS, timeout=40
+        )
+    finally:
+        group.stop_all()
+    assert "users-0.db" in tables and kept == tables
+    assert sorted(r["user_id"] for r in sent if r["stage"] == 1) == sorted(
+        f"disk-user-{i}" for i in range(USERS)
+    )

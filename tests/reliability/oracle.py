@@ -7,9 +7,12 @@ none missing, none duplicated (by ``trigger_id``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import NUDGE, WorkerGroup, replay_records
+from tests.integration.harness import NUDGE, Worker, WorkerGroup, replay_records
 from triggers.synthetic import generate_events
 
 #: Delays of seconds; windows (cooldown, frequency cap, attribution) far from any
@@ -118,6 +121,36 @@ def settle_until(events: EventSet) -> float:
     """Seconds to wait from now until every deadline the events can arm has come due."""
     end = events.last_ts + LONGEST_DELAY + timedelta(seconds=4)
     return max(0.0, (end - datetime.now(UTC)).total_seconds())
+
+
+async def settle(
+    events: EventSet, workers: Iterable[Worker], *, extra: float = 0.0, timeout: float = 60.0
+) -> None:
+    """Wait until every deadline the events can arm has come due and has been fired.
+
+    A worker restarted late (a kill just before the end of traffic) may still be
+    recovering or reading its backlog then: wait on until the running workers have no
+    pending deadline and no input waiting to be applied.
+    """
+    await asyncio.sleep(settle_until(events) + extra)
+    running = [w for w in workers if w.proc.poll() is None]
+    deadline = time.monotonic() + timeout
+    while busy := [w for w in running if _still_working(w)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers still busy after {timeout} s:\n{busy[0].log_tail()}")
+        await asyncio.sleep(0.5)
+
+
+def _still_working(worker: Worker) -> bool:
+    try:
+        metrics = worker.metrics()
+    except OSError:
+        return True
+    left = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(("nudge_pending_deadlines{", "nudge_input_waiting_messages ")):
+            left += float(line.rsplit(" ", 1)[1])
+    return left > 0 or "nudge_ready 1.0" not in metrics
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tests.reliability.oracle import (
     fixed_events,
     oracle_sent,
     scale,
-    settle_until,
+    settle,
     start_traffic,
 )
 
@@ -97,7 +97,7 @@ async def test_redis_outage_holds_sends_and_loses_nothing(
         outage = time.monotonic() - down_at
         own_redis.run("start")
         assert traffic.wait(timeout=300) == 0
-        await asyncio.sleep(settle_until(events) + 3)
+        await settle(events, group.workers, extra=3)
         assert worker.proc.poll() is None
         live = await read_all(group, "triggers")
     finally:
@@ -131,7 +131,7 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
         await asyncio.sleep(5)
         own_kafka.run("resume")  # same port, same data
         assert traffic.wait(timeout=300) == 0
-        await asyncio.sleep(settle_until(events) + 5)
+        await settle(events, group.workers, extra=5)
         assert worker.proc.poll() is None, worker.log_tail()
         live = await read_all(group, "triggers")
     finally:

@@ -16,7 +16,7 @@ from tests.reliability.oracle import (
     fixed_events,
     oracle_sent,
     scale,
-    settle_until,
+    settle,
     start_traffic,
 )
 
@@ -40,7 +40,7 @@ async def test_worker_joins_and_another_leaves_mid_stream(
         await asyncio.sleep(8)
         first.stop()  # scale in, gracefully: the second worker takes everything
         assert traffic.wait(timeout=300) == 0
-        await asyncio.sleep(settle_until(events))
+        await settle(events, group.workers)
         assert second.proc.poll() is None
         live = await read_all(group, "triggers")
     finally:
