@@ -229,7 +229,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         prefix=settings.redis_key_prefix,
     )
     catch_up = CatchUp(settings.input_topics)
-    order: EventTimeOrder[tuple[faust.EventT, Event | InvalidEvent]] = EventTimeOrder(
+    order: EventTimeOrder[tuple[faust.EventT, Event | Exception]] = EventTimeOrder(
         settings.input_topics, max_hold=settings.order_max_hold_seconds
     )
     grace_ms = int(settings.fire_grace_seconds * 1000)
@@ -274,10 +274,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         acking = stream.noack()
         acks = InOrderAcks(acking)
 
-        async def apply(event: faust.EventT, parsed: Event | InvalidEvent) -> None:
+        async def apply(event: faust.EventT, parsed: Event | Exception) -> None:
             message = event.message
             ts_ms = None
             try:
+                if not isinstance(parsed, Event | InvalidEvent):
+                    raise parsed  # the parser failed otherwise than on invalid input
                 ts_ms = await processor.on_input(
                     message.topic,
                     message.partition,
@@ -300,8 +302,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         async for event in acking.events():
             message = event.message
             if message.topic != settings.topic_ticks:
-                parsed = processor.parse(event.value)
-                ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_ms(parsed.ts)
+                parsed: Event | Exception
+                try:
+                    parsed = processor.parse(event.value)
+                except Exception as exc:  # dead-lettered as a processing error in its turn
+                    parsed = exc
+                ts_ms = UNORDERED if isinstance(parsed, Exception) else to_ms(parsed.ts)
                 order.add(
                     message.topic,
                     message.partition,

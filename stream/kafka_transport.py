@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport, with one fix: every input partition restarts where it must.
+"""Faust's aiokafka transport, with two changes: partitions restart where they must, and
+the producer is idempotent.
 
 After each rebalance (and whenever Faust's fetch loop finds flow stopped) Faust seeks
 its partitions "to their committed offsets", because it may have fetched records it
@@ -14,11 +15,16 @@ partition's life (reproduced by ``tests/reliability/test_crash.py``): the restar
 worker began those partitions at their end. Here such partitions are sought to their
 first offset, which is where ``consumer_auto_offset_reset="earliest"`` says reading
 starts when nothing was committed.
+
+The producer is idempotent (as Java clients are by default since Kafka 3.0): when a
+broker restarts, a produce request whose acknowledgement was lost is retried, and
+without idempotence the retry could write a reminder, or a state change, twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -39,5 +45,11 @@ class Consumer(faust_aiokafka.Consumer):
         return committed
 
 
+class Producer(faust_aiokafka.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer

@@ -26,7 +26,6 @@ or suppressed. Nothing is sent unchecked, nothing is dropped, events keep flowin
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,6 +37,7 @@ import orjson
 
 from stream.catch_up import NEVER
 from stream.contact_ledger import ContactLedger, RedisUnavailable
+from stream.dead_letters import dead_letter_record
 from stream.deadline_index import DeadlineIndex
 from stream.metrics import NudgeMetrics
 from stream.user_rows import Held, UserRow, pack_row, to_ms, unpack_row, wake_times
@@ -63,64 +63,6 @@ class UserTable(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
     def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
-
-
-#: A dead letter embeds the raw message whole up to this size, and its record must stay
-#: well under the broker's 1 MB default; beyond, a prefix is kept (``size`` tells the
-#: original length, ``raw_truncated`` that it was cut).
-MAX_RAW_IN_DEAD_LETTER = 256 * 1024
-MAX_DEAD_LETTER_BYTES = 512 * 1024
-
-
-def dead_letter_record(
-    *,
-    reason: str,
-    detail: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    raw: bytes | None,
-    at: datetime,
-) -> bytes:
-    raw = raw or b""  # a tombstone (no value) is dead-lettered as empty
-    letter = _dead_letter(reason, detail, topic, partition, offset, raw, at, MAX_RAW_IN_DEAD_LETTER)
-    if len(letter) > MAX_DEAD_LETTER_BYTES:  # control characters escape to 6 bytes each
-        letter = _dead_letter(reason, detail, topic, partition, offset, raw, at, 64 * 1024)
-    return letter
-
-
-def _dead_letter(
-    reason: str,
-    detail: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    raw: bytes,
-    at: datetime,
-    keep: int,
-) -> bytes:
-    record: dict[str, Any] = {
-        "kind": "dead_letter",
-        "reason": reason,
-        "detail": detail,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "received_at": at.isoformat().replace("+00:00", "Z"),
-        "size": len(raw),
-    }
-    kept = raw[:keep]
-    try:
-        record["raw"] = kept.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if len(kept) < len(raw) and exc.start >= len(kept) - 3:  # cut inside a character
-            kept = kept[: exc.start]
-            record["raw"] = kept.decode("utf-8")
-        else:
-            record["raw_base64"] = base64.b64encode(kept).decode("ascii")
-    if len(kept) < len(raw):
-        record["raw_truncated"] = True
-    return orjson.dumps(record)
 
 
 @dataclass

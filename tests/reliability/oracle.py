@@ -170,15 +170,15 @@ class Verdict:
         )
 
 
-#: After a fault, a worker reads a backlog from four topics at once, round-robin, so a
-#: user's events on different topics are applied out of event-time order (the contract:
-#: topics are not ordered relative to each other). The engine absorbs most of it; what
-#: it cannot is a stage whose due time falls between two such events. The suites hold
-#: that share of decisions that differ from replay to this bound, and report it.
-REORDER_TOLERANCE = 0.05
+#: A ``kill -9`` can land between two records of one produce request: after the broker
+#: took a user's changelog record but not the reminder the same message fired (never
+#: sent), or the other way round (sent again, which the duplicate check catches). The
+#: crash suite allows this share of the oracle's sends to differ; the other suites,
+#: which kill nothing, assert equality (docs/reliability.md).
+KILL9_TOLERANCE = 0.01
 
 
-def assert_matches_oracle(verdict: Verdict, tolerance: float = REORDER_TOLERANCE) -> None:
+def assert_matches_oracle(verdict: Verdict, tolerance: float = 0.0) -> None:
     """No duplicates at all; other differences within ``tolerance`` of the oracle's sends."""
     assert verdict.oracle > 50, "the event set must really exercise the engine"
     assert verdict.duplicated == [], f"sent twice: {verdict.duplicated}"

@@ -29,8 +29,6 @@ from tests.reliability.oracle import (
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
-BROKER_RESTART_TOLERANCE = 0.10
-
 
 class Service:
     """A Redis server or Kafka broker of this test's own, to stop and start at will."""
@@ -112,7 +110,7 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    # The outage falls in a quiet spell of the shop (15 s without events, from 6 s in):
+    # The outage falls in a quiet spell of the shop (20 s without events, from 6 s in):
     # events the shop's own producer buffered during an outage would arrive late, after
     # deadlines they precede, which replay cannot know (see docs/reliability.md).
     events = fixed_events(
@@ -120,13 +118,13 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
         count=scale(600, 6000),
         users=scale(60, 600),
         rate=25,
-        quiet=(150, 15.0),
+        quiet=(150, 20.0),
     )
     group = WorkerGroup(f"127.0.0.1:{own_kafka.port}", redis_url, rules, tmp_path)
     try:
         worker = group.start(0)
         traffic = start_traffic(group, events)
-        await asyncio.sleep(max(0.0, (events.at(150) - datetime.now(UTC)).total_seconds()) + 1)
+        await asyncio.sleep(max(0.0, (events.at(149) - datetime.now(UTC)).total_seconds()) + 1)
         own_kafka.run("stop")  # while deadlines of the events so far come due
         await asyncio.sleep(5)
         own_kafka.run("resume")  # same port, same data
@@ -138,6 +136,4 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
         group.stop_all()
     verdict = compare(live, oracle_sent(events, rules))
     print(f"broker restart: {verdict}", file=sys.stderr)
-    # Runs differ from the oracle by 1-7 % here, more than the crash suite; the cause is not
-    # understood yet (docs/reliability.md, open items). Duplicates stay strictly zero.
-    assert_matches_oracle(verdict, tolerance=BROKER_RESTART_TOLERANCE)
+    assert_matches_oracle(verdict)
