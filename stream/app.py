@@ -314,9 +314,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
                     message.offset,
                     ts_ms,
                     (event, parsed),
-                    time.monotonic(),
+                    now=time.monotonic(),
+                    end_offset=end_offset,
                 )
-            for waiting, parsed in order.release(message.partition, time.monotonic(), end_offset):
+            for waiting, parsed in order.release(message.partition, time.monotonic()):
                 await apply(waiting, parsed)
             metrics.waiting.set(len(order))
             if message.topic == settings.topic_ticks:
