@@ -89,13 +89,13 @@ class Step:
     outcome: str  # processed | duplicate | test | fired
 
 
-
 def latest_order_placed(state: UserState) -> datetime | None:
     """The latest order_placed seen, cancelled or not: cart and views before it are history."""
     kept, emptied = last_order_at(state.history), state.cart.emptied_at
     if kept is None or emptied is None:
         return kept or emptied
     return max(kept, emptied)
+
 
 class Engine:
     """Holds the rules (and what is derived from them); every call is pure."""
