@@ -84,8 +84,13 @@ class _FaustSink:
 class _FaustUsers:
     """The users table, written so that the caller gets the changelog write's future.
 
-    ``table[key] = value`` would send the changelog record too, but drop its future;
-    the agent needs it to acknowledge a message only once its state change is durable.
+    ``table[key] = value`` would send the changelog record too, but drop its future (the
+    agent needs it to acknowledge a message only once its state change is durable), and
+    through Faust's send buffer, drained by a background task: the record could then
+    trail the reminders the same message fired by many milliseconds, and a ``kill -9``
+    in between would keep the reminders but lose the state that says they were sent.
+    Sent directly, it joins the client's batch at once, in the same produce request as
+    the records sent just before it.
     """
 
     def __init__(self, table: faust.Table) -> None:
@@ -94,9 +99,24 @@ class _FaustUsers:
     def get(self, key: bytes) -> bytes | None:
         return self._table.get(key)  # type: ignore[no-any-return]
 
-    def put(self, key: bytes, value: bytes, partition: int) -> Any:
+    async def put(self, key: bytes, value: bytes, partition: int) -> Any:
         self._table.data[key] = value
-        return self._table.send_changelog(partition, key, value)
+        delivery = await self._table.changelog_topic.send(
+            key=key,
+            value=value,
+            partition=partition,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        delivery.add_done_callback(self._persisted)
+        return delivery
+
+    def _persisted(self, delivery: Any) -> None:
+        # What Faust's own changelog callback does: the local store remembers the
+        # changelog offset it holds, so a restart on this disk reads on from there.
+        if not delivery.cancelled() and delivery.exception() is None:
+            sent = delivery.result()
+            self._table.data.set_persisted_offset(sent.topic_partition, sent.offset)
 
 
 async def start_offsets(

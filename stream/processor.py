@@ -62,7 +62,7 @@ class UserTable(Protocol):
     """The users table; ``put`` returns an awaitable that resolves once the change is durable."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
+    async def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
 
 
 @dataclass
@@ -181,9 +181,10 @@ class UserProcessor:
         row = UserRow(step.state, _ms_or_none(step.next_due), partition, held)
 
         # Whatever is due by now fires, but never ahead of unread input (stream.catch_up).
-        if row.due_ms is not None and row.due_ms <= self._horizon(partition, to_ms(now)):
-            row = await self._fire(row, now)
-        self._save(user_key, row)
+        horizon = self._horizon(partition, to_ms(now))
+        if row.due_ms is not None and row.due_ms <= horizon:
+            row = await self._fire(row, now, until=_moment(horizon))
+        await self._save(user_key, row)
         return to_ms(event.ts)
 
     async def dead_letter_failure(self, message: Any, raw: bytes | None, exc: Exception) -> None:
@@ -232,9 +233,11 @@ class UserProcessor:
         if row.held:
             row = await self._release(row, now)
         if row.due_ms is not None and row.due_ms <= horizon:
-            row = await self._fire(row, now)
+            # Only what is due by the horizon: a later stage may be cancelled by input
+            # still unread (the user's order in a backlog).
+            row = await self._fire(row, now, until=_moment(horizon))
         if row != before:
-            self._save(user_key, row)
+            await self._save(user_key, row)
         else:
             self.deadlines.set(row.partition, user_id, row.wake_ms)
 
@@ -242,8 +245,8 @@ class UserProcessor:
         """Rebuild the deadline index from the users table (after every recovery)."""
         return self.deadlines.rebuild(wake_times(rows))
 
-    def _save(self, user_key: bytes, row: UserRow) -> None:
-        self._deliveries.append(self._users.put(user_key, pack_row(row), row.partition))
+    async def _save(self, user_key: bytes, row: UserRow) -> None:
+        self._deliveries.append(await self._users.put(user_key, pack_row(row), row.partition))
         self.deadlines.set(row.partition, user_key.decode(), row.wake_ms)
 
     # -- firing -------------------------------------------------------------------------
@@ -374,6 +377,11 @@ class UserProcessor:
                 value = record_to_json(record)
                 self._deliveries.append(await self._sink.audit(user_id.encode(), value))
                 self._metrics.conversions.labels(record.trigger, record.arm).inc()
+
+
+def _moment(epoch_ms: int) -> datetime:
+    """A horizon as a time (clamped: a horizon of NEVER fires nothing)."""
+    return datetime.fromtimestamp(max(epoch_ms, 0) / 1000, UTC)
 
 
 def _ms_or_none(moment: datetime | None) -> int | None:
