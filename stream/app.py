@@ -8,7 +8,6 @@ user's events, their state and their deadline ticks never race.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -24,10 +23,12 @@ from prometheus_client import CollectorRegistry
 from stream import kafka_transport
 from stream.catch_up import CatchUp
 from stream.contact_ledger import ContactLedger, RedisUnavailable
+from stream.durable_writes import InOrderAcks, TableWriter
 from stream.event_order import UNORDERED, EventTimeOrder
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import NudgeMetrics
 from stream.processor import UserProcessor
+from stream.recent_sends import recently_sent
 from stream.settings import Settings
 from stream.user_rows import to_ms
 from triggers.engine import Engine
@@ -81,44 +82,6 @@ class _FaustSink:
         return await self._dlq.send(key=key, value=value)
 
 
-class _FaustUsers:
-    """The users table, written so that the caller gets the changelog write's future.
-
-    ``table[key] = value`` would send the changelog record too, but drop its future (the
-    agent needs it to acknowledge a message only once its state change is durable), and
-    through Faust's send buffer, drained by a background task: the record could then
-    trail the reminders the same message fired by many milliseconds, and a ``kill -9``
-    in between would keep the reminders but lose the state that says they were sent.
-    Sent directly, it joins the client's batch at once, in the same produce request as
-    the records sent just before it.
-    """
-
-    def __init__(self, table: faust.Table) -> None:
-        self._table = table
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._table.get(key)  # type: ignore[no-any-return]
-
-    async def put(self, key: bytes, value: bytes, partition: int) -> Any:
-        self._table.data[key] = value
-        delivery = await self._table.changelog_topic.send(
-            key=key,
-            value=value,
-            partition=partition,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        delivery.add_done_callback(self._persisted)
-        return delivery
-
-    def _persisted(self, delivery: Any) -> None:
-        # What Faust's own changelog callback does: the local store remembers the
-        # changelog offset it holds, so a restart on this disk reads on from there.
-        if not delivery.cancelled() and delivery.exception() is None:
-            sent = delivery.result()
-            self._table.data.set_persisted_offset(sent.topic_partition, sent.offset)
-
-
 async def start_offsets(
     app: faust.App, settings: Settings, owned: list[TP]
 ) -> dict[tuple[str, int], int]:
@@ -141,48 +104,6 @@ async def start_offsets(
         earliest = await app.consumer.earliest_offsets(*missing)
         starts.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items()})
     return starts
-
-
-class InOrderAcks:
-    """Acknowledge each message once its writes are durable, in offset order per partition.
-
-    Order matters: Faust commits up to the first run of consecutive acked offsets and
-    does not notice a hole right after the committed offset, so an ack that overtook
-    an earlier, still unacknowledged message would commit past it.
-    """
-
-    def __init__(self, stream: faust.StreamT) -> None:
-        self._stream = stream
-        self._last: dict[Any, asyncio.Future[None]] = {}
-
-    async def ack(self, event: faust.EventT, deliveries: list[Any]) -> None:
-        tp = event.message.tp
-        previous = self._last.get(tp)
-        if not deliveries and (previous is None or previous.done()):
-            self._last.pop(tp, None)
-            await self._stream.ack(event)
-            return
-        self._last[tp] = asyncio.ensure_future(self._ack_after(previous, event, deliveries))
-
-    async def _ack_after(
-        self, previous: asyncio.Future[None] | None, event: faust.EventT, deliveries: list[Any]
-    ) -> None:
-        message = event.message
-        try:
-            if previous is not None:
-                await previous  # raises if an earlier message could not be acknowledged
-            for delivery in deliveries:
-                await delivery
-        except Exception:
-            log.exception(
-                "a write caused by %s[%d]@%d (or before it) failed; "
-                "it stays unacknowledged and will be processed again after a restart",
-                message.topic,
-                message.partition,
-                message.offset,
-            )
-            raise
-        await self._stream.ack(event)
 
 
 def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
@@ -257,9 +178,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     def end_offset(topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
 
+    table_writer = TableWriter(users)
     processor = UserProcessor(
         engine=Engine(rules),
-        users=_FaustUsers(users),
+        users=table_writer,
         ledger=ledger,
         sink=sink,
         metrics=metrics,
@@ -283,6 +205,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             starts = None
         catch_up.assigned(starts)
         order.assigned(starts)  # what waited is read again from the committed offsets
+        try:
+            processor.recently_sent = await recently_sent(
+                settings, settings.recent_sends_window_seconds
+            )
+        except Exception:
+            log.exception("could not read the recent sends; Redis marks alone guard them")
 
     input_topics = set(settings.input_topics)
 
@@ -388,6 +316,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
 
     @app.on_before_shutdown.connect
     async def finish_bookkeeping(app: faust.App, **_: Any) -> None:
+        await table_writer.drain()
         await processor.drain_bookkeeping()
         await ledger.close()
 

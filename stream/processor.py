@@ -62,7 +62,9 @@ class UserTable(Protocol):
     """The users table; ``put`` returns an awaitable that resolves once the change is durable."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    async def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any]: ...
+    async def put(
+        self, key: bytes, value: bytes, partition: int, after: list[Awaitable[Any]]
+    ) -> Awaitable[Any]: ...
 
 
 @dataclass
@@ -114,10 +116,19 @@ class UserProcessor:
         self.backoff = RedisBackoff()
         self._bookkeeping: set[asyncio.Future[None]] = set()
         self._deliveries: list[Awaitable[Any]] = []
+        self._unaccounted: list[Awaitable[Any]] = []  # records sent, state not yet saved
+        #: Trigger ids found on the output topic at the last assignment (stream.recent_sends).
+        self.recently_sent: set[str] = set()
+
+    def _record_sent(self, delivery: Awaitable[Any]) -> None:
+        """A record sent for the user being processed: their state's write waits for it."""
+        self._deliveries.append(delivery)
+        self._unaccounted.append(delivery)
 
     def take_deliveries(self) -> list[Awaitable[Any]]:
         """What the last message produced (state changelog, outputs), to ack it once durable."""
         deliveries, self._deliveries = self._deliveries, []
+        self._unaccounted = []
         return deliveries
 
     # -- input events -------------------------------------------------------------------
@@ -246,7 +257,15 @@ class UserProcessor:
         return self.deadlines.rebuild(wake_times(rows))
 
     async def _save(self, user_key: bytes, row: UserRow) -> None:
-        self._deliveries.append(await self._users.put(user_key, pack_row(row), row.partition))
+        # The state change goes to the changelog only once the records this message sent
+        # are on the broker: a crash in between then leaves a state that sends them again
+        # (skipped if they were out: Redis marks, stream.recent_sends), never a reminder
+        # lost under a state that says it went out.
+        written = await self._users.put(
+            user_key, pack_row(row), row.partition, after=self._unaccounted
+        )
+        self._unaccounted = []
+        self._deliveries.append(written)
         self.deadlines.set(row.partition, user_key.decode(), row.wake_ms)
 
     # -- firing -------------------------------------------------------------------------
@@ -307,6 +326,7 @@ class UserProcessor:
         held: list[Held] = []
         try:
             already = await self._ledger.already_sent(sent_ids)
+            already |= self.recently_sent.intersection(sent_ids)
         except RedisUnavailable as exc:
             self._redis_failed(exc)
             held = [d for d in decisions if not d["reason"]]
@@ -317,10 +337,10 @@ class UserProcessor:
             if d["trigger_id"] in already:
                 continue  # sent before a crash: never twice
             value = orjson.dumps(d)
-            self._deliveries.append(await self._sink.audit(key, value))
+            self._record_sent(await self._sink.audit(key, value))
             if d["status"] == "sent":
                 delivery = await self._sink.triggered(key, value)
-                self._deliveries.append(delivery)
+                self._record_sent(delivery)
                 deliveries.append(delivery)
             self._metrics.decisions.labels(d["trigger"], d["status"], d["reason"] or "none").inc()
             fired = datetime.fromisoformat(d["fired_at"]).timestamp()
@@ -375,7 +395,7 @@ class UserProcessor:
         for record in records:
             if isinstance(record, Conversion):
                 value = record_to_json(record)
-                self._deliveries.append(await self._sink.audit(user_id.encode(), value))
+                self._record_sent(await self._sink.audit(user_id.encode(), value))
                 self._metrics.conversions.labels(record.trigger, record.arm).inc()
 
 

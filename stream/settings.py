@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # After a restart or rebalance, a partition's events from its four topics are applied
     # in event-time order; an event waits at most this long for the other topics.
     order_max_hold_seconds: float = Field(default=2.0, ge=0)
+    # After every assignment, trigger ids sent to the output topic this long ago or less
+    # are read back and never sent again (a crash between a send and its bookkeeping).
+    recent_sends_window_seconds: float = Field(default=600.0, ge=0)
     log_level: str = "INFO"
 
     @property

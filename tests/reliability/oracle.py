@@ -109,9 +109,17 @@ def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[byte
     )
 
 
+def cutoff(events: EventSet) -> datetime:
+    """The oracle's horizon: every deadline the events arm directly is due by then.
+
+    Later deadlines (a replenishment learned from a user's order intervals) are outside
+    the comparison, on both sides.
+    """
+    return events.last_ts + LONGEST_DELAY + timedelta(seconds=1)
+
+
 def oracle_sent(events: EventSet, rules: Path) -> Counter[str]:
-    until = events.last_ts + LONGEST_DELAY + timedelta(seconds=1)
-    records = replay_records(events.path, rules, until)
+    records = replay_records(events.path, rules, cutoff(events))
     return Counter(
         r["trigger_id"] for r in records if r["kind"] == "decision" and r["status"] == "sent"
     )
@@ -130,7 +138,8 @@ async def settle(
 
     A worker restarted late (a kill just before the end of traffic) may still be
     recovering or reading its backlog then: wait on until the running workers have no
-    pending deadline and no input waiting to be applied.
+    deadline held back (each partition's horizon is the wall clock: every deadline due
+    by now has fired) and no input waiting to be applied.
     """
     await asyncio.sleep(settle_until(events) + extra)
     running = [w for w in workers if w.proc.poll() is None]
@@ -146,11 +155,12 @@ def _still_working(worker: Worker) -> bool:
         metrics = worker.metrics()
     except OSError:
         return True
-    left = 0.0
     for line in metrics.splitlines():
-        if line.startswith(("nudge_pending_deadlines{", "nudge_input_waiting_messages ")):
-            left += float(line.rsplit(" ", 1)[1])
-    return left > 0 or "nudge_ready 1.0" not in metrics
+        if line.startswith("nudge_input_waiting_messages ") and float(line.split()[-1]) > 0:
+            return True
+        if line.startswith("nudge_deadlines_held_back_seconds{") and float(line.split()[-1]) > 1:
+            return True
+    return "nudge_ready 1.0" not in metrics
 
 
 @dataclass
@@ -186,7 +196,11 @@ def assert_matches_oracle(verdict: Verdict, tolerance: float = 0.0) -> None:
     assert differing <= tolerance * verdict.oracle, str(verdict)
 
 
-def compare(live_records: list[dict[str, Any]], oracle: Counter[str]) -> Verdict:
+def compare(live_records: list[dict[str, Any]], events: EventSet, rules: Path) -> Verdict:
+    """The live ``sent`` records against the oracle's, both up to the oracle's cutoff."""
+    oracle = oracle_sent(events, rules)
+    end = cutoff(events)
+    live_records = [r for r in live_records if datetime.fromisoformat(r["due_at"]) <= end]
     live = Counter(r["trigger_id"] for r in live_records)
     return Verdict(
         oracle=sum(oracle.values()),

@@ -14,7 +14,6 @@ from tests.reliability.oracle import (
     assert_matches_oracle,
     compare,
     fixed_events,
-    oracle_sent,
     scale,
     settle,
     start_traffic,
@@ -45,6 +44,6 @@ async def test_worker_joins_and_another_leaves_mid_stream(
         live = await read_all(group, "triggers")
     finally:
         group.stop_all()
-    verdict = compare(live, oracle_sent(events, rules))
+    verdict = compare(live, events, rules)
     print(f"rebalance: {len(events.events)} events; {verdict}", file=sys.stderr)
     assert_matches_oracle(verdict)
