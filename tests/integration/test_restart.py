@@ -39,6 +39,12 @@ def events_processed(worker: Worker) -> float:
     return total
 
 
+def worker_group(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> WorkerGroup:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path)
+
+
 async def wait_processed(worker: Worker, n: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while events_processed(worker) < n:
@@ -66,9 +72,7 @@ def cart_adds(prefix: str, at: datetime) -> list[dict[str, object]]:
 async def test_kill9_and_restart_on_a_fresh_disk(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path)
+    group = worker_group(kafka_bootstrap, redis_url, tmp_path)
     try:
         first = group.start(0)
         now = datetime.now(UTC)
@@ -111,9 +115,7 @@ async def test_events_produced_while_down_are_read_from_the_first_uncommitted_of
     committed at the position the client had fetched to; records fetched and dropped
     during the restart's recovery were never read (stream.kafka_transport).
     """
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path)
+    group = worker_group(kafka_bootstrap, redis_url, tmp_path)
     try:
         first = group.start(0)
         await produce(group, cart_adds("before", datetime.now(UTC)))
@@ -139,9 +141,7 @@ async def test_the_local_disk_is_kept_after_sigterm_and_discarded_after_kill9(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     """After kill -9 the disk may hold rows the changelog never got (stream.local_state)."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path)
+    group = worker_group(kafka_bootstrap, redis_url, tmp_path)
     try:
         worker = group.start(0)
         await produce(group, cart_adds("disk", datetime.now(UTC)))
