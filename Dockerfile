@@ -16,6 +16,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY triggers ./triggers
 COPY stream ./stream
+COPY cli ./cli
+COPY simulation ./simulation
 RUN python -m pip wheel --wheel-dir /wheels . \
  && python -m venv /opt/nudge \
  && /opt/nudge/bin/pip install --no-index --find-links /wheels nudge \

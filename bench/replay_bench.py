@@ -1,6 +1,6 @@
 """Replay benchmark: the engine's replay throughput next to a parse-only baseline.
 
-Generates a synthetic shop event file once (``triggers.synthetic``; cached in
+Generates a synthetic shop event file once (``simulation.synthetic``; cached in
 ``bench/out/``, git-ignored), then, in one run, measures on the same file:
 
 (a) baseline - read every line and ``orjson.loads`` it (the floor any replay pays);
@@ -250,7 +250,7 @@ def _run_phase_once(name: str, args: argparse.Namespace, events: Path) -> dict[s
 
 def ensure_events(users: int, seed: int, days: float, start: datetime) -> tuple[Path, float | None]:
     """The cached event file for these parameters, generated if missing."""
-    from triggers.synthetic import write_event_file
+    from simulation.synthetic import write_event_file
 
     stamp = start.strftime("%Y%m%dT%H%M%SZ")
     path = OUT_DIR / f"events-u{users}-s{seed}-d{days:g}-{stamp}.jsonl"

@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from simulation.synthetic import generate_events  # noqa: E402
 from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup  # noqa: E402
-from triggers.synthetic import generate_events  # noqa: E402
 
 #: Throughput: the contract's default rules (delays of hours and days), so the drain
 #: measures the event path, as in a shop where most events fire nothing at once.

@@ -1,6 +1,6 @@
 """``nudge simulate``: synthetic shop traffic (or a JSON Lines file) produced to Kafka.
 
-Synthetic mode reuses the replay benchmark's generator (``triggers.synthetic``)
+Synthetic mode reuses the replay benchmark's generator (``simulation.synthetic``)
 and stamps every event with the moment it is sent, so wall-clock deadlines in
 the live worker behave as in a real shop, only faster: ``--rate`` sets the pace.
 File mode (``--file``) produces the file's events unchanged (timestamps kept),
@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from simulation.synthetic import TOPIC_FOR_TYPE, generate_events
 from stream.kafka_auth import aiokafka_kwargs
 from stream.settings import Settings
-from triggers.synthetic import TOPIC_FOR_TYPE, generate_events
 from triggers.timestamps import TimestampError, parse_timestamp
 
 

@@ -1,4 +1,4 @@
-"""``nudge replay``: the engine on a JSON Lines file, with an event-time clock.
+"""The replay simulation: the engine on JSON Lines events, with an event-time clock.
 
 The same :class:`~triggers.engine.Engine` as the live service, without Kafka or
 Redis. The simulation (contract section 6):
@@ -39,32 +39,28 @@ Programmatic use (the benchmark, tests)::
     result.errors    # [(line number or None at the end, detail)]: stages that could not fire
 
 or incrementally with :class:`Replay` (``feed_line`` / ``feed_event`` /
-``finish``), which is what ``replay_command`` streams with.
+``finish``), which is what ``nudge replay`` (:mod:`cli.replay`) streams with.
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
-import os
-import sys
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, TextIO
 
 from triggers.engine import NO_FACTS, PROCESSED, TEST, Engine, OutsideFacts
 from triggers.events import Event, InvalidEvent, parse_event
-from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision, record_to_json
-from triggers.rules import Rules, RulesError, load_rules
+from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision
+from triggers.rules import Rules
 from triggers.state import UserState
-from triggers.timestamps import TimestampError, format_timestamp, parse_timestamp
+from triggers.timestamps import format_timestamp
 
 Record = Decision | Conversion
 _SUPPRESSED_FACTS = OutsideFacts(suppressed=True)
-_PROGRESS_EVERY = 100_000
 
 
 @dataclass(slots=True)
@@ -182,7 +178,7 @@ class Replay:
             self._carry = out  # what fired before the failure still goes out, in order
             self.summary.invalid += 1
             self.summary.invalid_reasons["processing_error"] += 1
-            raise InvalidEvent("processing_error", _describe(exc)) from exc
+            raise InvalidEvent("processing_error", describe_error(exc)) from exc
         return out
 
     def _apply(self, event: Event, out: list[Record]) -> None:
@@ -291,7 +287,7 @@ class Replay:
                 # The user keeps their state, unscheduled: their next event re-arms them.
                 self.summary.errors += 1
                 self.errors.append(
-                    f"a stage due at {format_timestamp(due)} could not fire: {_describe(exc)}"
+                    f"a stage due at {format_timestamp(due)} could not fire: {describe_error(exc)}"
                 )
                 continue
             self.states[user_id] = step.state
@@ -300,7 +296,7 @@ class Replay:
         return out
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -316,7 +312,7 @@ class ReplayResult:
 
 
 @contextmanager
-def _without_cycle_collector() -> Iterator[None]:
+def without_cycle_collector() -> Iterator[None]:
     """Pause the cyclic garbage collector for a batch run.
 
     The engine only builds immutable trees (no reference cycles), so reference
@@ -346,7 +342,7 @@ def replay_lines(
     records: list[Record] = []
     invalid: list[tuple[int, str, str]] = []
     errors: list[tuple[int | None, str]] = []
-    with _without_cycle_collector():
+    with without_cycle_collector():
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
@@ -359,134 +355,3 @@ def replay_lines(
         records += replay.finish(until)
         errors += ((None, detail) for detail in replay.take_errors())
     return ReplayResult(records, replay.summary, replay.states, invalid, errors)
-
-
-# --- the command -------------------------------------------------------------------------
-
-
-def replay_command(events: str, *, rules: str | None, until: str | None, out: str) -> int:
-    """``nudge replay EVENTS [--rules R] [--until TS] [--out F]``; ``-`` is stdin / stdout.
-
-    Exit status: 0 after a replay (invalid lines are reported, not fatal), 1 for
-    an invalid rules file, 2 for an unreadable input, unwritable output or a
-    bad ``--until``.
-    """
-    try:
-        loaded = load_rules(rules)
-    except RulesError as exc:
-        for key_path, reason in exc.errors:
-            print(
-                f"nudge replay: rules: {key_path + ': ' if key_path else ''}{reason}",
-                file=sys.stderr,
-            )
-        return 1
-    end: datetime | None = None
-    if until is not None:
-        try:
-            end = parse_timestamp(int(until) if until.strip().lstrip("-").isdigit() else until)
-        except TimestampError as exc:
-            print(f"nudge replay: --until: {exc.detail}", file=sys.stderr)
-            return 2
-    try:
-        source: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"nudge replay: cannot read {events}: {exc.strerror}", file=sys.stderr)
-        return 2
-    try:
-        sink: BinaryIO = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"nudge replay: cannot write {out}: {exc.strerror}", file=sys.stderr)
-        source.close()
-        return 2
-    size = _size_of(source)
-    progress = _progress_printer(sys.stderr, size) if sys.stderr.isatty() else None
-    try:
-        with _without_cycle_collector():
-            summary = _run(source, sink, loaded, end, progress)
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
-        if sink is not sys.stdout.buffer:
-            sink.close()
-    for line in summary.lines():
-        print(f"replay: {line}", file=sys.stderr)
-    return 0
-
-
-def _run(
-    source: BinaryIO,
-    sink: BinaryIO,
-    rules: Rules,
-    until: datetime | None,
-    progress: Callable[[int, int], None] | None,
-) -> ReplaySummary:
-    replay = Replay(rules, keep_going=True)
-    buffered: list[bytes] = []
-    offset = 0
-    for number, raw in enumerate(source, start=1):
-        offset += len(raw)
-        if progress is not None and number % _PROGRESS_EVERY == 0:
-            progress(number, offset)
-        if not raw.strip():
-            continue
-        try:
-            records = replay.feed_line(raw)
-        except InvalidEvent as exc:
-            print(f"line {number}: {exc.reason}: {exc.detail}", file=sys.stderr)
-            records = []
-        if replay.errors:
-            for detail in replay.take_errors():
-                print(f"line {number}: processing_error: {detail}", file=sys.stderr)
-        if records:
-            _serialize(records, buffered, f"line {number}")
-            if len(buffered) >= 2048:
-                sink.write(b"\n".join(buffered) + b"\n")
-                buffered.clear()
-    if progress is not None:
-        progress(-1, offset)
-    _serialize(replay.finish(until), buffered, "end of input")
-    for detail in replay.take_errors():
-        print(f"end of input: processing_error: {detail}", file=sys.stderr)
-    if buffered:
-        sink.write(b"\n".join(buffered) + b"\n")
-    sink.flush()
-    return replay.summary
-
-
-def _serialize(records: list[Record], buffered: list[bytes], where: str) -> None:
-    """Append the records as JSON; one that cannot be written is reported and left out."""
-    try:
-        lines = [record_to_json(record) for record in records]
-    except Exception:
-        lines = []
-        for record in records:
-            try:
-                lines.append(record_to_json(record))
-            except Exception as exc:
-                message = f"a record could not be written: {_describe(exc)}"
-                print(f"{where}: processing_error: {message}", file=sys.stderr)
-    buffered += lines
-
-
-def _size_of(source: BinaryIO) -> int | None:
-    try:
-        size = os.fstat(source.fileno()).st_size
-    except (OSError, ValueError):
-        return None
-    return size or None
-
-
-def _progress_printer(stream: TextIO, size: int | None) -> Callable[[int, int], None]:
-    def show(lines: int, offset: int) -> None:
-        if lines < 0:
-            stream.write("\r\x1b[K")
-        else:
-            share = f" ({100 * offset / size:.0f}%)" if size else ""
-            stream.write(f"\rreplay: {lines} lines{share}")
-        stream.flush()
-
-    return show

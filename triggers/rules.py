@@ -1,4 +1,4 @@
-"""The rules file (contract section 5): pydantic model, parsing, ``nudge rules check``.
+"""The rules file (contract section 5): pydantic model and parsing.
 
 Every key has a default, so an empty file is valid. Unknown keys are refused
 (a typo must not silently fall back to a default). Errors carry the key path,
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,7 +66,6 @@ __all__ = [
     "load_rules",
     "parse_duration",
     "parse_rules",
-    "rules_check_command",
 ]
 
 
@@ -457,16 +455,3 @@ def dump_rules(rules: Rules) -> str:
         rules.model_dump(mode="json"), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
     return header + body
-
-
-def rules_check_command(path: str) -> int:
-    """``nudge rules check FILE``: print the effective rules (exit 0) or the errors (exit 1)."""
-    try:
-        rules = load_rules(path)
-    except RulesError as exc:
-        for key_path, reason in exc.errors:
-            print(_error_line(key_path, reason), file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s); rules refused", file=sys.stderr)
-        return 1
-    sys.stdout.write(dump_rules(rules))
-    return 0

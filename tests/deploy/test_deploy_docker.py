@@ -243,8 +243,9 @@ def test_wheel_built_from_the_build_context_runs_the_cli(tmp_path: Path) -> None
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        assert "nudge = stream.cli:main" in archive.read(entry_points).decode()
-    assert "stream/cli.py" in names and "stream/app.py" in names
+        assert "nudge = cli.main:main" in archive.read(entry_points).decode()
+    assert "cli/main.py" in names and "stream/app.py" in names
+    assert any(n.startswith("simulation/") for n in names)
     assert any(n.startswith("triggers/") for n in names)
     site = tmp_path / "site"
     subprocess.run(
@@ -266,8 +267,8 @@ def test_wheel_built_from_the_build_context_runs_the_cli(tmp_path: Path) -> None
     )
     # The wheel's own copy of the package (not the editable checkout) answers.
     probe = (
-        "import stream, sys; from stream.cli import main; "
-        f"assert stream.__file__.startswith({str(site)!r}), stream.__file__; "
+        "import cli, sys; from cli.main import main; "
+        f"assert cli.__file__.startswith({str(site)!r}), cli.__file__; "
         "sys.argv = ['nudge', 'worker', '--help']; main()"
     )
     out = subprocess.run(

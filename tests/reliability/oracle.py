@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from simulation.synthetic import generate_events
 from tests.integration.harness import NUDGE, Worker, WorkerGroup, replay_records
-from triggers.synthetic import generate_events
 
 #: Delays of seconds; windows (cooldown, frequency cap, attribution) far from any
 #: boundary, so late firing after a fault changes no decision, only its fired_at.

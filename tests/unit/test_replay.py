@@ -11,17 +11,18 @@ from typing import Any
 import orjson
 import pytest
 
+from cli.replay import replay_command
 from tests.unit.timelines import at, iso, wire
 from triggers.engine import Engine
 from triggers.records import Conversion, Decision
-from triggers.replay import Replay, replay_command, replay_lines
+from triggers.replay import Replay, replay_lines
 from triggers.rules import Rules
 from triggers.wire import OUTPUT_RECORD
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-NUDGE = [sys.executable, "-m", "stream.cli"]
+NUDGE = [sys.executable, "-m", "cli.main"]
 
 
 def events_file(tmp_path: Path) -> Path:
@@ -164,7 +165,7 @@ def test_the_replay_driver_fires_due_users_in_due_then_user_order() -> None:
 def test_the_progress_line_for_terminals() -> None:
     import io
 
-    from triggers.replay import _progress_printer
+    from cli.replay import _progress_printer
 
     stream = io.StringIO()
     show = _progress_printer(stream, 1000)

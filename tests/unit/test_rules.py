@@ -17,7 +17,7 @@ from triggers.rules import Rules, RulesError, dump_rules, load_rules, parse_dura
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-NUDGE = [sys.executable, "-m", "stream.cli"]
+NUDGE = [sys.executable, "-m", "cli.main"]
 
 CONTRACT_EXAMPLE = """
 version: 1

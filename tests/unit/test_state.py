@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from simulation.synthetic import event_lines, generate_events
 from tests.unit.timelines import Timeline, at, make_rules
 from triggers.replay import replay_lines
 from triggers.rules import Rules
 from triggers.state import UserState, decode_state, encode_state
-from triggers.synthetic import event_lines, generate_events
 
 pytestmark = pytest.mark.unit
 

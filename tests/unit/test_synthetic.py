@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from triggers.events import parse_event
-from triggers.synthetic import (
+from simulation.synthetic import (
     CATALOG,
     CONSUMABLE_DAYS,
     TOPIC_FOR_TYPE,
@@ -20,6 +19,7 @@ from triggers.synthetic import (
     generate_events,
     write_event_file,
 )
+from triggers.events import parse_event
 
 pytestmark = pytest.mark.unit
 

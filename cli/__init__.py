@@ -1,0 +1,1 @@
+"""The ``nudge`` command line: argument parsing, printing, exit codes (no engine logic)."""
