@@ -1,11 +1,17 @@
 """Firing: what happens when a user's pending stages come due (``Engine.on_time``).
 
+A stage's *send time* is its due time, or, when the due time falls in quiet
+hours (in the user's time zone), the end of those quiet hours: a stage due in
+a quiet night is deferred, never dropped, whether it is reached at its due
+time or only later (a stage armed by the decision on an earlier stage made in
+the morning, a worker back from an outage).
+
 Every stage whose send time is <= now is reached, in send-time order, equal
 times by priority (highest first, then trigger name, product, stage). For each:
 
 1. reached later than its send time + ``max_delay``: ``suppressed``/``stale``;
-2. inside quiet hours in the user's time zone: deferred to the end of the
-   window (no record; the end becomes its send time);
+2. reached inside quiet hours: deferred to the end of the window (no record;
+   the end becomes its send time);
 3. otherwise the contact policy (:func:`triggers.contact_policy.judge`) decides.
 
 A decision (any status) schedules the episode's next stage. ``sent`` and
@@ -97,11 +103,15 @@ def fire_due(
     """Reach every stage due by ``until`` (default ``now``), at ``now``; new state, decisions."""
     until = now if until is None else min(until, now)
     remaining = [item for item in state.pending if item.send_at > until]
-    due_now = [item for item in state.pending if item.send_at <= until]
+    due_now: list[Pending] = []
     dormant = _dormancy_pending(fr, state)
     dormancy_reached = dormant is not None and dormant.send_at <= until
+    reached = [item for item in state.pending if item.send_at <= until]
     if dormancy_reached:
-        due_now.append(dormant)
+        reached.append(dormant)
+    for item in reached:
+        item = _at_send_time(fr, state, item)
+        (due_now if item.send_at <= until else remaining).append(item)
     policy = fr.rules.contact_policy
     contacts = state.contacts
     records: list[Decision] = []
@@ -116,19 +126,10 @@ def fire_due(
         if now - item.send_at > policy.max_delay:
             status, reason = SUPPRESSED, "stale"
         else:
-            quiet_end = _quiet_end(fr, state, now)
-            if quiet_end is not None:  # deferred, no record; quiet_end > now
-                remaining.append(
-                    Pending(
-                        item.trigger,
-                        item.stage,
-                        item.key,
-                        item.anchor,
-                        item.due,
-                        quiet_end,
-                        item.subject,
-                    )
-                )
+            # a send time is never quiet: only a stage reached after it can be
+            quiet_end = None if now == item.send_at else _quiet_end(fr, state, now)
+            if quiet_end is not None:  # reached late, in the next quiet hours: deferred
+                remaining.append(_sent_at(item, quiet_end))
                 continue
             prefs = state.prefs
             status, reason = judge(
@@ -150,6 +151,8 @@ def fire_due(
             )
         following = next_stage(item, fr.stages[item.trigger])
         if following is not None:
+            if following.send_at <= until:  # already due: deferred if due in quiet hours
+                following = _at_send_time(fr, state, following)
             (due_now if following.send_at <= until else remaining).append(following)
 
     key, stage, send_at = state.dormancy_key, state.dormancy_stage, state.dormancy_send_at
@@ -193,6 +196,16 @@ def _dormancy_pending(fr: FiringRules, state: UserState) -> Pending | None:
     return dormancy.as_pending(
         state.dormancy_key or "", stage, state.dormancy_send_at, state.last_activity, rules
     )
+
+
+def _at_send_time(fr: FiringRules, state: UserState, item: Pending) -> Pending:
+    """The stage with its send time: moved to the end of the quiet hours it is due in."""
+    quiet_end = _quiet_end(fr, state, item.send_at)
+    return item if quiet_end is None else _sent_at(item, quiet_end)
+
+
+def _sent_at(item: Pending, send_at: datetime) -> Pending:
+    return Pending(item.trigger, item.stage, item.key, item.anchor, item.due, send_at, item.subject)
 
 
 def _quiet_end(fr: FiringRules, state: UserState, now: datetime) -> datetime | None:

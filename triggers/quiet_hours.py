@@ -1,16 +1,29 @@
 """Quiet hours in the user's local time: is a moment inside them, and when do they end?
 
-Windows are local wall-clock times; ``start > end`` crosses midnight. The
-local time is taken with ``zoneinfo``, so DST changes are handled: the end of
-a window is the first instant after ``now`` at which the local clock reads
-``end`` (for an end time skipped by a spring-forward change, the instant the
-skipped wall time maps to under the pre-transition offset).
+Windows are local wall-clock times ``[start, end)``; ``start > end`` crosses
+midnight. A moment is quiet when its local wall clock (``zoneinfo``, so DST
+is handled) reads a time inside the window. The end of quiet hours for a
+quiet moment is the first later instant whose wall clock reads ``end`` or
+past it:
+
+- an ``end`` skipped by a spring-forward change maps to the instant after the
+  gap (the clock jumps from before ``end`` to after it);
+- an ``end`` in an hour repeated by a fall-back change is its first pass; a
+  moment in the second pass whose clock is inside the window again is quiet
+  until the second pass of ``end``;
+- a ``start`` skipped by a gap means the window begins after the gap; a
+  ``start`` in a repeated hour is entered on each pass, and a window entered
+  lasts until the clock reads ``end``;
+- should a gap skip every time between ``end`` and ``start`` (a window
+  leaving less than the gap outside), quiet hours last until the next ``end``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+_MS = timedelta(milliseconds=1)
 
 
 def quiet_until(now: datetime, zone: ZoneInfo, start: time, end: time) -> datetime | None:
@@ -26,7 +39,35 @@ def quiet_until(now: datetime, zone: ZoneInfo, start: time, end: time) -> dateti
     elif clock >= end:
         return None
     for fold in (0, 1):
-        candidate = datetime.combine(day, end, tzinfo=zone).replace(fold=fold).astimezone(UTC)
-        if candidate > now:
-            return candidate
+        wall = datetime.combine(day, end, tzinfo=zone).replace(fold=fold)
+        candidate = wall.astimezone(UTC)
+        if candidate <= now:
+            continue
+        if candidate.astimezone(zone).replace(tzinfo=None) != wall.replace(tzinfo=None):
+            after = _after_gap(zone, wall)  # ``end`` is skipped on that day
+            # quiet again only if the gap skipped the whole rest of the day outside the window
+            return quiet_until(after, zone, start, end) or after
+        return candidate
     return None
+
+
+def _after_gap(zone: ZoneInfo, wall: datetime) -> datetime:
+    """The first instant after the spring-forward gap that skips the wall time ``wall``.
+
+    Read with the offset before the change (fold 0), ``wall`` lands after the
+    gap; with the offset after it (fold 1), before. The change lies between:
+    the first millisecond with the later offset.
+    """
+    after = wall.replace(fold=0).astimezone(UTC)
+    before = wall.replace(fold=1).astimezone(UTC)
+    offset = after.astimezone(zone).utcoffset()
+    while after - before > _MS:
+        middle = before + (after - before) / 2
+        middle -= timedelta(microseconds=middle.microsecond % 1000)
+        if middle <= before:
+            middle = before + _MS
+        if middle.astimezone(zone).utcoffset() == offset:
+            after = middle
+        else:
+            before = middle
+    return after

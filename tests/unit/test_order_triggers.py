@@ -291,3 +291,15 @@ def test_order_history_is_bounded() -> None:
     staple = next(p for p in history.products if p.product_id == "staple")
     assert len(staple.times) == 8 and staple.times[-1] == at(hours=49)
     assert staple.times[0] == at(hours=49) - timedelta(hours=7)
+
+
+def test_lapsing_uses_the_mean_gap_over_the_last_32_orders() -> None:
+    tl = Timeline(make_rules(only=LAPSING_ONLY))
+    days = [10 * n for n in range(9)] + [80 + 2 * n for n in range(1, 32)]  # 40 orders
+    for n, day in enumerate(days):
+        tl.order(at(days=day), f"o{n}")
+    # the last 32 orders (o8..o39) are 2 days apart; over all 40 the mean gap is 3.64 days
+    tl.advance(at(days=200))
+    (decision,) = tl.decisions()
+    assert decision.fired_at == at(days=days[-1] + 3)  # 1.5 x 2 days
+    assert decision.context["orders"] == 40 and decision.context["mean_gap_days"] == 2.0
