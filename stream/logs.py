@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+#: Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = {*logging.makeLogRecord({}).__dict__, "message", "asctime", "taskName"}
+_CORE = ("ts", "level", "logger", "msg", "exc")
+#: ``extra=`` keys that would carry a user's identity: dropped, never written.
+PERSONAL_KEYS = frozenset({"user_id", "user", "email", "key"})
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, exc, then the ``extra=`` fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
@@ -19,7 +28,13 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        for name, value in record.__dict__.items():
+            if name in _STANDARD or name in _CORE or name.startswith("_"):
+                continue
+            if name in PERSONAL_KEYS:
+                continue
+            entry[name] = value
+        return orjson.dumps(entry, default=str).decode()
 
 
 class RepeatFilter(logging.Filter):
@@ -32,10 +47,10 @@ class RepeatFilter(logging.Filter):
     def __init__(self, interval: float = 10.0) -> None:
         super().__init__()
         self._interval = interval
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key = (record.name, record.levelno, str(record.msg))
         first, dropped = self._seen.get(key, (0.0, 0))
         if record.created - first < self._interval:
             self._seen[key] = (first, dropped + 1)
@@ -70,3 +85,8 @@ def logging_config(level: str) -> dict[str, Any]:
             "faust.topics": {"level": "INFO" if level.upper() == "DEBUG" else level.upper()},
         },
     }
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr from here on (call it before the first line is logged)."""
+    logging.config.dictConfig(logging_config(level))

@@ -1,18 +1,30 @@
-"""Service settings, read from the environment (prefix ``NUDGE_``) or a ``.env`` file."""
+"""Service settings, read from the environment (prefix ``NUDGE_``) or a ``.env`` file.
+
+:func:`load_settings` validates everything before anything connects: a wrong value
+becomes one readable :class:`SettingsError` naming the variable, and a ``NUDGE_*``
+name that is no setting (a typo) becomes a warning with the closest real name.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "NUDGE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
     """Everything an operator can set. Example: ``NUDGE_KAFKA_BOOTSTRAP=kafka:9092``."""
 
-    model_config = SettingsConfigDict(env_prefix="NUDGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -24,19 +36,24 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_session_timeout_seconds: float = Field(default=15.0, ge=6.0)
+    # One deadline for reaching Kafka at start-up (the broker may still be starting beside
+    # us); an unknown host name or a port that does not speak Kafka fails at once.
+    kafka_startup_timeout_seconds: float = Field(default=30.0, gt=0)
     app_id: str = "nudge"
+    # Deprecated: every topic Nudge creates gets the input topics' partition count. If set
+    # and different from that count, the worker warns that it is ignored.
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     # Topics (defaults from the contract)
-    topic_browse: str = "shop.browse"
-    topic_cart: str = "shop.cart"
-    topic_order: str = "shop.order"
-    topic_prefs: str = "shop.prefs"
-    topic_triggers: str = "marketing.triggers"
-    topic_audit: str = "marketing.triggers.audit"
-    topic_dlq: str = "shop.events.dlq"
-    topic_ticks: str = "nudge.ticks"
+    topic_browse: str = Field(default="shop.browse", min_length=1)
+    topic_cart: str = Field(default="shop.cart", min_length=1)
+    topic_order: str = Field(default="shop.order", min_length=1)
+    topic_prefs: str = Field(default="shop.prefs", min_length=1)
+    topic_triggers: str = Field(default="marketing.triggers", min_length=1)
+    topic_audit: str = Field(default="marketing.triggers.audit", min_length=1)
+    topic_dlq: str = Field(default="shop.events.dlq", min_length=1)
+    topic_ticks: str = Field(default="nudge.ticks", min_length=1)
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -63,6 +80,92 @@ class Settings(BaseSettings):
     recent_sends_window_seconds: float = Field(default=600.0, ge=0)
     log_level: str = "INFO"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            level = value.strip().upper()
+            if level not in LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
+            return level
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        bootstrap_addresses(value)
+        return value
+
     @property
     def input_topics(self) -> tuple[str, str, str, str]:
         return (self.topic_browse, self.topic_cart, self.topic_order, self.topic_prefs)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names every offending variable."""
+
+
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``"a:9092,b:9093"`` -> ``[("a", 9092), ("b", 9093)]``; ValueError names a bad entry."""
+    addresses = []
+    for entry in (part.strip() for part in bootstrap.split(",")):
+        host, sep, port = entry.rpartition(":")
+        host = host.strip("[]")  # [::1]:9092
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{entry!r} is not HOST:PORT (expected e.g. kafka-1:9092,kafka-2:9092)"
+            )
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def setting_names() -> list[str]:
+    return [env_name(field) for field in Settings.model_fields]
+
+
+def unknown_setting_warnings(names: Iterable[str]) -> list[str]:
+    """One warning per ``NUDGE_*`` name that is not a setting, with the closest real name."""
+    known = setting_names()
+    warnings = []
+    for name in sorted(set(names)):
+        if not name.upper().startswith(PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a Nudge setting and is ignored{hint}")
+    return warnings
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A pydantic error as one line per variable: ``NUDGE_X='value': reason``."""
+    fields = Settings.model_fields
+    secret = {name for name, field in fields.items() if "SecretStr" in str(field.annotation)}
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = env_name(field) if field in Settings.model_fields else field
+        reason = item["msg"].removeprefix("Value error, ")
+        if field in secret or "input" not in item:
+            lines.append(f"{name}: {reason}")
+        else:
+            lines.append(f"{name}={item['input']!r}: {reason}")
+    return "; ".join(lines)
+
+
+def env_file_names(path: Path = Path(".env")) -> list[str]:
+    return [str(name) for name in dotenv_values(path)] if path.is_file() else []
+
+
+def load_settings() -> tuple[Settings, list[str]]:
+    """Validated settings, and warnings about ``NUDGE_*`` names (environment, ``.env``) that
+    are no setting. Raises :class:`SettingsError`, one readable message for every bad value.
+    """
+    warnings = unknown_setting_warnings([*os.environ, *env_file_names()])
+    try:
+        return Settings(), warnings
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None

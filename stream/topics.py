@@ -1,61 +1,211 @@
-"""Create Nudge's topics if missing and refuse to start on a partition-count mismatch."""
+"""Check the shop's input topics and create Nudge's own, before the worker starts.
+
+- The four input topics belong to the shop: Nudge never creates them. A missing one (often
+  a typo in ``NUDGE_TOPIC_*``) stops the start with every missing name and its variable.
+- They must have one partition count: a user's events, state and deadline ticks must land
+  on the same partition number. That count is the worker's partition count.
+- Nudge creates the tick topic (internal, co-partitioned with the inputs) and the output
+  topics (triggers, audit, dead letters) with that count when they are missing. An existing
+  tick topic with another count stops the start with the fix; existing output topics are
+  used as they are (they are not co-partitioned with anything).
+- After creating topics, their layout is read back until the broker reports it (metadata
+  can lag a creation by a moment) or the start-up deadline passes.
+"""
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
 
-from stream.kafka_auth import aiokafka_kwargs
-from stream.settings import Settings
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+
+from stream.broker_probe import wait_for_broker
+from stream.kafka_auth import aiokafka_kwargs, ssl_context
+from stream.settings import Settings, bootstrap_addresses, env_name
+
+log = logging.getLogger("nudge.topics")
 
 TICK_RETENTION_MS = 3_600_000  # ticks are worthless after a few seconds
+TOPIC_ALREADY_EXISTS = 36
+LAYOUT_POLL_SECONDS = 0.25
 
 
-class TopicLayoutError(RuntimeError):
+class TopicSetupError(RuntimeError):
+    """The topics are not usable as they are; the message says what to do."""
+
+
+class MissingInputTopics(TopicSetupError):
+    """Input topics that do not exist (Nudge never creates them)."""
+
+
+class TopicLayoutError(TopicSetupError):
     """The existing topics cannot be co-partitioned with per-user state."""
 
 
-async def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create missing topics with ``settings.partitions``; return each topic's partition count.
+def input_variables(settings: Settings) -> dict[str, str]:
+    """Input topic name -> the variable that names it."""
+    fields = ("topic_browse", "topic_cart", "topic_order", "topic_prefs")
+    return {getattr(settings, field): env_name(field) for field in fields}
 
-    The four input topics and the internal tick topic must all have the same
-    partition count: a user's events, their state and their deadline ticks
-    must land on the same partition number.
-    """
-    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings), client_id=f"{settings.app_id}-admin")
-    await admin.start()
-    try:
-        wanted = [
-            *settings.input_topics,
-            settings.topic_ticks,
-            settings.topic_triggers,
-            settings.topic_audit,
-            settings.topic_dlq,
-        ]
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(
-                name,
-                num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
-                topic_configs=(
-                    {"retention.ms": str(TICK_RETENTION_MS)} if name == settings.topic_ticks else {}
-                ),
+
+def owned_variables(settings: Settings) -> dict[str, str]:
+    """Topic Nudge creates -> the variable that names it (the tick topic first)."""
+    fields = ("topic_ticks", "topic_triggers", "topic_audit", "topic_dlq")
+    return {getattr(settings, field): env_name(field) for field in fields}
+
+
+def input_partitions(settings: Settings, counts: Mapping[str, int]) -> int:
+    """The input topics' common partition count; raises with the fix when there is none."""
+    inputs = input_variables(settings)
+    missing = [name for name in inputs if name not in counts]
+    if missing:
+        listed = ", ".join(f"{name} ({inputs[name]})" for name in missing)
+        raise MissingInputTopics(
+            f"missing input topic{'s' if len(missing) > 1 else ''}: {listed}. Nudge never "
+            "creates input topics: create them, or set the variable to the existing topic's "
+            "name (or let the Kafka principal describe them)"
+        )
+    distinct = {counts[name] for name in inputs}
+    if len(distinct) != 1:
+        layout = ", ".join(f"{name} ({inputs[name]})={counts[name]}" for name in inputs)
+        raise TopicLayoutError(
+            f"the input topics must have the same partition count, found {layout}. Add "
+            "partitions to the smaller ones (kafka-topics.sh --alter --partitions N) before any "
+            "event is written, or point NUDGE_TOPIC_* at topics with one partition count"
+        )
+    return distinct.pop()
+
+
+def check_ticks(settings: Settings, counts: Mapping[str, int], partitions: int) -> None:
+    """An existing tick topic must have the input topics' partition count."""
+    found = counts.get(settings.topic_ticks)
+    if found is not None and found != partitions:
+        raise TopicLayoutError(
+            f"the tick topic {settings.topic_ticks} (NUDGE_TOPIC_TICKS) has {found} partitions "
+            f"but the input topics have {partitions}. It holds only deadline ticks: delete it "
+            f"(kafka-topics.sh --delete --topic {settings.topic_ticks}) and restart, or set "
+            "NUDGE_TOPIC_TICKS to a new name"
+        )
+
+
+def to_create(settings: Settings, counts: Mapping[str, int], partitions: int) -> list[NewTopic]:
+    return [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=(
+                {"retention.ms": str(TICK_RETENTION_MS)} if name == settings.topic_ticks else {}
+            ),
+        )
+        for name in owned_variables(settings)
+        if name not in counts
+    ]
+
+
+def creation_errors(response: Any, variables: Mapping[str, str]) -> list[str]:
+    """Readable errors of a CreateTopics response, ignoring topics created meanwhile."""
+    errors = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        if code in (0, TOPIC_ALREADY_EXISTS):
+            continue  # another worker starting at the same time created it
+        detail = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
+        hint = " (NUDGE_REPLICATION_FACTOR)" if "replication" in detail.lower() else ""
+        errors.append(f"cannot create {name} ({variables.get(name, '?')}): {detail}{hint}")
+    return errors
+
+
+def reported_counts(described: list[dict[str, Any]]) -> dict[str, int]:
+    """Topic -> partition count, for the topics the broker knows without error."""
+    return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+
+
+async def _all_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
+    # Every topic: naming topics in a Metadata request may auto-create them on brokers
+    # with auto.create.topics.enable, and input topics must never be created.
+    return reported_counts(await admin.describe_topics())
+
+
+async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: float) -> int:
+    counts = await _all_counts(admin)
+    while any(counts.get(n) == 0 for n in settings.input_topics) and time.monotonic() < deadline:
+        await asyncio.sleep(LAYOUT_POLL_SECONDS)  # just created: partitions not reported yet
+        counts = await _all_counts(admin)
+    partitions = input_partitions(settings, counts)
+    check_ticks(settings, counts, partitions)
+    missing = to_create(settings, counts, partitions)
+    owned = owned_variables(settings)
+    if missing:
+        response = await admin.create_topics(missing)
+        errors = creation_errors(response, owned)
+        if errors:
+            raise TopicSetupError("; ".join(errors))
+        log.info(
+            "created topics",
+            extra={"topics": [t.name for t in missing], "partitions": partitions},
+        )
+    # Read the layout back until the broker reports every topic (never a single read
+    # right after a creation: metadata may still show no partitions for a moment).
+    while True:
+        counts = await _all_counts(admin)
+        unsettled = [n for n in owned if counts.get(n, 0) == 0]
+        if not unsettled:
+            break
+        if time.monotonic() >= deadline:
+            raise TopicSetupError(
+                f"the broker does not report {', '.join(unsettled)} "
+                f"{settings.kafka_startup_timeout_seconds:.0f} s after start-up began; check "
+                "that the Kafka principal may create and describe them"
             )
-            for name in wanted
-            if name not in existing
-        ]
-        if missing:
-            await admin.create_topics(missing)
-        described = await admin.describe_topics(wanted)
+        await asyncio.sleep(LAYOUT_POLL_SECONDS)
+    input_partitions(settings, counts)  # unchanged while we were creating
+    check_ticks(settings, counts, partitions)
+    for name in owned:
+        if name != settings.topic_ticks and counts[name] != partitions:
+            log.info(
+                "output topic has its own partition count",
+                extra={"topic": name, "partitions": counts[name], "input_partitions": partitions},
+            )
+    return partitions
+
+
+async def prepare_topics(settings: Settings) -> int:
+    """Check the input topics, create Nudge's own; return the partition count.
+
+    All within ``settings.kafka_startup_timeout_seconds``. Raises
+    :class:`~stream.broker_probe.BrokerUnusable` when Kafka cannot be reached,
+    :class:`TopicSetupError` (or a subclass) when the topics need an operator,
+    :class:`TimeoutError` when the broker is too slow.
+    """
+    timeout = settings.kafka_startup_timeout_seconds
+    deadline = time.monotonic() + timeout
+    await wait_for_broker(
+        bootstrap_addresses(settings.kafka_bootstrap), ssl_context(settings), timeout
+    )
+    admin = AIOKafkaAdminClient(
+        **aiokafka_kwargs(settings),
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=int(max(1.0, min(timeout, 30.0)) * 1000),
+    )
+    try:
+        async with asyncio.timeout_at(_loop_deadline(deadline)):
+            await admin.start()
+            return await _prepare(admin, settings, deadline)
+    except KafkaError as exc:
+        raise TopicSetupError(
+            f"Kafka at {settings.kafka_bootstrap} refused the topic set-up: "
+            f"{type(exc).__name__} {exc}".rstrip()
+        ) from None
     finally:
         await admin.close()
-    counts = {t["topic"]: len(t["partitions"]) for t in described}
-    co_partitioned = [*settings.input_topics, settings.topic_ticks]
-    distinct = {counts[name] for name in co_partitioned}
-    if len(distinct) != 1:
-        layout = ", ".join(f"{name}={counts[name]}" for name in co_partitioned)
-        raise TopicLayoutError(
-            "input topics and the tick topic must have the same partition count "
-            f"(found {layout}); repartition them or point NUDGE_TOPIC_* at matching topics"
-        )
-    return counts
+
+
+def _loop_deadline(deadline: float) -> float:
+    """A ``time.monotonic()`` instant on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())

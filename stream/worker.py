@@ -1,75 +1,116 @@
-"""``nudge worker``: start-up checks, then the Faust worker until stopped."""
+"""``nudge worker``: start-up checks, then the Faust worker until stopped.
+
+Every line is JSON from the first one. Before anything connects, the settings and the
+rules are validated; then Kafka is reached within one deadline and the topics are checked
+(:func:`stream.topics.prepare_topics`). A start that cannot succeed stops with one readable
+log line and no traceback (Faust is imported only
+after them): exit code 1 for an invalid rules file, 2 for settings, Kafka
+and topics that need an operator.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from aiokafka.errors import KafkaConnectionError, KafkaError
-from faust.worker import Worker
-
-from stream.app import create_app
-from stream.local_state import mark_clean_shutdown, open_local_tables
-from stream.logs import logging_config
-from stream.settings import Settings
-from stream.topics import TopicLayoutError, ensure_topics
-from triggers.rules import RulesError, load_rules
+from stream.broker_probe import BrokerUnusable
+from stream.logs import configure_logging, logging_config
+from stream.settings import Settings, SettingsError, load_settings
+from stream.topics import TopicSetupError, prepare_topics
+from triggers.rules import Rules, RulesError, load_rules
 
 log = logging.getLogger("nudge.worker")
 
+EXIT_RULES = 1
+EXIT_SETUP = 2
 
-async def _ensure_topics_patiently(settings: Settings, attempts: int = 30) -> dict[str, int]:
-    """Kafka may still be starting beside us (compose, Kubernetes): retry for about a minute."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await ensure_topics(settings)
-        except KafkaConnectionError:
-            if attempt == attempts:
-                raise
-            log.warning("Kafka not reachable yet (attempt %d/%d)", attempt, attempts)
-            await asyncio.sleep(2)
-    raise AssertionError("unreachable")
+
+def nudge_version() -> str:
+    try:
+        return version("nudge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _load_rules(path: Path | None) -> Rules | None:
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        log.error("invalid rules file %s: %s", path, "; ".join(str(exc).splitlines()))
+    except OSError as exc:
+        log.error("cannot read the rules file: %s (NUDGE_RULES_PATH or --rules)", exc)
+    return None
+
+
+def startup_partitions(settings: Settings, loop: asyncio.AbstractEventLoop) -> int | None:
+    """The topics' partition count once Kafka is reached and the topics are in order."""
+    try:
+        partitions = loop.run_until_complete(prepare_topics(settings))
+    except (BrokerUnusable, TopicSetupError) as exc:
+        log.error(str(exc).replace("%", "%%"))  # the message is the template: never merged
+        return None
+    except TimeoutError:
+        log.error(
+            "Kafka at %s did not complete the start-up checks within %.0f s "
+            "(NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS)",
+            settings.kafka_bootstrap,
+            settings.kafka_startup_timeout_seconds,
+        )
+        return None
+    if "partitions" in settings.model_fields_set and settings.partitions != partitions:
+        log.warning(
+            "NUDGE_PARTITIONS=%d is ignored: Nudge uses the input topics' partition count, %d; "
+            "unset NUDGE_PARTITIONS",
+            settings.partitions,
+            partitions,
+        )
+    return partitions
 
 
 def worker_command(rules: str | None = None) -> int:
-    settings = Settings()
-    rules_path = rules or settings.rules_path
+    configure_logging("INFO")
     try:
-        engine_rules = load_rules(rules_path)
-    except RulesError as exc:
-        print(f"nudge worker: invalid rules file {rules_path}:", file=sys.stderr)
-        for path, reason in exc.errors:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"nudge worker: cannot read rules file: {exc}", file=sys.stderr)
-        return 1
+        settings, warnings = load_settings()
+    except SettingsError as exc:
+        log.error("invalid settings: %s", exc)
+        return EXIT_SETUP
+    configure_logging(settings.log_level)
+    for warning in warnings:
+        log.warning(warning.replace("%", "%%"))
+    rules_path = Path(rules) if rules else settings.rules_path
+    engine_rules = _load_rules(rules_path)
+    if engine_rules is None:
+        return EXIT_RULES
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    try:
-        counts = loop.run_until_complete(_ensure_topics_patiently(settings))
-    except TopicLayoutError as exc:
-        print(f"nudge worker: {exc}", file=sys.stderr)
-        return 1
-    except KafkaError as exc:
-        print(
-            f"nudge worker: cannot reach Kafka at {settings.kafka_bootstrap} "
-            f"({type(exc).__name__}); check NUDGE_KAFKA_BOOTSTRAP",
-            file=sys.stderr,
-        )
-        return 1
-    partitions = counts[settings.topic_browse]
+    partitions = startup_partitions(settings, loop)
+    if partitions is None:
+        return EXIT_SETUP
+
+    # Faust and the app only now: a start that fails its checks fails fast.
+    from faust.worker import Worker
+
+    from stream.app import create_app
+    from stream.local_state import mark_clean_shutdown, open_local_tables
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     nudge = create_app(settings, engine_rules, partitions=partitions)
-
-    @nudge.app.on_after_configured.connect  # type: ignore[misc]
-    def _announce(app: object, **_: object) -> None:
-        log.info("rules %s, %d partitions", engine_rules.version_label, partitions)
-
+    log.info(
+        "nudge %s starting: rules %s, %d partitions",
+        nudge_version(),
+        engine_rules.version_label,
+        partitions,
+        extra={
+            "version": nudge_version(),
+            "rules_version": engine_rules.version_label,
+            "partitions": partitions,
+            "app_id": settings.app_id,
+            "input_topics": list(settings.input_topics),
+        },
+    )
     open_local_tables(settings.data_dir, Path(nudge.app.conf.tabledir))
     worker = Worker(
         nudge.app,

@@ -1,0 +1,205 @@
+"""Does the bootstrap address speak Kafka? A pre-flight check, before any Kafka client starts.
+
+Kafka clients retry blindly: a host name with a typo fails only after a minute, and a
+port that is not Kafka (Redis, an HTTP server) answers with bytes the client reads as a
+huge frame length, so it waits for its request timeout again and again. Here each address
+gets one ``ApiVersions`` request (allowed before SASL authentication); the answer tells:
+
+- a host name that does not resolve, a TLS handshake that fails, an answer that is not
+  Kafka: :class:`BrokerUnusable` at once, with the address and what was found there;
+- connection refused, no answer yet: retried until the deadline (the broker may be
+  starting beside us), then :class:`BrokerUnusable` with the last reason per address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import struct
+import time
+
+API_VERSIONS = 18
+MAX_FRAME = 1 << 20  # an ApiVersions answer is a few hundred bytes
+ATTEMPT_TIMEOUT = 3.0
+RETRY_PAUSE = 0.5
+
+
+class BrokerUnusable(RuntimeError):
+    """No bootstrap address can be used; the message says why for each address."""
+
+
+class _Fatal(Exception):
+    """This address will not work however long we wait."""
+
+
+class _NotYet(Exception):
+    """This address may work later (refused, closed, silent)."""
+
+
+class _Silent(_NotYet):
+    """Connected, but no answer to the Kafka request."""
+
+
+def _request(correlation_id: int) -> bytes:
+    client_id = b"nudge-probe"
+    body = struct.pack(">hhih", API_VERSIONS, 0, correlation_id, len(client_id)) + client_id
+    # The trailing CRLF is not part of the frame: a Kafka broker answers the frame first and
+    # never gets to the incomplete next one, while line-based servers (Redis, HTTP) answer
+    # the line instead of waiting for its end forever.
+    return struct.pack(">i", len(body)) + body + b"\r\n"
+
+
+def _tls_hint(head: bytes) -> str:
+    if head[:1] == b"\x15" and head[1:2] == b"\x03":  # a TLS alert record
+        return " but a TLS alert: set NUDGE_KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL"
+    return ""
+
+
+def _printable(data: bytes) -> str:
+    text = data.decode("latin-1")
+    return "".join(c if c.isprintable() else "." for c in text).strip(".")[:60]
+
+
+async def _answer_kind(reader: asyncio.StreamReader, correlation_id: int, timeout: float) -> None:
+    """Return if the answer is a Kafka ApiVersions response, else raise."""
+    try:
+        head = await asyncio.wait_for(reader.readexactly(4), timeout)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise _Fatal(f"answered {_printable(exc.partial)!r}, which is not Kafka") from None
+        raise _NotYet("closed the connection without answering") from None
+    except TimeoutError:
+        raise _Silent(
+            f"accepted the connection but did not answer a Kafka request in {timeout:.0f} s "
+            "(is it a Kafka listener?)"
+        ) from None
+    size = struct.unpack(">i", head)[0]
+    if not 4 <= size <= MAX_FRAME:
+        try:
+            more = await asyncio.wait_for(reader.read(80), 0.3)
+        except (TimeoutError, OSError):
+            more = b""
+        raise _Fatal(f"answered {_printable(head + more)!r}, which is not Kafka{_tls_hint(head)}")
+    try:
+        payload = await asyncio.wait_for(reader.readexactly(size), timeout)
+    except (asyncio.IncompleteReadError, TimeoutError):
+        raise _Fatal("sent a truncated answer, which is not Kafka") from None
+    if struct.unpack(">i", payload[:4])[0] != correlation_id:
+        raise _Fatal("answered with a wrong correlation id, which is not Kafka")
+
+
+async def probe_address(
+    host: str, port: int, context: ssl.SSLContext | None, timeout: float = ATTEMPT_TIMEOUT
+) -> None:
+    """One ApiVersions round trip; raises :class:`_Fatal` or :class:`_NotYet` with a reason."""
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise _NotYet(f"host name {host!r} does not resolve yet ({exc.strerror})") from None
+        raise _Fatal(f"host name {host!r} does not resolve ({exc.strerror})") from None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if context else None
+            ),
+            timeout,
+        )
+    except ssl.SSLError as exc:
+        raise _Fatal(
+            f"TLS handshake failed ({exc.reason or exc}); is it a TLS listener, and does "
+            "NUDGE_KAFKA_SSL_CAFILE hold its CA?"
+        ) from None
+    except TimeoutError:
+        raise _NotYet(f"no connection within {timeout:.0f} s") from None
+    except OSError as exc:
+        raise _NotYet(exc.strerror or str(exc)) from None
+    try:
+        correlation_id = int(time.monotonic() * 1000) & 0x7FFFFFFF
+        writer.write(_request(correlation_id))
+        await writer.drain()
+        await _answer_kind(reader, correlation_id, timeout)
+    except _Silent:
+        await _identify(host, port, context, timeout)
+        raise
+    except ssl.SSLError as exc:
+        raise _Fatal(f"TLS error ({exc.reason or exc})") from None
+    except (ConnectionError, OSError) as exc:
+        raise _NotYet(exc.strerror or str(exc) or type(exc).__name__) from None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _identify(host: str, port: int, context: ssl.SSLContext | None, timeout: float) -> None:
+    """Raise :class:`_Fatal` if a server silent to Kafka answers a text line (Redis, HTTP...).
+
+    Redis waits for a newline that never comes in a Kafka frame (it stops at the first NUL
+    byte). A Kafka broker reads the line as an oversized frame and closes the connection.
+    """
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if context else None
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return
+    try:
+        writer.write(b"PING\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(80), timeout)
+    except (OSError, TimeoutError):
+        answer = b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+    if answer:
+        raise _Fatal(
+            f"does not answer Kafka requests but answered {_printable(answer)!r} to a line of "
+            "text: it is not a Kafka listener"
+        )
+
+
+async def wait_for_broker(
+    addresses: list[tuple[str, int]],
+    context: ssl.SSLContext | None,
+    timeout: float,
+    *,
+    setting: str = "NUDGE_KAFKA_BOOTSTRAP",
+) -> None:
+    """Return once one address answers as a Kafka broker; else :class:`BrokerUnusable`.
+
+    Fails at once when every address is unusable for good, at ``timeout`` otherwise.
+    """
+    deadline = time.monotonic() + timeout
+    reasons: dict[tuple[str, int], str] = {}
+    while True:
+        fatal = 0
+        for host, port in addresses:
+            left = deadline - time.monotonic()
+            try:
+                await probe_address(host, port, context, max(0.1, min(ATTEMPT_TIMEOUT, left)))
+                return
+            except _Fatal as exc:
+                reasons[host, port] = str(exc)
+                fatal += 1
+            except _NotYet as exc:
+                reasons[host, port] = str(exc)
+        if fatal == len(addresses):
+            raise BrokerUnusable(_explain(reasons, setting, waited=None))
+        if time.monotonic() + RETRY_PAUSE >= deadline:
+            raise BrokerUnusable(_explain(reasons, setting, waited=timeout))
+        await asyncio.sleep(RETRY_PAUSE)
+
+
+def _explain(reasons: dict[tuple[str, int], str], setting: str, waited: float | None) -> str:
+    found = "; ".join(f"{host}:{port} {reason}" for (host, port), reason in reasons.items())
+    when = f" after {waited:.0f} s" if waited is not None else ""
+    return f"cannot reach Kafka{when}: {found}. Check {setting}"
