@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from triggers.events import TOPIC_OF_TYPE as CONTRACT_TOPIC_OF_TYPE
 
@@ -76,6 +78,9 @@ class WorkerGroup:
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     workers: list[Worker] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The worker never creates input topics: the group creates them (``partitions`` each)
+    #: before a start, as a shop would have them. False to start without them.
+    create_inputs: bool = True
 
     def topic(self, key: str) -> str:
         return f"{self.name}.{DEFAULT_NAMES[key]}"
@@ -104,7 +109,14 @@ class WorkerGroup:
         }
         return env
 
+    def create_input_topics(self) -> None:
+        names = [self.topic(key) for key in ("browse", "cart", "order", "prefs")]
+        with ThreadPoolExecutor(1) as pool:  # callable from a test inside a running loop
+            pool.submit(asyncio.run, create_topics(self.kafka, names, self.partitions)).result()
+
     def start(self, index: int = 0, *, wait_ready: bool = True) -> Worker:
+        if self.create_inputs:
+            self.create_input_topics()
         port = free_port()
         log = (self.workdir / f"worker-{index}.log").open("ab")
         proc = subprocess.Popen(
@@ -131,6 +143,18 @@ class WorkerGroup:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def create_topics(kafka: str, names: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet, ``partitions`` each."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        missing = [n for n in names if n not in set(await admin.list_topics())]
+        if missing:
+            await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+    finally:
+        await admin.close()
 
 
 @dataclass
