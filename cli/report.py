@@ -1,0 +1,394 @@
+"""``nudge report AUDIT``: uplift per trigger, stage and variant, with 95 % intervals.
+
+Reads an audit stream (:mod:`cli.report_data`), computes per group the arms'
+figures and their comparison (:mod:`cli.report_stats`), and prints a terminal
+table, or JSON (``--json``), and optionally writes one self-contained HTML page
+with charts (``--html FILE``, :mod:`cli.report_html`). How to read it:
+docs/report.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import BinaryIO, TextIO
+
+import msgspec
+
+from cli.report_data import ALL_STAGES, ALL_VARIANTS, AuditTally, GroupKey, tally_lines
+from cli.report_stats import (
+    ALPHA,
+    MIN_CONVERTERS,
+    MIN_RECIPIENTS,
+    ArmStats,
+    Uplift,
+    arm_stats,
+    compare_arms,
+    size_warnings,
+)
+from triggers.records import TRIGGER_NAMES
+
+NO_HOLDOUT = "no holdout recipients: uplift cannot be measured (holdout_percent 0?)"
+
+
+class Row(msgspec.Struct, frozen=True):
+    """One group: a trigger's stage (or "all") and variant (None, a name, or "(all)")."""
+
+    trigger: str
+    stage: int | str  # a stage number or "all"
+    variant: str | None
+    treatment: ArmStats
+    holdout: ArmStats | None
+    uplift: Uplift | None
+    warnings: list[str]
+
+
+class VariantComparison(msgspec.Struct, frozen=True):
+    """Variant ``variant`` against variant ``baseline`` (both treatment, same stage)."""
+
+    trigger: str
+    stage: int | str
+    variant: str
+    baseline: str
+    uplift: Uplift | None
+    warnings: list[str]
+
+
+class SendsBucket(msgspec.Struct, frozen=True):
+    start: datetime
+    sent: dict[str, int]  # trigger -> sent decisions fired in the bucket
+
+
+class InputSummary(msgspec.Struct, frozen=True):
+    lines: int
+    invalid: int
+    duplicates: int
+    decisions: int
+    conversions: int
+    unmatched_conversions: int
+    first_fired_at: datetime | None
+    last_fired_at: datetime | None
+    statuses: dict[str, dict[str, int]]  # trigger -> status -> decisions
+
+
+class Rules(msgspec.Struct, frozen=True):
+    confidence: float = 1 - ALPHA
+    min_recipients: int = MIN_RECIPIENTS
+    min_converters: int = MIN_CONVERTERS
+
+
+class Report(msgspec.Struct, frozen=True):
+    input: InputSummary
+    rows: list[Row]
+    variant_comparisons: list[VariantComparison]
+    sends_bucket: str  # hour | day | week
+    sends: list[SendsBucket]
+    rules: Rules = Rules()
+
+
+def _trigger_order(trigger: str) -> tuple[int, str]:
+    known = TRIGGER_NAMES.index(trigger) if trigger in TRIGGER_NAMES else len(TRIGGER_NAMES)
+    return known, trigger
+
+
+def _variant_order(variant: str | None) -> tuple[int, str]:
+    return (0, "") if variant is None else (1, variant)
+
+
+class _Arms:
+    """Arm figures and per-converter revenues of a tally, by group key."""
+
+    def __init__(self, tally: AuditTally) -> None:
+        self.tally = tally
+        self.revenue, self.counts, self.unmatched = tally.conversions()
+
+    def get(self, key: GroupKey) -> tuple[ArmStats, list[float]]:
+        revenues = list(self.revenue.get(key, {}).values())
+        recipients = len(self.tally.recipients.get(key, ()))
+        return arm_stats(recipients, revenues, self.counts[key]), revenues
+
+
+def build_report(tally: AuditTally) -> Report:
+    arms = _Arms(tally)
+    groups: dict[tuple[str, int], set[str | None]] = {}
+    for trigger, stage, variant, arm in tally.recipients:
+        variants = groups.setdefault((trigger, stage), set())
+        if arm == "treatment" and variant != ALL_VARIANTS:
+            variants.add(variant)
+    rows: list[Row] = []
+    comparisons: list[VariantComparison] = []
+    for trigger, stage in sorted(groups, key=lambda g: (_trigger_order(g[0]), g[1])):
+        stage_label: int | str = "all" if stage == ALL_STAGES else stage
+        holdout, holdout_revenues = arms.get((trigger, stage, None, "holdout"))
+        variants = sorted(groups[trigger, stage], key=_variant_order)
+        shown: list[str | None] = list(variants)
+        if len(variants) > 1:
+            shown.append(ALL_VARIANTS)
+        for variant in shown:
+            treatment, revenues = arms.get((trigger, stage, variant, "treatment"))
+            if holdout.recipients == 0:
+                uplift, notes = None, [NO_HOLDOUT]
+            else:
+                uplift = compare_arms(treatment, revenues, holdout, holdout_revenues)
+                notes = size_warnings(treatment, holdout, ("treatment", "holdout"))
+            rows.append(
+                Row(
+                    trigger=trigger,
+                    stage=stage_label,
+                    variant="(all)" if variant == ALL_VARIANTS else variant,
+                    treatment=treatment,
+                    holdout=holdout if holdout.recipients else None,
+                    uplift=uplift,
+                    warnings=notes,
+                )
+            )
+        for base, other in itertools.combinations(variants, 2):
+            base_arm, base_revenues = arms.get((trigger, stage, base, "treatment"))
+            other_arm, other_revenues = arms.get((trigger, stage, other, "treatment"))
+            base_name, other_name = base or "(none)", other or "(none)"
+            comparisons.append(
+                VariantComparison(
+                    trigger=trigger,
+                    stage=stage_label,
+                    variant=other_name,
+                    baseline=base_name,
+                    uplift=compare_arms(other_arm, other_revenues, base_arm, base_revenues),
+                    warnings=size_warnings(other_arm, base_arm, (other_name, base_name)),
+                )
+            )
+    bucket, sends = _sends(tally)
+    statuses: dict[str, dict[str, int]] = {}
+    for (trigger, status), n in sorted(tally.statuses.items()):
+        statuses.setdefault(trigger, {})[status] = n
+    summary = InputSummary(
+        lines=tally.lines,
+        invalid=tally.invalid,
+        duplicates=tally.duplicates,
+        decisions=tally.decisions,
+        conversions=tally.conversion_records,
+        unmatched_conversions=arms.unmatched,
+        first_fired_at=tally.first,
+        last_fired_at=tally.last,
+        statuses=statuses,
+    )
+    return Report(summary, rows, comparisons, bucket, sends)
+
+
+def _bucket_start(hour: datetime, bucket: str) -> datetime:
+    if bucket == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    return day if bucket == "day" else day - timedelta(days=day.weekday())
+
+
+def _sends(tally: AuditTally) -> tuple[str, list[SendsBucket]]:
+    """Sent decisions per hour (span <= 3 days), day (<= 180 days) or week, no gaps."""
+    if tally.first is None or tally.last is None or not tally.sends_by_hour:
+        return "day", []
+    span = tally.last - tally.first
+    bucket = (
+        "hour" if span <= timedelta(days=3) else "day" if span <= timedelta(days=180) else "week"
+    )
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}[bucket]
+    counts: dict[datetime, dict[str, int]] = {}
+    for (hour, trigger), n in tally.sends_by_hour.items():
+        sent = counts.setdefault(_bucket_start(hour, bucket), {})
+        sent[trigger] = sent.get(trigger, 0) + n
+    start, end = min(counts), max(counts)
+    out = []
+    while start <= end:
+        sent = counts.get(start, {})
+        out.append(SendsBucket(start, {t: sent[t] for t in sorted(sent, key=_trigger_order)}))
+        start += step
+    return bucket, out
+
+
+def report_json(report: Report) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(report), indent=2)
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+
+
+def _pp(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value * 100:+.2f}pp"
+    return text if ci is None else f"{text} [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+
+
+def _rel(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value * 100:+.0f}%"
+    return text if ci is None else f"{text} [{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        padded = (
+            cell.ljust(width) if i < 3 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in lines)]
+
+
+def render_text(report: Report) -> str:
+    s = report.input
+    out = [
+        f"audit lines {s.lines}: decisions {s.decisions}, conversions {s.conversions}"
+        f" (unmatched {s.unmatched_conversions}), invalid {s.invalid}, duplicates {s.duplicates}",
+    ]
+    if s.first_fired_at is not None and s.last_fired_at is not None:
+        out.append(
+            f"fired from {s.first_fired_at:%Y-%m-%d %H:%M} to {s.last_fired_at:%Y-%m-%d %H:%M} UTC"
+        )
+    out.append("")
+    header = [
+        "trigger",
+        "stage",
+        "variant",
+        "recip T",
+        "recip H",
+        "conv T",
+        "conv H",
+        "uplift [95% CI]",
+        "relative [95% CI]",
+        "p",
+        "rev/recip T",
+        "rev/recip H",
+        "!",
+    ]
+    notes: list[str] = []
+    lines = []
+    for row in report.rows:
+        u, h = row.uplift, row.holdout
+        mark = ""
+        if row.warnings:
+            notes.append(
+                f"  [{len(notes) + 1}] {row.trigger} stage {row.stage}"
+                f"{' ' + row.variant if row.variant else ''}: {'; '.join(row.warnings)}"
+            )
+            mark = f"[{len(notes)}]"
+        lines.append(
+            [
+                row.trigger,
+                str(row.stage),
+                row.variant or "",
+                str(row.treatment.recipients),
+                str(h.recipients) if h else "0",
+                _pct(row.treatment.rate),
+                _pct(h.rate if h else None),
+                _pp(u.absolute, u.absolute_ci) if u else "-",
+                _rel(u.relative, u.relative_ci) if u else "-",
+                _p(u.p_value) if u else "-",
+                _money(row.treatment.revenue_per_recipient),
+                _money(h.revenue_per_recipient if h else None),
+                mark,
+            ]
+        )
+    out += _table(header, lines) if lines else ["no sent or holdout decisions in the input"]
+    if report.variant_comparisons:
+        out += ["", "variant against variant (treatment only)"]
+        vlines = []
+        for c in report.variant_comparisons:
+            u = c.uplift
+            mark = ""
+            if c.warnings:
+                notes.append(
+                    f"  [{len(notes) + 1}] {c.trigger} stage {c.stage} {c.variant}"
+                    f" vs {c.baseline}: {'; '.join(c.warnings)}"
+                )
+                mark = f"[{len(notes)}]"
+            vlines.append(
+                [
+                    c.trigger,
+                    str(c.stage),
+                    f"{c.variant} vs {c.baseline}",
+                    _pp(u.absolute, u.absolute_ci) if u else "-",
+                    _rel(u.relative, u.relative_ci) if u else "-",
+                    _p(u.p_value) if u else "-",
+                    _money(u.revenue_diff) if u else "-",
+                    mark,
+                ]
+            )
+        out += _table(
+            [
+                "trigger",
+                "stage",
+                "variant",
+                "uplift [95% CI]",
+                "relative [95% CI]",
+                "p",
+                "rev/recip diff",
+                "!",
+            ],
+            vlines,
+        )
+    if notes:
+        out += [
+            "",
+            f"too small to say anything (< {MIN_RECIPIENTS} recipients or "
+            f"< {MIN_CONVERTERS} converters in an arm), or not measurable:",
+            *notes,
+        ]
+    out += [
+        "",
+        "T = treatment (sent), H = holdout; uplift = conversion rate T - H in percentage "
+        "points; p: two-sided, no correction for many rows or repeated looks (docs/report.md)",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def report_command(
+    source: str, *, as_json: bool = False, html: str | None = None, out: TextIO | None = None
+) -> int:
+    """``nudge report AUDIT [--json] [--html FILE]``; ``-`` is stdin. Exit 2 if unreadable."""
+    out = out or sys.stdout
+    try:
+        stream: BinaryIO = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"nudge report: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with stream:
+        tally = tally_lines(_lines(stream))
+    for example in tally.invalid_examples:
+        print(f"nudge report: invalid record, skipped: {example}", file=sys.stderr)
+    if tally.invalid > len(tally.invalid_examples):
+        print(f"nudge report: {tally.invalid} invalid records in all", file=sys.stderr)
+    report = build_report(tally)
+    if html is not None:
+        from cli.report_page import render_html
+
+        try:
+            with open(html, "w", encoding="utf-8") as page:
+                page.write(render_html(report))
+        except OSError as exc:
+            print(f"nudge report: cannot write {html}: {exc.strerror}", file=sys.stderr)
+            return 2
+    if as_json:
+        out.write(report_json(report).decode() + "\n")
+    else:
+        out.write(render_text(report))
+    return 0
+
+
+def _lines(stream: BinaryIO) -> Iterable[bytes]:
+    yield from stream

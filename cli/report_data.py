@@ -1,0 +1,170 @@
+"""Reading an audit stream for ``nudge report``: decisions and conversions, tallied.
+
+The input is JSON Lines of the audit records of contract section 4 (what
+``nudge replay`` writes, or the ``marketing.triggers.audit`` topic). Only the
+fields the report needs are read; other fields are ignored, so older and newer
+records both work.
+
+Definitions (also in docs/report.md):
+
+- a **recipient** of a group (trigger, stage, variant, arm) is a distinct user
+  with at least one decision of that group: arm ``treatment`` = status
+  ``sent``, arm ``holdout`` = status ``holdout``. Stage ``all`` counts a user
+  once over every stage of the trigger. Suppressed decisions make no recipient.
+- a **converter** is a recipient with at least one conversion attributed to a
+  decision of that group; a conversion is placed by its ``trigger_id`` on the
+  decision it is attributed to (that decision's stage, variant and arm);
+  a conversion whose decision is not in the input is counted as unmatched and
+  left out (so converters are always recipients).
+- the same ``trigger_id`` read twice (the audit topic is at-least-once) is one
+  decision; the same (``trigger_id``, ``order_id``) twice is one conversion.
+- holdout decisions carry no variant (contract 7.2): a trigger's holdout is
+  shared by its variants.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+ALL_STAGES = 0  # the stage key of the "every stage" groups
+ALL_VARIANTS = ""  # the variant key of the pooled treatment (variant names are non-empty)
+ARM_OF_STATUS = {"sent": "treatment", "holdout": "holdout"}
+
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class AuditDecision(msgspec.Struct, tag_field="kind", tag="decision"):
+    trigger_id: str
+    trigger: str
+    stage: Annotated[int, msgspec.Meta(ge=1)]
+    user_id: str
+    fired_at: AwareTime
+    status: str
+    variant: str | None = None
+
+
+class AuditConversion(msgspec.Struct, tag_field="kind", tag="conversion"):
+    trigger_id: str
+    trigger: str
+    user_id: str
+    revenue: float
+    order_id: str = ""
+    variant: str | None = None
+
+
+_decoder = msgspec.json.Decoder(AuditDecision | AuditConversion)
+
+GroupKey = tuple[str, int, str | None, str]  # trigger, stage (0 = all), variant, arm
+
+
+@dataclass(slots=True)
+class _Placed:
+    """A decision, as far as conversions need it."""
+
+    trigger: str
+    stage: int
+    variant: str | None
+    arm: str | None  # None: suppressed
+    user_id: str
+
+
+@dataclass
+class AuditTally:
+    """Everything the report needs from the stream, filled by :meth:`add_line`."""
+
+    lines: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    invalid_examples: list[str] = field(default_factory=list)  # "line N: reason", the first few
+    decisions: int = 0
+    statuses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (trigger, status)
+    first: datetime | None = None
+    last: datetime | None = None
+    sends_by_hour: Counter[tuple[datetime, str]] = field(default_factory=Counter)
+    recipients: defaultdict[GroupKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _placed: dict[str, _Placed] = field(default_factory=dict)
+    _conversions: dict[tuple[str, str], AuditConversion] = field(default_factory=dict)
+
+    def add_line(self, raw: bytes | str) -> None:
+        if not raw.strip():
+            return
+        self.lines += 1
+        try:
+            record = _decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.invalid += 1
+            if len(self.invalid_examples) < 5:
+                self.invalid_examples.append(f"line {self.lines}: {exc}")
+            return
+        if type(record) is AuditDecision:
+            self._add_decision(record)
+        else:
+            key = (record.trigger_id, record.order_id)
+            if key in self._conversions:
+                self.duplicates += 1
+            else:
+                self._conversions[key] = record
+
+    def _add_decision(self, record: AuditDecision) -> None:
+        if record.trigger_id in self._placed:
+            self.duplicates += 1
+            return
+        self.decisions += 1
+        self.statuses[record.trigger, record.status] += 1
+        arm = ARM_OF_STATUS.get(record.status)
+        variant = record.variant if arm == "treatment" else None
+        self._placed[record.trigger_id] = _Placed(
+            record.trigger, record.stage, variant, arm, record.user_id
+        )
+        if arm is None:
+            return
+        fired = record.fired_at
+        self.first = fired if self.first is None else min(self.first, fired)
+        self.last = fired if self.last is None else max(self.last, fired)
+        if arm == "treatment":
+            hour = fired.replace(minute=0, second=0, microsecond=0)
+            self.sends_by_hour[hour, record.trigger] += 1
+        for key in _group_keys(record.trigger, record.stage, variant, arm):
+            self.recipients[key].add(record.user_id)
+
+    def conversions(self) -> tuple[dict[GroupKey, dict[str, float]], Counter[GroupKey], int]:
+        """Per group: revenue by converting user, conversion count; and the unmatched count."""
+        revenue: defaultdict[GroupKey, dict[str, float]] = defaultdict(dict)
+        counts: Counter[GroupKey] = Counter()
+        unmatched = 0
+        for (trigger_id, _order), conversion in self._conversions.items():
+            placed = self._placed.get(trigger_id)
+            if placed is None or placed.arm is None:
+                unmatched += 1
+                continue
+            keys = _group_keys(placed.trigger, placed.stage, placed.variant, placed.arm)
+            for key in keys:
+                by_user = revenue[key]
+                user = placed.user_id
+                by_user[user] = by_user.get(user, 0.0) + float(conversion.revenue)
+                counts[key] += 1
+        return revenue, counts, unmatched
+
+    @property
+    def conversion_records(self) -> int:
+        return len(self._conversions)
+
+
+def _group_keys(trigger: str, stage: int, variant: str | None, arm: str) -> list[GroupKey]:
+    keys: list[GroupKey] = [(trigger, stage, variant, arm), (trigger, ALL_STAGES, variant, arm)]
+    if arm == "treatment":
+        keys += [(trigger, stage, ALL_VARIANTS, arm), (trigger, ALL_STAGES, ALL_VARIANTS, arm)]
+    return keys
+
+
+def tally_lines(lines: Iterable[bytes | str]) -> AuditTally:
+    tally = AuditTally()
+    for raw in lines:
+        tally.add_line(raw)
+    return tally
