@@ -102,7 +102,14 @@ class Settings(BaseSettings):
 
 
 class SettingsError(ValueError):
-    """Settings that cannot work; the message names every offending variable."""
+    """Settings that cannot work; the message names every offending variable.
+
+    ``warnings``: the unknown ``NUDGE_*`` names, which may well explain the error.
+    """
+
+    def __init__(self, message: str, warnings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.warnings = warnings or []
 
 
 def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
@@ -168,4 +175,4 @@ def load_settings() -> tuple[Settings, list[str]]:
     try:
         return Settings(), warnings
     except ValidationError as exc:
-        raise SettingsError(describe_errors(exc)) from None
+        raise SettingsError(describe_errors(exc), warnings) from None

@@ -74,6 +74,8 @@ def worker_command(rules: str | None = None) -> int:
     try:
         settings, warnings = load_settings()
     except SettingsError as exc:
+        for warning in exc.warnings:
+            log.warning(warning.replace("%", "%%"))
         log.error("invalid settings: %s", exc)
         return EXIT_SETUP
     configure_logging(settings.log_level)

@@ -1,0 +1,249 @@
+"""Start-up on a real broker: the shop's topics, Kafka addresses that cannot work, settings.
+
+Each test starts ``nudge worker`` as a subprocess through the harness with its own topic
+names, then reads the broker itself to see what the worker created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.harness import Worker, WorkerGroup, create_topics
+
+pytestmark = pytest.mark.integration
+
+INPUTS = ("browse", "cart", "order", "prefs")
+OWNED = ("ticks", "triggers", "audit", "dlq")
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 3\ntriggers: {cart_abandonment: {stages: [1h]}}\n")
+    return path
+
+
+def group_for(kafka: str, redis_url: str, rules: Path, workdir: Path, **env: str) -> WorkerGroup:
+    return WorkerGroup(kafka, redis_url, rules, workdir, extra_env=env)
+
+
+async def layout(kafka: str, prefix: str) -> dict[str, int]:
+    """Partition count of every topic whose name starts with ``prefix``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if t["topic"].startswith(prefix)}
+
+
+def failed_start(group: WorkerGroup, timeout: float = 30.0) -> tuple[int, float, list[Any]]:
+    """Start a worker expected to stop by itself: exit code, seconds taken, its log lines."""
+    began = time.monotonic()
+    worker = group.start(wait_ready=False)
+    code = worker.proc.wait(timeout=timeout)
+    return code, time.monotonic() - began, json_lines(worker)
+
+
+def json_lines(worker: Worker) -> list[Any]:
+    """Every line the worker wrote (stdout and stderr), each parsed as JSON."""
+    text = worker.log_path.read_text()
+    assert "Traceback" not in text, text
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def errors(lines: list[Any]) -> list[str]:
+    return [line["msg"] for line in lines if line["level"] == "error"]
+
+
+async def test_existing_four_partition_inputs_give_a_ready_worker(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    # The shop's situation: its inputs exist with 4 partitions; NUDGE_PARTITIONS says 8.
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_PARTITIONS="8")
+    try:
+        worker = group.start()  # creates the four inputs (4 partitions), waits for /readyz
+        assert worker.get("/readyz")[0] == 200
+        found = await layout(kafka_bootstrap, f"{group.name}.")
+    finally:
+        group.stop_all()
+    assert found == {group.topic(key): 4 for key in (*INPUTS, *OWNED)}
+    lines = json_lines(worker)
+    started = [line for line in lines if "rules_version" in line]
+    assert started and started[0]["partitions"] == 4, lines[:20]
+    assert started[0]["rules_version"].startswith("3")
+    assert any("NUDGE_PARTITIONS=8 is ignored" in line["msg"] for line in lines)
+
+
+async def test_a_missing_input_topic_fails_fast_naming_it_and_creates_nothing(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path)
+    group.create_inputs = False
+    present = [group.topic(key) for key in ("browse", "order", "prefs")]
+    await create_topics(kafka_bootstrap, present, 4)
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 30
+    (message,) = errors(lines)
+    assert f"{group.topic('cart')} (NUDGE_TOPIC_CART)" in message
+    assert not any(name in message for name in present)
+    assert sorted(await layout(kafka_bootstrap, f"{group.name}.")) == sorted(present)
+
+
+async def test_inputs_with_different_partition_counts_are_refused_with_the_fix(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path)
+    group.create_inputs = False
+    await create_topics(kafka_bootstrap, [group.topic(k) for k in ("browse", "cart", "order")], 4)
+    await create_topics(kafka_bootstrap, [group.topic("prefs")], 2)
+
+    code, _, lines = failed_start(group)
+
+    assert code == 2
+    (message,) = errors(lines)
+    assert f"{group.topic('prefs')} (NUDGE_TOPIC_PREFS)=2" in message
+    assert "--partitions" in message
+    assert group.topic("ticks") not in await layout(kafka_bootstrap, f"{group.name}.")
+
+
+async def test_an_existing_tick_topic_with_another_count_is_named_with_the_fix(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path)
+    group.create_input_topics()
+    await create_topics(kafka_bootstrap, [group.topic("ticks")], 8)
+
+    code, _, lines = failed_start(group)
+
+    assert code == 2
+    (message,) = errors(lines)
+    assert f"tick topic {group.topic('ticks')} (NUDGE_TOPIC_TICKS) has 8 partitions" in message
+    assert f"kafka-topics.sh --delete --topic {group.topic('ticks')}" in message
+
+
+def test_a_bootstrap_at_the_redis_port_fails_fast_and_says_so(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    redis_address = redis_url.split("//", 1)[1].split("/", 1)[0]
+    group = group_for(
+        kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_KAFKA_BOOTSTRAP=redis_address
+    )
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 30
+    (message,) = errors(lines)
+    assert redis_address in message
+    assert "not a Kafka listener" in message
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_bootstrap_at_an_http_server_fails_at_once(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path, http_server: str
+) -> None:
+    group = group_for(
+        kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_KAFKA_BOOTSTRAP=http_server
+    )
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 10
+    (message,) = errors(lines)
+    assert http_server in message
+    assert "which is not Kafka" in message
+
+
+def test_a_host_name_typo_fails_at_once(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    typo = f"kafak-typo.invalid:{port}"
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_KAFKA_BOOTSTRAP=typo)
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 10
+    (message,) = errors(lines)
+    assert typo in message
+    assert "does not resolve" in message
+
+
+def test_an_unreachable_broker_fails_at_the_startup_deadline(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    closed = "127.0.0.1:1"  # nothing listens: refused, retried until the deadline
+    group = group_for(
+        kafka_bootstrap,
+        redis_url,
+        rules,
+        tmp_path,
+        NUDGE_KAFKA_BOOTSTRAP=closed,
+        NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS="4",
+    )
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert 4 <= took < 15
+    (message,) = errors(lines)
+    assert f"cannot reach Kafka after 4 s: {closed}" in message
+
+
+def test_bad_settings_fail_before_connecting_with_one_readable_line(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(
+        kafka_bootstrap,
+        redis_url,
+        rules,
+        tmp_path,
+        NUDGE_PARTITIONS="abc",
+        NUDGE_LOG_LEVEL="verbose",
+        NUDGE_TOPIC_CARTS="shop.carts",
+    )
+    group.create_inputs = False
+
+    code, _, lines = failed_start(group)
+
+    assert code == 2
+    (message,) = errors(lines)
+    assert "NUDGE_PARTITIONS='abc'" in message
+    assert "NUDGE_LOG_LEVEL='verbose'" in message
+    warnings = [line["msg"] for line in lines if line["level"] == "warning"]
+    assert warnings == [
+        "NUDGE_TOPIC_CARTS is not a Nudge setting and is ignored (did you mean NUDGE_TOPIC_CART?)"
+    ]
+    assert asyncio.run(layout(kafka_bootstrap, f"{group.name}.")) == {}
