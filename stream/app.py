@@ -1,38 +1,37 @@
-"""The faust-streaming application: topics, tables, the agent, the tick timer, web views.
+"""The faust-streaming application: topics, the users table, the batch agent, ticks, web views.
 
-One agent consumes the four input topics and the internal tick topic. They have
-the same partition count and one agent reads them, so partition ``p`` of each is
-assigned to the same worker and processed in order, one message at a time: a
-user's events, their state and their deadline ticks never race.
+One agent consumes the four input topics and the internal tick topic. They have the
+same partition count and one agent reads them, so partition ``p`` of each is assigned
+to the same worker, with the ``users`` table's partition ``p``: a user's events, state
+and deadline ticks never race. The agent takes micro-batches and hands each to
+:class:`stream.batches.Batches` (parse, watermark, core, one checkpoint: see
+``docs/protocol.md``). Faust provides the consumer group, rebalancing, the table's
+changelog, recovery and standbys, the web server and timers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream import kafka_transport
-from stream.catch_up import CatchUp
+from stream.batches import Batches, Topics
 from stream.contact_ledger import ContactLedger, RedisUnavailable
-from stream.durable_writes import InOrderAcks, TableWriter
-from stream.event_order import UNORDERED, EventTimeOrder
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
-from stream.metrics import NudgeMetrics
-from stream.processor import UserProcessor
+from stream.metrics import CommitSensor, NudgeMetrics
 from stream.recent_sends import recently_sent
 from stream.settings import Settings
-from stream.user_rows import to_ms
-from triggers.engine import Engine
-from triggers.events import Event, InvalidEvent
+from stream.user_rows import wake_times
+from triggers.driver import Driver
 from triggers.rules import Rules
 
 log = logging.getLogger("nudge.app")
@@ -47,12 +46,15 @@ ROCKSDB_OPTIONS: dict[str, Any] = {
     "block_cache_compressed_size": 0,
     "max_open_files": 256,
 }
+#: A batch closes at this many messages or after ``BATCH_WITHIN`` seconds.
+BATCH_MAX = 1000
+BATCH_WITHIN = 0.05
 
 
 @dataclass
 class NudgeApp:
     app: faust.App
-    processor: UserProcessor
+    batches: Batches
     metrics: NudgeMetrics
     registry: CollectorRegistry
     ledger: ContactLedger
@@ -68,18 +70,70 @@ class NudgeApp:
         )
 
 
-class _FaustSink:
-    def __init__(self, triggers: faust.TopicT, audit: faust.TopicT, dlq: faust.TopicT) -> None:
-        self._triggers, self._audit, self._dlq = triggers, audit, dlq
+class _Broker:
+    """Faust's producer, used directly: one future per record, no per-record sensors."""
 
-    async def audit(self, key: bytes, value: bytes) -> Any:
-        return await self._audit.send(key=key, value=value)
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
 
-    async def triggered(self, key: bytes, value: bytes) -> Any:
-        return await self._triggers.send(key=key, value=value)
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> Any:
+        return await self._app.producer.send(topic, key, value, partition, None, headers)
 
-    async def dead_letter(self, key: bytes | None, value: bytes) -> Any:
-        return await self._dlq.send(key=key, value=value)
+
+@dataclass(slots=True)
+class _ChangelogMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass(slots=True)
+class _ChangelogEvent:
+    message: _ChangelogMessage
+
+    @property
+    def key(self) -> bytes:
+        return self.message.key
+
+    @property
+    def value(self) -> bytes:
+        return self.message.value
+
+
+class _Store:
+    """The users table's local store: read by key, written only after the changelog."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+        self._changelog = table.changelog_topic.get_topic_name()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.data.get(key)  # type: ignore[no-any-return]
+
+    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+        events = [
+            _ChangelogEvent(_ChangelogMessage(self._changelog, p, offset, key, value))
+            for p, key, value, offset in rows
+        ]
+        # The store's own recovery path: a write batch per partition, persisted offsets.
+        self._table.data.apply_changelog_batch(events, _same, _same)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 async def start_offsets(
@@ -129,7 +183,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         web_stats_enabled=False,
         table_standby_replicas=1,
         stream_wait_empty=False,
-        broker_commit_every=1000,
+        broker_commit_every=10_000,
         # Batch produce requests (changelogs, outputs) instead of one request per record.
         producer_linger=0.005,
         # A killed worker's partitions move to the others after this long.
@@ -143,11 +197,6 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         *settings.input_topics, settings.topic_ticks, key_serializer="raw", value_serializer="raw"
     )
     ticks = app.topic(settings.topic_ticks, key_serializer="raw", value_serializer="raw")
-    sink = _FaustSink(
-        app.topic(settings.topic_triggers, key_serializer="raw", value_serializer="raw"),
-        app.topic(settings.topic_audit, key_serializer="raw", value_serializer="raw"),
-        app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw"),
-    )
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     users = app.Table(
         "users",
@@ -161,119 +210,89 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     users.key_serializer = users.value_serializer = "raw"
 
     registry = CollectorRegistry()
-    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
     metrics = NudgeMetrics.create(registry)
+    app.sensors.add(CommitSensor(metrics))
     ledger = ContactLedger.from_url(
         settings.redis_url,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
         suppression_key=settings.redis_suppression_key,
         prefix=settings.redis_key_prefix,
     )
-    catch_up = CatchUp(settings.input_topics)
-    order: EventTimeOrder[tuple[faust.EventT, Event | Exception]] = EventTimeOrder(
-        settings.input_topics, max_hold=settings.order_max_hold_seconds
-    )
-    grace_ms = int(settings.fire_grace_seconds * 1000)
+    input_topics = set(settings.input_topics)
 
     def end_offset(topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
 
-    table_writer = TableWriter(users)
-    processor = UserProcessor(
-        engine=Engine(rules),
-        users=table_writer,
-        ledger=ledger,
-        sink=sink,
-        metrics=metrics,
-        max_message_bytes=settings.max_message_bytes,
-        horizon=lambda partition, now_ms: catch_up.horizon(
-            partition, now_ms - grace_ms, end_offset
+    async def ack(events: list[Any]) -> None:
+        for event in events:
+            event.ack()  # the consumer commits acknowledged offsets in order
+
+    driver = Driver(rules)
+    batches = Batches(
+        driver=driver,
+        topics=Topics(
+            inputs=settings.input_topics,
+            ticks=settings.topic_ticks,
+            triggers=settings.topic_triggers,
+            audit=settings.topic_audit,
+            dlq=settings.topic_dlq,
+            changelog=users.changelog_topic.get_topic_name(),
         ),
+        store=_Store(users),
+        broker=_Broker(app),
+        ledger=ledger,
+        metrics=metrics,
+        end_offset=end_offset,
+        ack=ack,
+        max_message_bytes=settings.max_message_bytes,
+        fire_grace_ms=int(settings.fire_grace_seconds * 1000),
+        max_hold=settings.order_max_hold_seconds,
     )
-    nudge = NudgeApp(app, processor, metrics, registry, ledger)
+    metrics.build.info({"version": _version(), "rules_version": rules.version_label})
+    nudge = NudgeApp(app, batches, metrics, registry, ledger)
+    # Held while a batch runs: a revocation waits for its checkpoint, so a partition's
+    # changelog is never written by two workers at once.
+    batch_lock = asyncio.Lock()
 
     @users.on_recover
     async def after_recovery() -> None:
         # Runs after every recovery (start-up, rebalance), before streams resume.
-        pending = processor.rebuild_deadlines(users.items())  # type: ignore[arg-type]
-        log.info("deadline index rebuilt: %d pending", pending)
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
         try:
             starts: dict[tuple[str, int], int] | None = await start_offsets(app, settings, owned)
         except Exception:
             log.exception("could not read committed offsets; deadlines follow the wall clock")
             starts = None
-        catch_up.assigned(starts)
-        order.assigned(starts)  # what waited is read again from the committed offsets
+        partitions_owned = {tp.partition for tp in owned}
+        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts)
+        log.info("assigned %d partitions, %d pending deadlines", len(partitions_owned), pending)
         try:
-            processor.recently_sent = await recently_sent(
+            batches.recently_sent = await recently_sent(
                 settings, settings.recent_sends_window_seconds
             )
         except Exception:
             log.exception("could not read the recent sends; Redis marks alone guard them")
 
-    input_topics = set(settings.input_topics)
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        async with batch_lock:  # the batch in progress finishes its checkpoint first
+            batches.revoked({tp.partition for tp in revoked if tp.topic in input_topics})
 
     @app.agent(source, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
-        # Manual acks: a message's offset may be committed only once everything it wrote
-        # (state changelog, output records) is on the broker. Faust's own flush-before-
-        # commit can miss a write still on its way to the client, which a kill -9 then loses.
-        acking = stream.noack()
-        acks = InOrderAcks(acking)
-
-        async def apply(event: faust.EventT, parsed: Event | Exception) -> None:
-            message = event.message
-            ts_ms = None
-            try:
-                if not isinstance(parsed, Event | InvalidEvent):
-                    raise parsed  # the parser failed otherwise than on invalid input
-                ts_ms = await processor.on_input(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    event.value,
-                    parsed,
-                )
-            except Exception as exc:  # the agent must never die on a message
-                log.exception(
-                    "failed to process %s[%d]@%d", message.topic, message.partition, message.offset
-                )
+        # Manual acks: a message is acknowledged (its offset may be committed) only by the
+        # checkpoint of its batch, after everything it caused is durable.
+        async for batch in stream.noack().noack_take(BATCH_MAX, within=BATCH_WITHIN):
+            generation = app.consumer_generation_id
+            current = [e for e in batch if e.message.generation_id == generation]
+            async with batch_lock:
                 try:
-                    await processor.dead_letter_failure(message, event.value, exc)
-                except Exception:
-                    log.exception("could not dead-letter a message the engine failed on")
-            catch_up.processed(message.topic, message.partition, message.offset, ts_ms)
-            await acks.ack(event, processor.take_deliveries())
-
-        async for event in acking.events():
-            message = event.message
-            if message.topic != settings.topic_ticks:
-                parsed: Event | Exception
-                try:
-                    parsed = processor.parse(event.value)
-                except Exception as exc:  # dead-lettered as a processing error in its turn
-                    parsed = exc
-                ts_ms = UNORDERED if isinstance(parsed, Exception) else to_ms(parsed.ts)
-                order.add(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    ts_ms,
-                    (event, parsed),
-                    now=time.monotonic(),
-                    end_offset=end_offset,
-                )
-            for waiting, parsed in order.release(message.partition, time.monotonic()):
-                await apply(waiting, parsed)
-            metrics.waiting.set(len(order))
-            if message.topic == settings.topic_ticks:
-                try:
-                    await processor.on_tick(message.partition)
-                except Exception:  # the agent must never die; the next tick retries
-                    log.exception("failed to process a tick of partition %d", message.partition)
-                await acks.ack(event, processor.take_deliveries())
+                    await batches.process(current)
+                except Exception as exc:
+                    # The partitions restart from their committed offsets and changelog.
+                    log.critical("a batch could not be checkpointed; the worker stops: %r", exc)
+                    await app.crash(exc)
+                    raise
 
     # An exception escaping a Faust timer crashes the whole app: timers catch and log.
     @app.timer(interval=settings.tick_interval_seconds)
@@ -284,6 +303,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             for tp in app.assignor.assigned_actives():
                 if tp.topic == settings.topic_ticks:
                     await ticks.send(value=b"", partition=tp.partition)
+                    metrics.ticks.inc()
         except Exception:
             log.exception("could not send deadline ticks")
 
@@ -305,20 +325,23 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         await check_redis()
         try:
             metrics.ready.set(1 if nudge.ready() else 0)
+            metrics.partitions(batches.partition_gauges())
             monitor = app.monitor
             for tp, end in list(monitor.tp_end_offsets.items()):
-                if tp.topic in input_topics:
+                if tp.topic in input_topics and tp.partition in batches.owned:
                     committed = monitor.tp_committed_offsets.get(tp, 0)
-                    lag = max(0, end - committed)
-                    metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                    metrics.lag(tp.topic, tp.partition, max(0, end - committed))
         except Exception:
             log.exception("could not report lag")
 
     @app.on_before_shutdown.connect
-    async def finish_bookkeeping(app: faust.App, **_: Any) -> None:
-        await table_writer.drain()
-        await processor.drain_bookkeeping()
-        await ledger.close()
+    async def finish(app: faust.App, **_: Any) -> None:
+        async with batch_lock:
+            await ledger.close()
+
+    @app.page("/metrics")
+    async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -330,3 +353,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         return self.json({"ready": ready}, status=200 if ready else 503)
 
     return nudge
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nudge")
+    except PackageNotFoundError:
+        return "unknown"

@@ -74,25 +74,37 @@ class ContactLedger:
         except (RedisError, OSError) as exc:
             raise RedisUnavailable("ping", exc) from exc
 
-    async def lookup(self, user_id: str, now: datetime) -> tuple[bool, tuple[datetime, ...]]:
-        """Is the user suppressed, and when did other senders contact them recently?"""
+    async def lookup(
+        self, user_ids: Iterable[str], now: datetime
+    ) -> dict[str, tuple[bool, tuple[datetime, ...]]]:
+        """For each user: suppressed?, and when other senders contacted them recently.
+
+        One pipelined round trip for all users (a batch's due users)."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
         since = (now - self._retention).timestamp()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sismember(self._suppression_key, user_id)
-                pipe.zrangebyscore(self._contacts_key(user_id), since, "+inf", withscores=True)
-                suppressed, contacts = await pipe.execute()
+                for user_id in users:
+                    pipe.sismember(self._suppression_key, user_id)
+                    pipe.zrangebyscore(self._contacts_key(user_id), since, "+inf", withscores=True)
+                answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise RedisUnavailable("lookup", exc) from exc
         mine = f"{SENDER}:".encode()
-        others = tuple(
-            sorted(
-                datetime.fromtimestamp(score, UTC)
-                for member, score in contacts
-                if not member.startswith(mine)
+        facts = {}
+        for index, user_id in enumerate(users):
+            suppressed, contacts = answers[2 * index], answers[2 * index + 1]
+            others = tuple(
+                sorted(
+                    datetime.fromtimestamp(score, UTC)
+                    for member, score in contacts
+                    if not member.startswith(mine)
+                )
             )
-        )
-        return bool(suppressed), others
+            facts[user_id] = (bool(suppressed), others)
+        return facts
 
     async def already_sent(self, trigger_ids: Iterable[str]) -> set[str]:
         ids = list(trigger_ids)
@@ -105,21 +117,24 @@ class ContactLedger:
         return {t for t, v in zip(ids, values, strict=True) if v is not None}
 
     async def record(
-        self, user_id: str, contacts: Iterable[tuple[str, datetime]], sent: Iterable[str]
+        self, contacts: Iterable[tuple[str, str, datetime]], sent: Iterable[str]
     ) -> None:
-        """Record this engine's contacts (sent and holdout) and the ids it sent."""
-        contacts = list(contacts)
+        """Record this engine's contacts ``(user, trigger id, time)`` and the ids it sent,
+        for a whole batch in one pipelined round trip."""
+        by_user: dict[str, dict[str, float]] = {}
+        for user_id, trigger_id, at in contacts:
+            by_user.setdefault(user_id, {})[f"{SENDER}:{trigger_id}"] = at.timestamp()
         sent = list(sent)
-        if not contacts and not sent:
+        if not by_user and not sent:
             return
-        key = self._contacts_key(user_id)
+        retention = self._retention.total_seconds()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                if contacts:
-                    pipe.zadd(key, {f"{SENDER}:{tid}": at.timestamp() for tid, at in contacts})
-                    newest = max(at for _, at in contacts)
-                    pipe.zremrangebyscore(key, "-inf", (newest - self._retention).timestamp())
-                    pipe.expire(key, int(self._retention.total_seconds()))
+                for user_id, members in by_user.items():
+                    key = self._contacts_key(user_id)
+                    pipe.zadd(key, members)
+                    pipe.zremrangebyscore(key, "-inf", max(members.values()) - retention)
+                    pipe.expire(key, int(retention))
                 for trigger_id in sent:
                     pipe.set(
                         self._sent_key(trigger_id), b"1", ex=int(self._sent_ttl.total_seconds())

@@ -1,19 +1,45 @@
-"""Nudge's own Prometheus metrics (Faust's sensor adds its framework metrics beside them).
+"""Nudge's Prometheus metrics, counted per batch (Faust's own per-message sensor is not used).
 
-Names follow Prometheus conventions: counters end in ``_total``, times are in
-seconds. No label ever carries a user id.
+Names follow Prometheus conventions (counters end in ``_total``, times are in
+seconds, ``promtool check metrics`` passes). No label ever carries a user id. Label
+sets whose values are known in advance are initialised at start, so a rate over a
+counter exists before its first increment. A partition's series are removed when the
+partition is revoked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import faust
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+from triggers.records import (
+    ARMS,
+    STATUSES,
+    SUPPRESSION_REASONS,
+    TRIGGER_NAMES,
+    Conversion,
+    Decision,
+)
 
 # `*_created` series add nothing for Nudge's users and double the scrape size.
 disable_created_metrics()
 
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
+_PARTITIONED = ("pending_deadlines", "held_back", "held_decisions")
 
 
 @dataclass(frozen=True)
@@ -22,8 +48,10 @@ class NudgeMetrics:
     dead_letters: Counter
     decisions: Counter
     conversions: Counter
+    revenue: Counter
     lateness: Histogram
     pending_deadlines: Gauge
+    held_decisions: Gauge
     redis_errors: Counter
     redis_up: Gauge
     consumer_lag: Gauge
@@ -31,86 +59,192 @@ class NudgeMetrics:
     ticks: Counter
     held_back: Gauge
     waiting: Gauge
+    batch_size: Histogram
+    batch_seconds: Histogram
+    checkpoint: Histogram
+    commit_seconds: Histogram
+    rebalances: Counter
+    build: Info
+    _partition_labels: set[str] = field(default_factory=set)
+    _lag_labels: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NudgeMetrics:
-        return cls(
-            events=Counter(
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+            return Gauge(name, doc, list(labels), registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple, labels: Iterable[str] = ()) -> Histogram:
+            return Histogram(name, doc, list(labels), buckets=buckets, registry=registry)
+
+        metrics = cls(
+            events=counter(
                 "nudge_events_total",
                 "Input messages by topic, event type and outcome "
-                "(processed, duplicate, test, invalid).",
+                "(processed, duplicate, test, invalid, error).",
                 ["topic", "type", "outcome"],
-                registry=registry,
             ),
-            dead_letters=Counter(
+            dead_letters=counter(
                 "nudge_dead_letters_total",
-                "Invalid input messages written to the dead-letter topic, by reason.",
+                "Input messages written to the dead-letter topic, by reason.",
                 ["reason"],
-                registry=registry,
             ),
-            decisions=Counter(
+            decisions=counter(
                 "nudge_decisions_total",
                 "Trigger decisions by trigger, status and reason ('none' unless suppressed).",
                 ["trigger", "status", "reason"],
-                registry=registry,
             ),
-            conversions=Counter(
+            conversions=counter(
                 "nudge_conversions_total",
                 "Orders attributed to a decision, by trigger and arm (treatment or holdout).",
                 ["trigger", "arm"],
-                registry=registry,
             ),
-            lateness=Histogram(
+            revenue=counter(
+                "nudge_conversion_revenue_total",
+                "Revenue of the orders attributed to a decision, by trigger and arm.",
+                ["trigger", "arm"],
+            ),
+            lateness=histogram(
                 "nudge_fire_lateness_seconds",
-                "fired_at minus the time the decision was due (after any quiet-hours deferral).",
+                "Send time minus the time the stage was scheduled (after any quiet-hours "
+                "deferral), for stages fired by the clock.",
+                LATENESS_BUCKETS,
                 ["trigger"],
-                buckets=LATENESS_BUCKETS,
-                registry=registry,
             ),
-            pending_deadlines=Gauge(
+            pending_deadlines=gauge(
                 "nudge_pending_deadlines",
                 "Users with a pending deadline, on the partitions this worker owns.",
                 ["partition"],
-                registry=registry,
             ),
-            redis_errors=Counter(
-                "nudge_redis_errors_total",
-                "Failed Redis operations, by operation.",
-                ["operation"],
-                registry=registry,
+            held_decisions=gauge(
+                "nudge_held_decisions",
+                "Decisions held because Redis could not be asked, per owned partition.",
+                ["partition"],
             ),
-            redis_up=Gauge(
-                "nudge_redis_up",
-                "1 if the last Redis operation succeeded, else 0.",
-                registry=registry,
+            redis_errors=counter(
+                "nudge_redis_errors_total", "Failed Redis operations, by operation.", ["operation"]
             ),
-            consumer_lag=Gauge(
+            redis_up=gauge("nudge_redis_up", "1 if the last Redis operation succeeded, else 0."),
+            consumer_lag=gauge(
                 "nudge_consumer_lag_messages",
                 "End offset minus committed offset of each owned input partition.",
                 ["topic", "partition"],
-                registry=registry,
             ),
-            ready=Gauge(
-                "nudge_ready",
-                "1 when the worker is assigned, recovered and not rebalancing.",
-                registry=registry,
+            ready=gauge(
+                "nudge_ready", "1 when the worker is assigned, recovered and not rebalancing."
             ),
-            held_back=Gauge(
+            held_back=gauge(
                 "nudge_deadlines_held_back_seconds",
                 "How far behind the wall clock deadlines may fire on a partition while its "
-                "input backlog is read (0 when caught up).",
+                "input is read (0 when caught up).",
                 ["partition"],
-                registry=registry,
             ),
-            waiting=Gauge(
+            waiting=gauge(
                 "nudge_input_waiting_messages",
-                "Input messages read but waiting to be applied in event-time order "
-                "(stream.event_order).",
-                registry=registry,
+                "Input messages read but waiting to be applied in event-time order.",
             ),
-            ticks=Counter(
-                "nudge_ticks_total",
-                "Deadline ticks processed.",
-                registry=registry,
+            ticks=counter("nudge_ticks_total", "Deadline ticks sent."),
+            batch_size=histogram(
+                "nudge_batch_messages", "Messages per processed batch.", BATCH_SIZE_BUCKETS
+            ),
+            batch_seconds=histogram(
+                "nudge_batch_duration_seconds",
+                "Time to process one batch, checkpoint included.",
+                BATCH_SECONDS_BUCKETS,
+            ),
+            checkpoint=histogram(
+                "nudge_checkpoint_duration_seconds",
+                "Time of one checkpoint: outputs, ledger, changelog, local store, acks.",
+                BATCH_SECONDS_BUCKETS,
+            ),
+            commit_seconds=histogram(
+                "nudge_offset_commit_duration_seconds",
+                "Time of one offset commit to Kafka.",
+                BATCH_SECONDS_BUCKETS,
+            ),
+            rebalances=counter("nudge_rebalances_total", "Consumer group rebalances seen."),
+            build=Info(
+                "nudge_build", "Nudge's version and the rules version it runs.", registry=registry
             ),
         )
+        for trigger in TRIGGER_NAMES:
+            for status in STATUSES:
+                reasons = SUPPRESSION_REASONS if status == "suppressed" else ("none",)
+                for reason in reasons:
+                    metrics.decisions.labels(trigger, status, reason)
+            for arm in ARMS:
+                metrics.conversions.labels(trigger, arm)
+                metrics.revenue.labels(trigger, arm)
+            metrics.lateness.labels(trigger)
+        metrics.redis_up.set(0)
+        return metrics
+
+    # -- per batch ----------------------------------------------------------------------
+
+    def event(self, topic: str, event_type: str, outcome: str) -> None:
+        self.events.labels(topic, event_type, outcome).inc()
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
+        outcome = "error" if reason == "processing_error" else "invalid"
+        self.events.labels(topic, "unknown" if outcome == "error" else "invalid", outcome).inc()
+
+    def decided(
+        self, decisions: list[Decision], conversions: list[Conversion], skipped: set[str]
+    ) -> None:
+        for d in decisions:
+            if d.trigger_id not in skipped:
+                self.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
+        for c in conversions:
+            self.conversions.labels(c.trigger, c.arm).inc()
+            self.revenue.labels(c.trigger, c.arm).inc(c.revenue)
+
+    def batch_done(self, size: int, seconds: float, waiting: int) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+        self.waiting.set(waiting)
+
+    def partitions(self, pending: dict[int, tuple[int, int]]) -> None:
+        """Per owned partition: (pending deadlines, held decisions)."""
+        for partition, (deadlines, held) in pending.items():
+            self.pending_deadlines.labels(str(partition)).set(deadlines)
+            self.held_decisions.labels(str(partition)).set(held)
+
+    def lag(self, topic: str, partition: int, messages: int) -> None:
+        self._lag_labels.add((topic, str(partition)))
+        self.consumer_lag.labels(topic, str(partition)).set(messages)
+
+    def reset_partitions(self, owned: Iterable[int]) -> None:
+        """Drop the series of partitions this worker no longer owns (and start the new)."""
+        keep = {str(p) for p in owned}
+        for label in self._partition_labels - keep:
+            for name in _PARTITIONED:
+                getattr(self, name).remove(label)
+        for labels in [labels for labels in self._lag_labels if labels[1] not in keep]:
+            self.consumer_lag.remove(*labels)
+            self._lag_labels.discard(labels)
+        for label in keep - self._partition_labels:
+            for name in _PARTITIONED:
+                getattr(self, name).labels(label).set(0)
+        self._partition_labels.clear()
+        self._partition_labels.update(keep)
+
+
+class CommitSensor(faust.Sensor):
+    """Faust's hooks for what only Faust sees: offset commits and rebalances."""
+
+    def __init__(self, metrics: NudgeMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        return time.monotonic()
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        self._metrics.commit_seconds.observe(time.monotonic() - state)
+
+    def on_rebalance_start(self, app: Any) -> dict:
+        self._metrics.rebalances.inc()
+        return {}

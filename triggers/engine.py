@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from msgspec.structs import replace
+
 from triggers import (
     browse_abandonment,
     cart_abandonment,
@@ -186,6 +188,7 @@ class Engine:
             key,
             stage,
             send_at,
+            state.held,
         )
 
     def _activity_only(
@@ -367,4 +370,6 @@ class Engine:
         new_state, records = fire_due(
             self._firing, state, now, facts.suppressed, facts.contacts, until=limit
         )
+        if state.held:  # held decisions wait for their release (triggers.held)
+            new_state = replace(new_state, held=state.held)
         return Step(new_state, records, next_due(self._firing, new_state), FIRED)

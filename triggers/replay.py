@@ -45,19 +45,20 @@ or incrementally with :class:`Replay` (``feed_line`` / ``feed_event`` /
 from __future__ import annotations
 
 import gc
-import heapq
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from triggers.engine import NO_FACTS, PROCESSED, TEST, Engine, OutsideFacts
+from triggers.deadlines import Deadlines, due_millis
+from triggers.driver import Driver
+from triggers.engine import NO_FACTS, PROCESSED, TEST, OutsideFacts
 from triggers.events import Event, InvalidEvent, parse_event
 from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision
 from triggers.rules import Rules
 from triggers.state import UserState
-from triggers.timestamps import format_timestamp
+from triggers.timestamps import format_timestamp, to_millis
 
 Record = Decision | Conversion
 _SUPPRESSED_FACTS = OutsideFacts(suppressed=True)
@@ -134,7 +135,8 @@ class Replay:
         suppressed: Collection[str] = frozenset(),
         keep_going: bool = False,
     ) -> None:
-        self.engine = Engine(rules)
+        self.driver = Driver(rules)
+        self.engine = self.driver.engine
         self.suppressed = suppressed
         self.keep_going = keep_going
         self.states: dict[str, UserState] = {}
@@ -144,12 +146,7 @@ class Replay:
         # produced before a line failed (returned with the next call, so none is lost).
         self.errors: list[str] = []
         self._carry: list[Record] = []
-        # The heap holds at most one live entry per user: the earliest time queued for
-        # them (``_queued``). When a user's next due time (``_due``) moves later, the
-        # entry stays; when it pops, it is re-queued at the user's current due time.
-        self._heap: list[tuple[datetime, str]] = []
-        self._due: dict[str, datetime] = {}
-        self._queued: dict[str, datetime] = {}
+        self._deadlines = Deadlines()  # the same structure as the live service's index
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
         """Parse and apply one line; raises InvalidEvent (counted) for a bad one, and
@@ -164,9 +161,7 @@ class Replay:
         return self.feed_event(event)
 
     def feed_event(self, event: Event) -> list[Record]:
-        ts = event.ts
-        heap = self._heap
-        out: list[Record] = self._fire_until(ts) if heap and heap[0][0] <= ts else []
+        out: list[Record] = self._fire_until(event.ts)
         if self._carry:
             out[:0] = self._carry
             self._carry = []
@@ -188,36 +183,23 @@ class Replay:
         if clock is None or ts > clock:
             clock = ts
         user_id = event.user_id
-        states = self.states
-        previous = states.get(user_id)
-        step = self.engine.on_event(previous, event, clock)
+        previous = self.states.get(user_id)
+        advance = self.driver.event(previous, event, clock, self._facts(user_id), clock)
         summary = self.summary
-        outcome = step.outcome
+        outcome = advance.outcome
+        self.clock = clock
         if outcome != PROCESSED:
-            self.clock = clock
             if outcome == TEST:
                 summary.test += 1
             else:
                 summary.duplicate += 1
             return
-        state = step.state
-        due = step.next_due
-        fired = None
-        if due is not None and due <= clock:
-            fired = self.engine.on_time(state, clock, self._facts(user_id))
-            state = fired.state
-            due = fired.next_due
-        # Nothing failed: commit.
-        self.clock = clock
         summary.processed += 1
         if previous is None:
             summary.users += 1
-        states[user_id] = state
-        if step.records:
-            self._collect(step.records, out)
-        if fired is not None:
-            self._collect(fired.records, out)
-        self._schedule(user_id, due)
+        self.states[user_id] = advance.state
+        self._collect(advance.records, out)
+        self._deadlines.set(user_id, due_millis(advance.wake))
 
     def take_errors(self) -> list[str]:
         """The stages that could not fire since the last call (``keep_going``)."""
@@ -249,50 +231,35 @@ class Replay:
             count(record)
         out += records
 
-    def _schedule(self, user_id: str, due: datetime | None) -> None:
-        if due is None:
-            self._due.pop(user_id, None)
-            return
-        self._due[user_id] = due
-        queued = self._queued.get(user_id)
-        if queued is None or due < queued:
-            self._queued[user_id] = due
-            heapq.heappush(self._heap, (due, user_id))
-
     def _fire_until(self, moment: datetime) -> list[Record]:
+        """Every user due by ``moment``, in (due, user) order, each reached exactly when due."""
         out: list[Record] = []
-        heap, due_of, queued = self._heap, self._due, self._queued
-        pop, push = heapq.heappop, heapq.heappush
-        while heap and heap[0][0] <= moment:
-            when, user_id = pop(heap)
-            if queued.get(user_id) != when:
-                continue  # an earlier entry for this user was queued after this one
-            due = due_of.get(user_id)
-            if due is None:
-                del queued[user_id]
-                continue  # nothing pending any more
-            if due != when:  # moved later: queue the user again at the new time
-                queued[user_id] = due
-                push(heap, (due, user_id))
-                continue
-            del queued[user_id]
-            del due_of[user_id]
-            if self.clock is None or due > self.clock:
-                self.clock = due
-            try:
-                step = self.engine.on_time(self.states[user_id], due, self._facts(user_id))
-            except Exception as exc:
-                if not self.keep_going:
-                    raise
-                # The user keeps their state, unscheduled: their next event re-arms them.
-                self.summary.errors += 1
-                self.errors.append(
-                    f"a stage due at {format_timestamp(due)} could not fire: {describe_error(exc)}"
-                )
-                continue
-            self.states[user_id] = step.state
-            self._collect(step.records, out)
-            self._schedule(user_id, step.next_due)
+        deadlines = self._deadlines
+        until_ms = to_millis(moment)
+        while (earliest := deadlines.earliest()) is not None and earliest <= until_ms:
+            for user_id, _ in deadlines.pop_due(earliest):
+                state = self.states[user_id]
+                due = self.driver.wake(state)
+                if due is None or due > moment:  # cannot happen: the index follows the state
+                    deadlines.set(user_id, due_millis(due))
+                    continue
+                if self.clock is None or due > self.clock:
+                    self.clock = due
+                try:
+                    advance = self.driver.time(state, due, due, self._facts(user_id))
+                except Exception as exc:
+                    if not self.keep_going:
+                        raise
+                    # The user keeps their state, unscheduled: their next event re-arms them.
+                    self.summary.errors += 1
+                    self.errors.append(
+                        f"a stage due at {format_timestamp(due)} could not fire: "
+                        f"{describe_error(exc)}"
+                    )
+                    continue
+                self.states[user_id] = advance.state
+                self._collect(advance.records, out)
+                deadlines.set(user_id, due_millis(advance.wake))
         return out
 
 

@@ -34,20 +34,25 @@ async def test_suppression_set_and_other_senders_contacts(ledger, redis_url: str
     )
     await client.aclose()
 
-    assert (await led.lookup("u-blocked", NOW))[0] is True
-    suppressed, others = await led.lookup("u-1", NOW)
-    assert suppressed is False
-    assert others == (NOW - timedelta(hours=1),)
+    facts = await led.lookup(["u-blocked", "u-1", "u-new"], NOW)
+    assert facts == {
+        "u-blocked": (True, ()),
+        "u-1": (False, (NOW - timedelta(hours=1),)),
+        "u-new": (False, ()),
+    }
 
     # Nudge's own contacts are written to the shared ledger but not returned as "others".
-    await led.record("u-1", [("trig-a", NOW)], ["trig-a"])
-    assert (await led.lookup("u-1", NOW))[1] == (NOW - timedelta(hours=1),)
+    await led.record([("u-1", "trig-a", NOW), ("u-3", "trig-b", NOW)], ["trig-a"])
+    assert (await led.lookup(["u-1"], NOW))["u-1"][1] == (NOW - timedelta(hours=1),)
+    client = aioredis.Redis.from_url(redis_url)
+    assert await client.zcard(f"{prefix}contacts:u-3") == 1
+    await client.aclose()
 
 
 async def test_idempotency_records_survive_reconnect(ledger, redis_url: str) -> None:
     led, prefix = ledger
     assert await led.already_sent(["trig-x", "trig-y"]) == set()
-    await led.record("u-2", [("trig-x", NOW)], ["trig-x"])
+    await led.record([("u-2", "trig-x", NOW)], ["trig-x"])
     again = ContactLedger.from_url(redis_url, prefix=prefix)
     assert await again.already_sent(["trig-x", "trig-y"]) == {"trig-x"}
     await again.close()
@@ -56,6 +61,6 @@ async def test_idempotency_records_survive_reconnect(ledger, redis_url: str) -> 
 async def test_unreachable_redis_raises_redis_unavailable() -> None:
     dead = ContactLedger.from_url(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisUnavailable) as info:
-        await dead.lookup("u-1", NOW)
+        await dead.lookup(["u-1"], NOW)
     assert info.value.operation == "lookup"
     await dead.close()

@@ -1,0 +1,460 @@
+"""The imperative shell: one micro-batch of a worker's partitions, from messages to checkpoint.
+
+The Faust agent hands :meth:`Batches.process` each batch of messages it takes from
+the input topics and the tick topic. The shell owns no business logic — the core's
+:class:`~triggers.driver.Driver` does — only the order of effects, written once in
+``docs/protocol.md``:
+
+1. parse every message; per partition, the event-time watermark
+   (:mod:`stream.watermark`) releases what may be applied, in event-time order, and
+   tells how far deadlines may fire (the horizon);
+2. the users concerned are read through a cache of decoded states; the facts for
+   every user about to fire (the operator's suppression set, other senders'
+   contacts) are asked from Redis in one pipelined round trip — if Redis cannot
+   answer, the core holds what would contact users (:mod:`triggers.held`);
+3. the driver applies each released event, then fires each partition's due users up
+   to the horizon;
+4. one checkpoint (:meth:`Batches._checkpoint`): the output records, then the Redis
+   ledger (contacts and sent marks), then one changelog record per dirty user, then
+   the local store, then the messages are acknowledged so their offsets may be
+   committed. Any failure there raises: the worker stops and its partitions restart
+   from their committed offsets and their changelog (the local store is never ahead
+   of the changelog).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from stream.contact_ledger import RedisUnavailable
+from stream.metrics import NudgeMetrics
+from stream.outputs import Outputs
+from stream.user_rows import unpack_row
+from stream.watermark import UNORDERED, EndOffset, Watermark
+from triggers.deadlines import Deadlines, due_millis
+from triggers.driver import Advance, Driver
+from triggers.engine import OutsideFacts
+from triggers.events import Event, InvalidEvent, parse_event
+from triggers.state import UserState
+from triggers.timestamps import from_millis, to_millis
+
+log = logging.getLogger("nudge.batches")
+
+#: Decoded states kept per partition between batches (all clean after a checkpoint).
+CACHE_PER_PARTITION = 50_000
+#: Users fired per partition per batch; the rest wait for the next tick.
+MAX_DUE_PER_BATCH = 5_000
+
+
+class Message(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Broker(Protocol):
+    """The Kafka producer: ``send`` queues a record and returns its delivery future."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> Awaitable[Any]: ...
+
+
+class LocalStore(Protocol):
+    """The users table's local store (RocksDB)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+        """Rows ``(partition, key, value, changelog offset)``, once the changelog has them."""
+
+
+class Ledger(Protocol):
+    async def lookup(
+        self, user_ids: Iterable[str], now: datetime
+    ) -> dict[str, tuple[bool, tuple[datetime, ...]]]: ...
+    async def already_sent(self, trigger_ids: Iterable[str]) -> set[str]: ...
+    async def record(
+        self, contacts: Iterable[tuple[str, str, datetime]], sent: Iterable[str]
+    ) -> None: ...
+
+
+@dataclass
+class RedisBackoff:
+    """Exponential backoff between attempts to use Redis after a failure."""
+
+    initial: float = 0.5
+    ceiling: float = 30.0
+    _delay: float = 0.0
+    _retry_at: float = 0.0
+
+    def ready(self, monotonic_now: float) -> bool:
+        return monotonic_now >= self._retry_at
+
+    def failed(self, monotonic_now: float) -> None:
+        self._delay = min(self.ceiling, max(self.initial, self._delay * 2))
+        self._retry_at = monotonic_now + self._delay
+
+    def succeeded(self) -> None:
+        self._delay = 0.0
+        self._retry_at = 0.0
+
+
+@dataclass
+class _Partition:
+    watermark: Watermark
+    deadlines: Deadlines
+    cache: dict[str, UserState] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)  # users with held decisions
+
+
+@dataclass(frozen=True)
+class Topics:
+    inputs: tuple[str, ...]
+    ticks: str
+    triggers: str
+    audit: str
+    dlq: str
+    changelog: str
+
+
+class Batches:
+    def __init__(
+        self,
+        *,
+        driver: Driver,
+        topics: Topics,
+        store: LocalStore,
+        broker: Broker,
+        ledger: Ledger,
+        metrics: NudgeMetrics,
+        end_offset: EndOffset,
+        ack: Callable[[list[Any]], Awaitable[None]],
+        max_message_bytes: int,
+        fire_grace_ms: int,
+        max_hold: float,
+        unknown_grace_ms: int = 10_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._driver = driver
+        self._topics = topics
+        self._store = store
+        self._broker = broker
+        self._ledger = ledger
+        self._metrics = metrics
+        self._end_offset = end_offset
+        self._ack = ack
+        self._max_bytes = max_message_bytes
+        self._grace_ms = fire_grace_ms
+        self._max_hold = max_hold
+        self._unknown_grace_ms = unknown_grace_ms
+        self._clock = clock
+        self._monotonic = monotonic
+        self._partitions: dict[int, _Partition] = {}
+        self.backoff = RedisBackoff()
+        #: Trigger ids found on the output topic at the last assignment (stream.recent_sends).
+        self.recently_sent: set[str] = set()
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def assigned(
+        self,
+        partitions: Iterable[int],
+        rows: Iterable[tuple[int, str, int | None]],
+        starts: dict[tuple[str, int], int] | None,
+    ) -> int:
+        """A new assignment (after every recovery): start over from the table's rows.
+
+        Whatever waited or was cached is dropped: it is read again from the committed
+        offsets and the store. Returns the number of pending deadlines."""
+        now_ms = to_millis(self._clock())
+        self._partitions = {}
+        for p in partitions:
+            topic_starts = (
+                None
+                if starts is None
+                else {t: starts[(t, p)] for t in self._topics.inputs if (t, p) in starts}
+            )
+            self._partitions[p] = _Partition(
+                Watermark(
+                    self._topics.inputs,
+                    p,
+                    topic_starts,
+                    now_ms,
+                    max_hold=self._max_hold,
+                    unknown_grace_ms=self._unknown_grace_ms,
+                ),
+                Deadlines(),
+            )
+        for p, user_id, wake_ms in rows:
+            owned = self._partitions.get(p)
+            if owned is not None:
+                owned.deadlines.set(user_id, wake_ms)
+        self._metrics.reset_partitions(self._partitions)
+        return sum(len(part.deadlines) for part in self._partitions.values())
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self._partitions.pop(p, None)
+        self._metrics.reset_partitions(self._partitions)
+
+    @property
+    def owned(self) -> set[int]:
+        return set(self._partitions)
+
+    def pending(self, partition: int) -> int:
+        part = self._partitions.get(partition)
+        return 0 if part is None else len(part.deadlines)
+
+    def partition_gauges(self) -> dict[int, tuple[int, int]]:
+        """Per owned partition: (pending deadlines, held decisions)."""
+        return {
+            p: (len(part.deadlines), sum(part.held.values()))
+            for p, part in self._partitions.items()
+        }
+
+    def waiting(self) -> int:
+        return sum(part.watermark.waiting for part in self._partitions.values())
+
+    # -- one batch ----------------------------------------------------------------------
+
+    async def process(self, batch: Sequence[Any]) -> None:
+        """One batch of Faust events (each with a ``.message``), up to its checkpoint."""
+        started = self._monotonic()
+        now = self._clock()
+        now_ms = to_millis(now)
+        out = Outputs(self._topics, self._driver.rules.version_label)
+        acks: list[Any] = []
+        touched: set[int] = set()
+        ticks = self._topics.ticks
+        for item in batch:
+            message = item.message
+            part = self._partitions.get(message.partition)
+            if part is None:  # not ours (any more): its new owner reads it
+                continue
+            touched.add(message.partition)
+            if message.topic == ticks:
+                acks.append(item)
+                continue
+            try:
+                parsed: Event | InvalidEvent = parse_event(
+                    message.value or b"", max_bytes=self._max_bytes
+                )
+            except InvalidEvent as exc:
+                parsed = exc
+            except Exception as exc:  # the parser failed otherwise than on invalid input
+                parsed = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+            ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
+            part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), started)
+
+        # Per partition: what may be applied, how far deadlines may fire, who is due.
+        work: list[tuple[_Partition, list[Any], datetime, list[str]]] = []
+        held_back = self._metrics.held_back
+        for p in sorted(touched):
+            part = self._partitions[p]
+            released = part.watermark.release(self._end_offset, started, now_ms)
+            horizon_ms = part.watermark.horizon(now_ms - self._grace_ms, self._end_offset)
+            held_back.labels(str(p)).set(max(0.0, (now_ms - self._grace_ms - horizon_ms) / 1000))
+            due = [u for u, _ in part.deadlines.pop_due(horizon_ms, MAX_DUE_PER_BATCH)]
+            work.append((part, released, from_millis(max(horizon_ms, 0)), due))
+
+        facts = await self._facts_for(work, now)
+        for part, released, horizon, due in work:
+            for item, parsed in released:
+                acks.append(item)
+                message = item.message
+                if isinstance(parsed, InvalidEvent):
+                    out.dead_letter(message, parsed.reason, parsed.detail, now)
+                    self._metrics.dead_letter(message.topic, parsed.reason)
+                    continue
+                self._apply(part, message, parsed, now, horizon, facts, out)
+            for user_id in due:
+                self._fire(part, user_id, now, horizon, facts, out)
+
+        await self._release_stragglers(now, out)
+        await self._checkpoint(out, acks)
+        self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
+
+    @staticmethod
+    def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:
+        """A user's facts; None if Redis could not be asked or they were not looked up."""
+        return None if facts is None else facts.get(user_id)
+
+    def _apply(
+        self,
+        part: _Partition,
+        message: Any,
+        event: Event,
+        now: datetime,
+        horizon: datetime,
+        facts: dict[str, OutsideFacts] | None,
+        out: Outputs,
+    ) -> None:
+        user_id = event.user_id
+        try:
+            state = self._load(part, user_id)
+            advance = self._driver.event(
+                state, event, now, self._facts(facts, user_id), max(horizon, event.ts)
+            )
+        except Exception as exc:  # one bad message must never stop the partition
+            log.exception(
+                "failed to apply %s[%d]@%d", message.topic, message.partition, message.offset
+            )
+            out.dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}"[:500], now)
+            self._metrics.dead_letter(message.topic, "processing_error")
+            return
+        self._metrics.event(message.topic, event.type, advance.outcome)
+        self._keep(part, user_id, advance, out, message.partition)
+
+    def _fire(
+        self,
+        part: _Partition,
+        user_id: str,
+        now: datetime,
+        horizon: datetime,
+        facts: dict[str, OutsideFacts] | None,
+        out: Outputs,
+    ) -> None:
+        try:
+            state = self._load(part, user_id)
+            if state is None:
+                return
+            advance = self._driver.time(state, now, horizon, self._facts(facts, user_id))
+        except Exception:  # one user's failure must not cost the others their deadlines
+            log.exception(
+                "failed to fire a user's deadlines on partition %d", part.watermark.partition
+            )
+            return
+        self._keep(part, user_id, advance, out, part.watermark.partition)
+
+    def _keep(
+        self, part: _Partition, user_id: str, advance: Advance, out: Outputs, partition: int
+    ) -> None:
+        wake_ms = due_millis(advance.wake)
+        part.deadlines.set(user_id, wake_ms)
+        if advance.changed:
+            state = advance.state
+            part.cache[user_id] = state
+            if state.held:
+                part.held[user_id] = len(state.held)
+            else:
+                part.held.pop(user_id, None)
+            out.dirty(partition, user_id, advance.state, wake_ms)
+        if advance.records:
+            out.records(user_id, advance.records)
+
+    def _load(self, part: _Partition, user_id: str) -> UserState | None:
+        state = part.cache.get(user_id)
+        if state is None:
+            stored = self._store.get(user_id.encode())
+            if stored is not None:
+                state = unpack_row(stored)[0]
+                part.cache[user_id] = state
+        return state
+
+    # -- Redis ---------------------------------------------------------------------------
+
+    async def _facts_for(
+        self, work: list[tuple[_Partition, list[Any], datetime, list[str]]], now: datetime
+    ) -> dict[str, OutsideFacts] | None:
+        """The facts of every user about to fire, in one round trip (None: Redis can't say)."""
+        users: list[str] = []
+        for part, released, horizon, due in work:
+            users += due
+            for _, parsed in released:
+                if isinstance(parsed, InvalidEvent):
+                    continue
+                state = self._load(part, parsed.user_id)
+                if state is None:
+                    continue
+                wake = self._driver.wake(state)
+                if wake is not None and wake <= max(horizon, parsed.ts):
+                    users.append(parsed.user_id)
+        if not users:
+            return {}
+        return await self._lookup(users, now)
+
+    async def _lookup(self, users: list[str], now: datetime) -> dict[str, OutsideFacts] | None:
+        if not self.backoff.ready(self._monotonic()):
+            return None
+        try:
+            found = await self._ledger.lookup(users, now)
+        except RedisUnavailable as exc:
+            self._redis_failed(exc)
+            return None
+        self.backoff.succeeded()
+        self._metrics.redis_up.set(1)
+        return {user: OutsideFacts(s, others) for user, (s, others) in found.items()}
+
+    async def _release_stragglers(self, now: datetime, out: Outputs) -> None:
+        """Users who fired without prefetched facts (a late event made a stage due at
+        once): their decisions were held; ask Redis for them now and release at once."""
+        held = [(p, u) for p, u, state in out.dirty_states() if state.held]
+        if not held or not self.backoff.ready(self._monotonic()):
+            return
+        facts = await self._lookup([u for _, u in held], now)
+        if facts is None:
+            return
+        for p, user_id in held:
+            part = self._partitions[p]
+            state = part.cache[user_id]
+            advance = self._driver.time(state, now, now, facts.get(user_id))
+            self._keep(part, user_id, advance, out, p)
+
+    def _redis_failed(self, exc: RedisUnavailable) -> None:
+        self.backoff.failed(self._monotonic())
+        self._metrics.redis_errors.labels(exc.operation).inc()
+        self._metrics.redis_up.set(0)
+        log.warning("redis unavailable (%s); decisions are held", exc.operation)
+
+    # -- the checkpoint ------------------------------------------------------------------
+
+    async def _checkpoint(self, out: Outputs, acks: list[Any]) -> None:
+        started = self._monotonic()
+        # 1. Output records (idempotency: a decision already delivered is never sent twice).
+        sent_ids = out.sent_ids()
+        already = self.recently_sent.intersection(sent_ids)
+        if sent_ids and self.backoff.ready(self._monotonic()):
+            try:
+                already |= await self._ledger.already_sent(sent_ids)
+            except RedisUnavailable as exc:
+                self._redis_failed(exc)
+        deliveries = [await self._broker.send(*record) for record in out.kafka_records(already)]
+        for delivery in deliveries:
+            await delivery
+        self._metrics.decided(out.decisions(), out.conversions(), already)
+        # 2. The ledger: contacts and sent marks, once the broker has the records.
+        contacts = out.contacts()
+        if contacts:
+            try:
+                await self._ledger.record(contacts, [t for t in sent_ids if t not in already])
+            except RedisUnavailable as exc:  # the records are out; only the marks are lost
+                self._redis_failed(exc)
+        # 3. One changelog record per dirty user, then the local store.
+        rows = out.rows()
+        if rows:
+            changelog = self._topics.changelog
+            pending = [
+                (p, key, value, await self._broker.send(changelog, key, value, p, None))
+                for p, key, value in rows
+            ]
+            written = [(p, key, value, (await d).offset) for p, key, value, d in pending]
+            self._store.write(written)
+        # 4. Offsets: acknowledged messages are committed by Faust (in offset order).
+        await self._ack(acks)
+        self._metrics.checkpoint.observe(self._monotonic() - started)
+        for part in self._partitions.values():
+            if len(part.cache) > CACHE_PER_PARTITION:
+                part.cache.clear()

@@ -1,0 +1,149 @@
+"""One event-time watermark per partition: what may be applied, and how far deadlines may fire.
+
+A partition's events arrive on four input topics. Live, each is read as it is
+produced, so they arrive in about the order they happened. After a restart, a
+rebalance or an outage the worker reads a backlog, and the topics are fetched
+round-robin: a user's order could arrive before the cart events that preceded it.
+``nudge replay`` applies events in time order and fires a stage due at T before an
+event later than T; the live service must do the same to give the same records.
+
+So each partition keeps, per input topic, the messages read but not yet applied
+(in offset order), and for each topic a *bound*: no unapplied event of that topic
+is earlier than it, as far as the worker knows:
+
+- messages waiting: the time of the first one;
+- none waiting and the topic read to its end offset: no bound (it holds nothing);
+- none waiting but the topic behind its end: the time of the last message read from
+  it (each topic partition is written in about the order of its events), or, before
+  anything was read, the start of time (unknown: for at most ``unknown_grace`` after
+  an assignment).
+
+:meth:`Watermark.release` hands out waiting messages in event-time order while the
+earliest is not later than every other topic's bound (or has waited ``max_hold``:
+a topic that stops delivering delays events, never stalls them). The *watermark* is
+the least bound over all topics; deadlines fire up to ``min(now - grace, watermark)``
+(:meth:`Watermark.horizon`) — never ahead of input still unread or unapplied. A
+message that could not be parsed leaves as soon as it heads its queue.
+
+Messages of one topic partition leave in offset order, so acknowledging each once
+its batch is checkpointed commits offsets in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+UNORDERED = -(2**62)  # event time of an unparseable message: leaves when at the head
+NEVER = -(2**62)  # a horizon before every deadline
+FOREVER = 2**62
+EndOffset = Callable[[str, int], int | None]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    ts_ms: int
+    arrived: float  # monotonic seconds
+    item: Any
+
+
+@dataclass(slots=True)
+class _Topic:
+    waiting: deque[_Waiting] = field(default_factory=deque)
+    read: int | None = None  # offset after the last message read (None: from the start offset)
+    last_ts: int | None = None  # event time of the last parseable message read
+
+
+class Watermark:
+    """The input of one partition (see the module docstring)."""
+
+    def __init__(
+        self,
+        topics: Sequence[str],
+        partition: int,
+        starts: Mapping[str, int] | None,
+        assigned_ms: int,
+        *,
+        max_hold: float,
+        unknown_grace_ms: int,
+    ) -> None:
+        self.partition = partition
+        self._names = tuple(topics)
+        self._topics = {name: _Topic() for name in topics}
+        self._starts = dict(starts or {})
+        self._assigned_ms = assigned_ms
+        self._max_hold = max_hold
+        self._unknown_grace_ms = unknown_grace_ms
+        self.waiting = 0
+
+    def add(self, topic: str, offset: int, ts_ms: int, item: Any, now: float) -> None:
+        state = self._topics[topic]
+        state.waiting.append(_Waiting(ts_ms, now, item))
+        state.read = offset + 1
+        if ts_ms != UNORDERED:
+            state.last_ts = ts_ms
+        self.waiting += 1
+
+    def _bound(self, name: str, end_offset: EndOffset, now_ms: int) -> int:
+        state = self._topics[name]
+        if state.waiting:
+            return state.waiting[0].ts_ms
+        end = end_offset(name, self.partition)
+        position = state.read if state.read is not None else self._starts.get(name)
+        if end is not None and position is not None and position >= end:
+            return FOREVER  # read to its end: holds nothing unread
+        fresh = now_ms - self._assigned_ms < self._unknown_grace_ms
+        if end is not None and position is not None and state.last_ts is not None:
+            return state.last_ts  # behind: what is still unread comes after what was read
+        # Behind with nothing read yet, or unknown (no end offset fetched, no position):
+        # hold for a short while after the assignment at most, never for good.
+        return NEVER if fresh else FOREVER
+
+    def release(self, end_offset: EndOffset, now: float, now_ms: int) -> list[Any]:
+        """The waiting messages that may be applied now, in the order to apply them."""
+        out: list[Any] = []
+        if not self.waiting:
+            return out
+        topics = self._topics
+        while self.waiting:
+            first_name = None
+            first: _Waiting | None = None
+            oldest_arrival = None
+            for name in self._names:
+                queue = topics[name].waiting
+                if queue:
+                    head = queue[0]
+                    if first is None or head.ts_ms < first.ts_ms:
+                        first, first_name = head, name
+                    if oldest_arrival is None or head.arrived < oldest_arrival:
+                        oldest_arrival = head.arrived
+            assert first is not None and first_name is not None and oldest_arrival is not None
+            if (
+                first.ts_ms != UNORDERED
+                and now - oldest_arrival < self._max_hold
+                and any(
+                    name != first_name
+                    and not topics[name].waiting
+                    and self._bound(name, end_offset, now_ms) < first.ts_ms
+                    for name in self._names
+                )
+            ):
+                break  # another topic may still hold an earlier event
+            topics[first_name].waiting.popleft()
+            self.waiting -= 1
+            out.append(first.item)
+        return out
+
+    def horizon(self, now_ms: int, end_offset: EndOffset) -> int:
+        """How far deadlines may fire: ``now_ms``, or the watermark if that is earlier."""
+        horizon = now_ms
+        for name in self._names:
+            bound = self._bound(name, end_offset, now_ms)
+            if bound < horizon:
+                horizon = bound
+        return horizon
+
+    def positions(self) -> dict[str, int | None]:
+        return {name: t.read for name, t in self._topics.items()}
