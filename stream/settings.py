@@ -141,8 +141,10 @@ def unknown_setting_warnings(names: Iterable[str]) -> list[str]:
     for name in sorted(set(names)):
         if not name.upper().startswith(PREFIX) or name.upper() in known:
             continue
-        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        # Compared without the prefix, which every name shares.
+        suffixes = [k.removeprefix(PREFIX) for k in known]
+        close = difflib.get_close_matches(name.upper()[len(PREFIX) :], suffixes, n=1, cutoff=0.6)
+        hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
         warnings.append(f"{name} is not a Nudge setting and is ignored{hint}")
     return warnings
 
