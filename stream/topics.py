@@ -107,17 +107,19 @@ def to_create(settings: Settings, counts: Mapping[str, int], partitions: int) ->
     ]
 
 
-def creation_errors(response: Any, variables: Mapping[str, str]) -> list[str]:
-    """Readable errors of a CreateTopics response, ignoring topics created meanwhile."""
-    errors = []
+def creation_errors(response: Any, variables: Mapping[str, str], replication: int) -> list[str]:
+    """Readable errors of a CreateTopics response, one per reason, ignoring topics created
+    meanwhile (another worker starting at the same time)."""
+    by_reason: dict[str, list[str]] = {}
     for entry in response.topic_errors:
         name, code = entry[0], entry[1]
         if code in (0, TOPIC_ALREADY_EXISTS):
-            continue  # another worker starting at the same time created it
+            continue
         detail = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
-        hint = " (NUDGE_REPLICATION_FACTOR)" if "replication" in detail.lower() else ""
-        errors.append(f"cannot create {name} ({variables.get(name, '?')}): {detail}{hint}")
-    return errors
+        if "replica" in detail.lower():
+            detail = f"{detail} (NUDGE_REPLICATION_FACTOR={replication})"
+        by_reason.setdefault(detail, []).append(f"{name} ({variables.get(name, '?')})")
+    return [f"cannot create {', '.join(names)}: {why}" for why, names in by_reason.items()]
 
 
 def reported_counts(described: list[dict[str, Any]]) -> dict[str, int]:
@@ -142,7 +144,7 @@ async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: flo
     owned = owned_variables(settings)
     if missing:
         response = await admin.create_topics(missing)
-        errors = creation_errors(response, owned)
+        errors = creation_errors(response, owned, settings.replication_factor)
         if errors:
             raise TopicSetupError("; ".join(errors))
         log.info(

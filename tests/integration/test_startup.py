@@ -247,3 +247,18 @@ def test_bad_settings_fail_before_connecting_with_one_readable_line(
         "NUDGE_TOPIC_CARTS is not a Nudge setting and is ignored (did you mean NUDGE_TOPIC_CART?)"
     ]
     assert asyncio.run(layout(kafka_bootstrap, f"{group.name}.")) == {}
+
+
+def test_a_replication_factor_the_cluster_cannot_meet_is_named(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_REPLICATION_FACTOR="3")
+
+    code, _, lines = failed_start(group)
+
+    assert code == 2
+    (message,) = errors(lines)
+    assert f"cannot create {group.topic('ticks')} (NUDGE_TOPIC_TICKS)" in message
+    assert "(NUDGE_REPLICATION_FACTOR=3)" in message
+    created = asyncio.run(layout(kafka_bootstrap, f"{group.name}."))
+    assert sorted(created) == sorted(group.topic(key) for key in INPUTS)
