@@ -10,6 +10,7 @@ alert rules are loaded and evaluate, and every dashboard query runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from tests.deploy.deploy_support import (
     grafana_to_promql,
     load_yaml,
 )
+from tests.integration.harness import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +141,9 @@ def worker_env(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> dict[str
     run = f"deploy{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
+    # The shop's input topics exist before the worker starts (it never creates them).
+    inputs = [f"{run}.{TOPICS[key]}" for key in ("BROWSE", "CART", "ORDER", "PREFS")]
+    asyncio.run(create_topics(kafka_bootstrap, inputs, 2))
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")},
         "NUDGE_KAFKA_BOOTSTRAP": kafka_bootstrap,
