@@ -45,6 +45,7 @@ from triggers.events import (
     PreferencesUpdated,
     ProductViewed,
     SearchPerformed,
+    WishlistAdded,
 )
 from triggers.firing import fire_due, firing_rules, next_due
 from triggers.frozen import frozen_record
@@ -114,6 +115,7 @@ class Engine:
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,
             SearchPerformed: self._activity_only,
+            WishlistAdded: self._activity_only,
             CartItemAdded: self._cart_event,
             CartItemRemoved: self._cart_event,
             CartCleared: self._cart_event,

@@ -1,15 +1,29 @@
-"""Field readers for the event parser: each returns a clean value or raises InvalidEvent.
+"""Field types of the input events, and the parser's error: reasons and field-path details.
 
-They name the field in the error detail, and define the error type and its
-reason codes. Used by :mod:`triggers.events`, which re-exports the public names.
+The annotated types below carry the contract's bounds as msgspec constraints, so the
+same declaration validates a message and documents it in the published JSON Schema.
+:func:`refusal` turns a msgspec ``ValidationError`` into an :class:`InvalidEvent` with
+one of the stable :data:`REASONS` and a detail naming the field by its JSON path
+(``$.items[0].quantity``). Used by :mod:`triggers.events`, which re-exports the names.
+
+Bounds beyond the contract's types, so that the engine's arithmetic never overflows:
+amounts finite and at most 1e15 (a default ``total`` too), quantities at most 1e9,
+``ts`` from 1900-01-01T00:00:00Z to 2999-12-31T23:59:59.999Z (see
+:mod:`triggers.timestamps`). Outside them: ``invalid_value``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
-from triggers.timestamps import MAX_MILLIS, TimestampError, parse_timestamp
+import msgspec
+import orjson
+from msgspec import Meta
+
+from triggers.timestamps import MAX_MILLIS, MIN_MILLIS
 
 MAX_ID_CHARS = 128
 MAX_LABEL_CHARS = 256
@@ -44,78 +58,122 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-# --- field readers: each raises InvalidEvent naming the field ---------------------------
+# --- field types -------------------------------------------------------------------------
+
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]
+Label = Annotated[str, Meta(min_length=1, max_length=MAX_LABEL_CHARS)]
+Query = Annotated[str, Meta(min_length=1, max_length=MAX_QUERY_CHARS)]
+Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
+#: A price or total: an integer stays an integer, a float a float.
+Amount = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)] | Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+#: A unit price is always a float: it is multiplied by (summed) quantities, and float
+#: products stay finite where integer ones could outgrow 64 bits.
+UnitPrice = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+Birthday = Annotated[
+    str,
+    Meta(
+        pattern=r"^([0-9]{4}-)?[0-9]{2}-[0-9]{2}$",
+        description='"MM-DD" or "YYYY-MM-DD", a real date (02-29 is one)',
+    ),
+]
+TimeZoneName = Annotated[
+    str,
+    Meta(min_length=1, max_length=MAX_LABEL_CHARS, description="an IANA time zone name"),
+]
+
+if TYPE_CHECKING:
+    # What the attributes hold once an event is built: ``__post_init__`` normalises the
+    # wire forms below (a string id or an integer, a timestamp string or epoch ms).
+    ObjectId = str
+    Timestamp = datetime
+else:
+    ObjectId = Annotated[
+        Id | int,
+        Meta(description="a string, or an integer (kept as its decimal string)"),
+    ]
+    Timestamp = Annotated[
+        Annotated[
+            str,
+            Meta(
+                description="RFC 3339 date-time with an offset (Z or +-HH:MM); T, t or a space "
+                "between date and time; fractions past the millisecond are truncated",
+                extra_json_schema={"format": "date-time"},
+            ),
+        ]
+        | Annotated[
+            int,
+            Meta(  # the range is checked with the string form's, in __post_init__
+                description="epoch milliseconds",
+                extra_json_schema={"minimum": MIN_MILLIS, "maximum": MAX_MILLIS},
+            ),
+        ],
+        Meta(description="event time, 1900-01-01T00:00:00Z .. 2999-12-31T23:59:59.999Z"),
+    ]
 
 
-def read_id(obj: dict, name: str, *, allow_int: bool = False) -> str:
-    value = obj.get(name)
-    if type(value) is str:
-        if 0 < len(value) <= MAX_ID_CHARS:
-            return value
-        raise InvalidEvent("invalid_value", f"{name} must be 1..{MAX_ID_CHARS} characters")
-    if value is None:
-        raise InvalidEvent("missing_field", f"{name} is required")
-    if allow_int and type(value) is int:
-        return str(value)
-    expected = "a string or an integer" if allow_int else "a string"
-    raise InvalidEvent("wrong_type", f"{name} must be {expected}, got {json_type(value)}")
+def is_time_zone(name: str) -> bool:
+    """True if ``name`` is an IANA time zone known to ``zoneinfo``."""
+    try:
+        ZoneInfo(name)
+    except Exception:  # ZoneInfoNotFoundError, ValueError for malformed keys, OSError
+        return False
+    return True
 
 
-def read_label(
-    obj: dict, name: str, *, required: bool = False, limit: int = MAX_LABEL_CHARS
-) -> str | None:
-    value = obj.get(name)
-    if type(value) is str:
-        if 0 < len(value) <= limit:
-            return value
-        raise InvalidEvent("invalid_value", f"{name} must be 1..{limit} characters")
-    if value is None:
-        if required:
-            raise InvalidEvent("missing_field", f"{name} is required")
-        return None
-    raise InvalidEvent("wrong_type", f"{name} must be a string, got {json_type(value)}")
+def is_birthday(text: str) -> bool:
+    """True for a real ``MM-DD`` (Feb 29 included) or ``YYYY-MM-DD`` date."""
+    year = int(text[:4]) if len(text) == 10 else 2000  # 2000: a leap year
+    try:
+        date(year, int(text[-5:-3]), int(text[-2:]))
+    except ValueError:
+        return False
+    return True
 
 
-def read_amount(obj: dict, name: str, where: str = "") -> float | None:
-    """A finite number in 0..MAX_AMOUNT (an integer stays an integer)."""
-    value = obj.get(name)
-    kind = type(value)
-    if kind is float or kind is int:
-        if 0 <= value <= MAX_AMOUNT:  # False for NaN and infinities too
-            return value
-        raise InvalidEvent(
-            "invalid_value", f"{where}{name} must be a number from 0 to 1e15, got {value}"
-        )
-    if value is None:
-        return None
-    raise InvalidEvent("wrong_type", f"{where}{name} must be a number, got {json_type(value)}")
+# --- errors --------------------------------------------------------------------------------
+
+_MISSING = re.compile(r"Object missing required field `(.+)`")
+_WRONG_TYPE = re.compile(r"Expected `(.+)`, got `(.+)`")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-def read_unit_price(obj: dict, name: str, where: str = "") -> float | None:
-    """:func:`read_amount` as a float: a unit price is multiplied by (summed) quantities,
-    and float products stay finite where integer ones could outgrow 64 bits."""
-    value = read_amount(obj, name, where)
-    return value if value is None or type(value) is float else float(value)
+def refusal(error: msgspec.ValidationError, obj: Any) -> InvalidEvent:
+    """The :class:`InvalidEvent` for msgspec's ``error`` on the decoded message ``obj``."""
+    message, _, at = str(error).rpartition(" - at `")
+    path = at[:-1] if message else "$"
+    message = message or str(error)
+    cause = error.__cause__
+    if isinstance(cause, InvalidEvent):  # raised by an event's __post_init__
+        return InvalidEvent(cause.reason, f"{path}.{cause.detail}")
+    if match := _MISSING.fullmatch(message):
+        return InvalidEvent("missing_field", f"{path}.{match.group(1)} is required")
+    if match := _WRONG_TYPE.fullmatch(message):
+        expected, got = match.groups()
+        if got == "null":  # null for a required field: absent
+            return InvalidEvent("missing_field", f"{path} is required (got null)")
+        return InvalidEvent("wrong_type", f"{path}: expected {expected}, got {got}")
+    found, value = _value_at(obj, path)
+    got = f", got {_shown(value)}" if found else ""
+    return InvalidEvent("invalid_value", f"{path}: {message[0].lower()}{message[1:]}{got}")
 
 
-def read_quantity(obj: dict, name: str, where: str = "") -> int | None:
-    value = obj.get(name)
-    if type(value) is int:
-        if 1 <= value <= MAX_QUANTITY:
-            return value
-        raise InvalidEvent(
-            "invalid_value", f"{where}{name} must be an integer from 1 to 1e9, got {value}"
-        )
-    if value is None:
-        return None
-    raise InvalidEvent("wrong_type", f"{where}{name} must be an integer, got {json_type(value)}")
+def _value_at(obj: Any, path: str) -> tuple[bool, Any]:
+    for name, index in _STEP.findall(path):
+        if name and type(obj) is dict and name in obj:
+            obj = obj[name]
+        elif index and type(obj) is list and int(index) < len(obj):
+            obj = obj[int(index)]
+        else:
+            return False, None
+    return True, obj
 
 
-def read_flag(obj: dict, name: str) -> bool | None:
-    value = obj.get(name)
-    if value is None or type(value) is bool:
-        return value
-    raise InvalidEvent("wrong_type", f"{name} must be true or false, got {json_type(value)}")
+def _shown(value: object) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits
+        text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def json_type(value: object) -> str:
@@ -130,48 +188,6 @@ def json_type(value: object) -> str:
     if type(value) is list:
         return "array"
     return "object"
-
-
-def is_time_zone(name: str) -> bool:
-    """True if ``name`` is an IANA time zone known to ``zoneinfo``."""
-    try:
-        ZoneInfo(name)
-    except Exception:  # ZoneInfoNotFoundError, ValueError for malformed keys, OSError
-        return False
-    return True
-
-
-_FAST_MS_LIMIT = 2**32 * 1000  # below this, ms / 1000 as a float is exact to the microsecond
-assert _FAST_MS_LIMIT <= MAX_MILLIS  # the fast path stays inside the accepted range
-
-
-def read_timestamp(value: object) -> datetime:
-    if type(value) is int:
-        if 0 <= value < _FAST_MS_LIMIT:
-            return datetime.fromtimestamp(value / 1000, UTC)
-    elif (
-        type(value) is str
-        and len(value) in (20, 24)
-        and value[-1] == "Z"
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[10] == "T"
-        and value[13] == ":"
-        and value[16] == ":"
-        and (len(value) == 20 or value[19] == ".")
-        and "1900" <= value[:4] <= "2999"  # the accepted range, in UTC (see timestamps)
-        and value.isascii()
-    ):
-        try:
-            return datetime.fromisoformat(value)  # "...T10:00:00Z" / "...T10:00:00.250Z"
-        except ValueError:
-            pass  # the general parser reports it
-    elif value is None:
-        raise InvalidEvent("missing_field", "ts is required")
-    try:
-        return parse_timestamp(value)
-    except TimestampError as exc:
-        raise InvalidEvent(exc.reason, f"ts: {exc.detail}") from None
 
 
 def undecodable(raw: bytes | str, exc: Exception) -> InvalidEvent:

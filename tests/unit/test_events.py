@@ -10,7 +10,6 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from triggers.events import (
     REASONS,
@@ -29,7 +28,6 @@ from triggers.events import (
     SearchPerformed,
     parse_event,
 )
-from triggers.wire import INPUT_EVENT
 
 pytestmark = pytest.mark.unit
 
@@ -112,6 +110,7 @@ def test_every_type_has_a_default_topic() -> None:
         "product_viewed": "shop.browse",
         "category_viewed": "shop.browse",
         "search": "shop.browse",
+        "wishlist_added": "shop.browse",
         "cart_item_added": "shop.cart",
         "cart_item_removed": "shop.cart",
         "cart_cleared": "shop.cart",
@@ -240,7 +239,11 @@ INVALID += [
     (_event(type="cart_item_added", product_id="p", quantity=1.0), "wrong_type", "quantity"),
     (_event(type="cart_item_added", product_id="p", quantity=True), "wrong_type", "quantity"),
     (_event(type="cart_item_removed"), "missing_field", "product_id"),
-    (_event(type="order_placed", items=[]), "missing_field", "order_id"),
+    (
+        _event(type="order_placed", items=[{"product_id": "p", "quantity": 1, "unit_price": 1}]),
+        "missing_field",
+        "order_id",
+    ),
     (_event(type="order_placed", order_id="o"), "missing_field", "items"),
     (_event(type="order_placed", order_id="o", items={}), "wrong_type", "items"),
     (_event(type="order_placed", order_id="o", items=[]), "invalid_value", "items"),
@@ -440,35 +443,3 @@ def mutated_events(draw: st.DrawFn) -> dict:
         else:
             event[key] = draw(field_values)
     return event
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.one_of(near_valid_events.map(lambda event: {**BASE, **event}), mutated_events()))
-def test_the_pydantic_wire_models_accept_exactly_what_parse_event_accepts(value: dict) -> None:
-    try:
-        parse_event(orjson.dumps(value))
-        accepted = True
-    except InvalidEvent:
-        accepted = False
-    try:
-        INPUT_EVENT.validate_python(value)
-        modelled = True
-    except ValidationError:
-        modelled = False
-    assert accepted == modelled
-
-
-@pytest.mark.parametrize(("fields", "expected"), VALID)
-def test_the_wire_models_read_the_valid_examples_alike(fields: dict, expected: Any) -> None:
-    model = INPUT_EVENT.validate_python({**BASE, **fields})
-    assert model.type == expected.type
-    assert model.ts == expected.ts
-
-
-def test_json_schemas_cover_every_event_type_and_record_kind() -> None:
-    from triggers.wire import json_schemas
-
-    schemas = json_schemas()
-    mapping = schemas["input_event"]["discriminator"]["mapping"]
-    assert set(mapping) == set(TOPIC_OF_TYPE)
-    assert set(schemas["output_record"]["discriminator"]["mapping"]) == {"decision", "conversion"}

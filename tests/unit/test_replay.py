@@ -177,8 +177,8 @@ def test_timestamps_the_engine_cannot_compute_with_are_invalid_lines(tmp_path: P
     assert done.returncode == 0, done.stderr
     stderr = done.stderr.decode()
     assert "Traceback" not in stderr
-    assert "line 1: invalid_value: ts: out of range" in stderr
-    assert "line 2: invalid_value: ts: epoch milliseconds out of range" in stderr
+    assert "line 1: invalid_value: $.ts: out of range" in stderr
+    assert "line 2: invalid_value: $.ts: epoch milliseconds out of range" in stderr
     assert "replay: invalid      2 (invalid_value 2)" in stderr
     assert [orjson.loads(r)["user_id"] for r in done.stdout.splitlines()] == ["u2"]
 
