@@ -32,6 +32,7 @@ log = logging.getLogger("nudge.topics")
 TICK_RETENTION_MS = 3_600_000  # ticks are worthless after a few seconds
 TOPIC_ALREADY_EXISTS = 36
 LAYOUT_POLL_SECONDS = 0.25
+INPUT_SETTLE_SECONDS = 1.5
 
 
 class TopicSetupError(RuntimeError):
@@ -134,10 +135,16 @@ async def _all_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
 
 
 async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: float) -> int:
-    counts = await _all_counts(admin)
-    while any(counts.get(n) == 0 for n in settings.input_topics) and time.monotonic() < deadline:
-        await asyncio.sleep(LAYOUT_POLL_SECONDS)  # just created: partitions not reported yet
+    # An input topic created a moment ago may not be in the metadata yet, or without its
+    # partitions: look again a few times before calling it missing.
+    settle_until = min(deadline, time.monotonic() + INPUT_SETTLE_SECONDS)
+    while True:
         counts = await _all_counts(admin)
+        if all(counts.get(n, 0) > 0 for n in settings.input_topics):
+            break
+        if time.monotonic() >= settle_until:
+            break
+        await asyncio.sleep(LAYOUT_POLL_SECONDS)
     partitions = input_partitions(settings, counts)
     check_ticks(settings, counts, partitions)
     missing = to_create(settings, counts, partitions)

@@ -153,6 +153,11 @@ async def create_topics(kafka: str, names: list[str], partitions: int) -> None:
         missing = [n for n in names if n not in set(await admin.list_topics())]
         if missing:
             await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+        for _ in range(100):  # until the metadata reports them, with their partitions
+            described = {t["topic"]: t["partitions"] for t in await admin.describe_topics()}
+            if all(described.get(n) for n in names):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
