@@ -10,14 +10,69 @@ Redis.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers()
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` for options that have a real default (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub: Subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand parser that shows defaults in its ``--help``."""
+    return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """A count where 0 means "no limit"."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def version() -> str:
+    try:
+        return metadata.version("nudge")
+    except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def _add_worker(sub: Subparsers) -> None:
-    worker = sub.add_parser("worker", help="run the live service (Faust worker on Kafka + Redis)")
+    worker = _command(sub, "worker", "run the live service (Faust worker on Kafka + Redis)")
     worker.add_argument("--rules", help="rules file (YAML); default: NUDGE_RULES_PATH or built-in")
 
     def run(args: argparse.Namespace) -> int:
@@ -29,24 +84,47 @@ def _add_worker(sub: Subparsers) -> None:
 
 
 def _add_replay(sub: Subparsers) -> None:
-    replay = sub.add_parser("replay", help="run the engine on a JSON Lines event file")
-    replay.add_argument("events", help="events file (JSON Lines), '-' for stdin")
+    replay = _command(sub, "replay", "run the engine on a JSON Lines event file")
+    replay.add_argument(
+        "events", help="events file (JSON Lines, plain or gzip-compressed), '-' for stdin"
+    )
     replay.add_argument("--rules", help="rules file (YAML)")
-    replay.add_argument("--until", help="advance the clock to this time at the end (RFC 3339)")
-    replay.add_argument("--out", default="-", help="output file, '-' for stdout (default)")
+    replay.add_argument(
+        "--until", help="advance the clock to this time at the end (RFC 3339 or epoch ms)"
+    )
+    replay.add_argument("--out", default="-", help="output file, '-' for stdout")
+    replay.add_argument(
+        "--summary-json", metavar="FILE", help="also write the summary to FILE as JSON"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    replay.add_argument(
+        "--progress-every",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between two progress lines on stderr",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from cli.replay import replay_command
 
-        return replay_command(args.events, rules=args.rules, until=args.until, out=args.out)
+        return replay_command(
+            args.events,
+            rules=args.rules,
+            until=args.until,
+            out=args.out,
+            quiet=args.quiet,
+            summary_json=args.summary_json,
+            progress_every=args.progress_every,
+        )
 
     replay.set_defaults(run=run)
 
 
 def _add_rules(sub: Subparsers) -> None:
-    rules = sub.add_parser("rules", help="rules file tools")
+    rules = _command(sub, "rules", "rules file tools")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    check = rules_sub.add_parser("check", help="print the effective rules or the errors")
+    check = _command(rules_sub, "check", "print the effective rules or the errors")
     check.add_argument("file", help="rules file (YAML)")
 
     def run(args: argparse.Namespace) -> int:
@@ -58,11 +136,13 @@ def _add_rules(sub: Subparsers) -> None:
 
 
 def _add_simulate(sub: Subparsers) -> None:
-    simulate = sub.add_parser("simulate", help="produce synthetic shop traffic to Kafka")
-    simulate.add_argument("--rate", type=float, default=50.0, help="events per second")
-    simulate.add_argument("--users", type=int, default=1000, help="number of shoppers")
+    simulate = _command(sub, "simulate", "produce synthetic shop traffic to Kafka")
+    simulate.add_argument(
+        "--rate", type=positive_float, default=50.0, help="events per second (not with --realtime)"
+    )
+    simulate.add_argument("--users", type=positive_int, default=1000, help="number of shoppers")
     simulate.add_argument("--seed", type=int, default=1, help="random seed")
-    simulate.add_argument("--limit", type=int, default=0, help="stop after N events (0 = never)")
+    simulate.add_argument("--limit", type=count, default=0, help="stop after N events (0 = never)")
     simulate.add_argument(
         "--file", help="produce this JSON Lines file instead of synthetic traffic"
     )
@@ -88,10 +168,10 @@ def _add_simulate(sub: Subparsers) -> None:
 
 
 def _add_tail(sub: Subparsers) -> None:
-    tail = sub.add_parser("tail", help="print a topic's records, e.g. marketing.triggers")
+    tail = _command(sub, "tail", "print a topic's records, e.g. marketing.triggers")
     tail.add_argument("topic", help="topic name")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
-    tail.add_argument("--limit", type=int, default=0, help="stop after N records (0 = never)")
+    tail.add_argument("--limit", type=count, default=0, help="stop after N records (0 = never)")
 
     def run(args: argparse.Namespace) -> int:
         from stream.tail import tail_command
@@ -116,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nudge",
         description="Real-time marketing trigger engine for e-commerce.",
     )
+    parser.add_argument("--version", action="version", version=f"nudge {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(sub)

@@ -1,19 +1,28 @@
 """``nudge replay EVENTS``: the replay simulation (:mod:`triggers.replay`) on a file.
 
-Reads the events file, writes the records as JSON Lines, reports invalid lines
-and the summary on stderr.
+Reads the events (JSON Lines, plain or gzip, see :mod:`cli.event_input`), writes
+the records as JSON Lines, reports invalid lines, progress and the summary on
+stderr, and optionally the summary as JSON (``--summary-json``).
+
+Exit status: 0 after a replay (invalid lines are reported, not fatal); 1 for an
+invalid rules file, an input with no valid event, or a reader that went away;
+2 for an unreadable or non-text input, an unwritable output or a bad option.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+import time
 from datetime import datetime
 from typing import BinaryIO, TextIO
 
+import orjson
+
+from cli.event_input import EventInput, NotEventText, open_events
+from cli.progress import CHECK_EVERY, Progress
 from triggers.events import InvalidEvent
-from triggers.records import record_to_json
+from triggers.records import STATUSES, TRIGGER_NAMES, record_to_json
 from triggers.replay import (
     Record,
     Replay,
@@ -21,27 +30,32 @@ from triggers.replay import (
     describe_error,
     without_cycle_collector,
 )
-from triggers.rules import Rules, RulesError, load_rules
-from triggers.timestamps import TimestampError, parse_timestamp
+from triggers.rules import RulesError, load_rules
+from triggers.timestamps import TimestampError, format_timestamp, parse_timestamp
 
-_PROGRESS_EVERY = 100_000
+FLUSH_RECORDS = 2048
 
 
-def replay_command(events: str, *, rules: str | None, until: str | None, out: str) -> int:
-    """``nudge replay EVENTS [--rules R] [--until TS] [--out F]``; ``-`` is stdin / stdout.
+class ReplayInputError(Exception):
+    """The input broke off in the middle (e.g. truncated gzip data)."""
 
-    Exit status: 0 after a replay (invalid lines are reported, not fatal), 1 for
-    an invalid rules file, 2 for an unreadable input, unwritable output or a
-    bad ``--until``.
-    """
+
+def replay_command(
+    events: str,
+    *,
+    rules: str | None,
+    until: str | None,
+    out: str,
+    quiet: bool = False,
+    summary_json: str | None = None,
+    progress_every: float = 5.0,
+) -> int:
+    """``nudge replay EVENTS [--rules R] [--until TS] [--out F] [--quiet] [--summary-json F]``."""
     try:
         loaded = load_rules(rules)
     except RulesError as exc:
-        for key_path, reason in exc.errors:
-            print(
-                f"nudge replay: rules: {key_path + ': ' if key_path else ''}{reason}",
-                file=sys.stderr,
-            )
+        for line in str(exc).splitlines():
+            print(f"nudge replay: rules: {line}", file=sys.stderr)
         return 1
     end: datetime | None = None
     if until is not None:
@@ -51,73 +65,110 @@ def replay_command(events: str, *, rules: str | None, until: str | None, out: st
             print(f"nudge replay: --until: {exc.detail}", file=sys.stderr)
             return 2
     try:
-        source: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+        source = open_events(events, sys.stdin.buffer)
     except OSError as exc:
-        print(f"nudge replay: cannot read {events}: {exc.strerror}", file=sys.stderr)
+        print(f"nudge replay: cannot read {events}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except NotEventText as exc:
+        print(f"nudge replay: {exc}", file=sys.stderr)
+        return 2
+    opened: list[BinaryIO | TextIO] = []
     try:
         sink: BinaryIO = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
+        opened.append(sink)
+        report = open(summary_json, "w", encoding="utf-8") if summary_json else None  # noqa: SIM115
+        if report is not None:
+            opened.append(report)
     except OSError as exc:
-        print(f"nudge replay: cannot write {out}: {exc.strerror}", file=sys.stderr)
-        source.close()
+        print(f"nudge replay: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        _close(source, opened)
         return 2
-    size = _size_of(source)
-    progress = _progress_printer(sys.stderr, size) if sys.stderr.isatty() else None
+    progress = None if quiet else Progress(sys.stderr, size=source.size, every=progress_every)
+    replay = Replay(loaded, keep_going=True)
+    started = time.monotonic()
+    status = 0
     try:
         with without_cycle_collector():
-            summary = _run(source, sink, loaded, end, progress)
+            _run(source, sink, replay, end, progress)
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _close(source, opened)
         return 1
+    except ReplayInputError as exc:
+        print(f"nudge replay: {events}: {exc}", file=sys.stderr)
+        status = 2
     finally:
-        if source is not sys.stdin.buffer:
-            source.close()
-        if sink is not sys.stdout.buffer:
-            sink.close()
+        if progress is not None:
+            progress.done()
+    summary = replay.summary
     for line in summary.lines():
         print(f"replay: {line}", file=sys.stderr)
-    return 0
+    if status == 0 and summary.events_read == summary.invalid:
+        print(
+            f"nudge replay: no valid event in {events} ({summary.events_read} lines read): "
+            "replay reads the input events of CONTRACT section 1, one JSON object per line",
+            file=sys.stderr,
+        )
+        status = 1
+    if report is not None:
+        elapsed = time.monotonic() - started
+        report.write(summary_to_json(summary, events=events, status=status, elapsed=elapsed))
+    _close(source, opened)
+    return status
+
+
+def _close(source: EventInput, opened: list[BinaryIO | TextIO]) -> None:
+    if source.raw is not sys.stdin.buffer:
+        source.close()
+    for handle in opened:
+        if handle is not sys.stdout.buffer:
+            handle.close()
 
 
 def _run(
-    source: BinaryIO,
+    source: EventInput,
     sink: BinaryIO,
-    rules: Rules,
+    replay: Replay,
     until: datetime | None,
-    progress: Callable[[int, int], None] | None,
-) -> ReplaySummary:
-    replay = Replay(rules, keep_going=True)
+    progress: Progress | None,
+) -> None:
     buffered: list[bytes] = []
-    offset = 0
-    for number, raw in enumerate(source, start=1):
-        offset += len(raw)
-        if progress is not None and number % _PROGRESS_EVERY == 0:
-            progress(number, offset)
-        if not raw.strip():
-            continue
-        try:
-            records = replay.feed_line(raw)
-        except InvalidEvent as exc:
-            print(f"line {number}: {exc.reason}: {exc.detail}", file=sys.stderr)
-            records = []
-        if replay.errors:
-            for detail in replay.take_errors():
-                print(f"line {number}: processing_error: {detail}", file=sys.stderr)
-        if records:
-            _serialize(records, buffered, f"line {number}")
-            if len(buffered) >= 2048:
-                sink.write(b"\n".join(buffered) + b"\n")
-                buffered.clear()
-    if progress is not None:
-        progress(-1, offset)
+    number = 0
+    try:
+        for number, raw in enumerate(source.lines, start=1):
+            if progress is not None and number % CHECK_EVERY == 0 and progress.due():
+                progress.show(number, source.position())
+            if not raw.strip():
+                continue
+            try:
+                records = replay.feed_line(raw)
+            except InvalidEvent as exc:
+                print(f"line {number}: {exc.reason}: {exc.detail}", file=sys.stderr)
+                records = []
+            if replay.errors:
+                for detail in replay.take_errors():
+                    print(f"line {number}: processing_error: {detail}", file=sys.stderr)
+            if records:
+                _serialize(records, buffered, f"line {number}")
+                if len(buffered) >= FLUSH_RECORDS:
+                    sink.write(b"\n".join(buffered) + b"\n")
+                    buffered.clear()
+    except (EOFError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        # Truncated or corrupt gzip data: what was read is replayed and reported.
+        reason = str(exc) or type(exc).__name__
+        problem = ReplayInputError(f"reading stopped after line {number}: {reason}")
+    else:
+        problem = None
     _serialize(replay.finish(until), buffered, "end of input")
     for detail in replay.take_errors():
         print(f"end of input: processing_error: {detail}", file=sys.stderr)
     if buffered:
         sink.write(b"\n".join(buffered) + b"\n")
     sink.flush()
-    return replay.summary
+    if problem is not None:
+        raise problem
 
 
 def _serialize(records: list[Record], buffered: list[bytes], where: str) -> None:
@@ -135,21 +186,29 @@ def _serialize(records: list[Record], buffered: list[bytes], where: str) -> None
     buffered += lines
 
 
-def _size_of(source: BinaryIO) -> int | None:
-    try:
-        size = os.fstat(source.fileno()).st_size
-    except (OSError, ValueError):
-        return None
-    return size or None
-
-
-def _progress_printer(stream: TextIO, size: int | None) -> Callable[[int, int], None]:
-    def show(lines: int, offset: int) -> None:
-        if lines < 0:
-            stream.write("\r\x1b[K")
-        else:
-            share = f" ({100 * offset / size:.0f}%)" if size else ""
-            stream.write(f"\rreplay: {lines} lines{share}")
-        stream.flush()
-
-    return show
+def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed: float) -> str:
+    """The summary as one JSON document (every trigger and status present, zeros included)."""
+    document = {
+        "input": events,
+        "exit_status": status,
+        "events_read": summary.events_read,
+        "invalid": summary.invalid,
+        "invalid_reasons": dict(sorted(summary.invalid_reasons.items())),
+        "ignored": summary.ignored,
+        "duplicate": summary.duplicate,
+        "test": summary.test,
+        "processed": summary.processed,
+        "users": summary.users,
+        "decisions": {
+            trigger: {status: summary.decisions[trigger, status] for status in STATUSES}
+            for trigger in TRIGGER_NAMES
+        },
+        "suppressed": dict(sorted(summary.reasons.items())),
+        "conversions": summary.conversions,
+        "conversions_by_arm": dict(sorted(summary.arms.items())),
+        "errors": summary.errors,
+        "clock": format_timestamp(summary.clock) if summary.clock is not None else None,
+        "elapsed_seconds": round(elapsed, 3),
+        "events_per_second": round(summary.events_read / elapsed) if elapsed > 0 else None,
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -10,20 +10,28 @@ which is how the integration tests feed the worker the same events they replay.
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from simulation.synthetic import TOPIC_FOR_TYPE, generate_events
+from stream.client_start import (
+    KafkaUnavailable,
+    sleep_or_stop,
+    start_client,
+    stop_on_signals,
+    unreachable,
+)
 from stream.kafka_auth import aiokafka_kwargs
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError, load_settings
 from triggers.timestamps import TimestampError, parse_timestamp
 
 
@@ -42,12 +50,21 @@ def synthetic_stream(users: int, seed: int) -> Iterator[dict[str, Any]]:
     generation = 0
     while True:
         start = datetime.now(UTC)
-        yield from generate_events(users=users, seed=seed + generation, start=start, days=30.0)
+        produced = False
+        for event in generate_events(users=users, seed=seed + generation, start=start, days=30.0):
+            produced = True
+            yield event
+        if not produced:  # never loop on an empty population
+            return
         generation += 1
 
 
-def file_stream(path: str) -> Iterator[bytes]:
-    handle = sys.stdin.buffer if path == "-" else Path(path).open("rb")  # noqa: SIM115
+def open_events_file(path: str) -> BinaryIO:
+    """The ``--file`` source, opened before Kafka is contacted (OSError if unreadable)."""
+    return sys.stdin.buffer if path == "-" else Path(path).open("rb")
+
+
+def file_stream(handle: BinaryIO) -> Iterator[bytes]:
     with handle:
         for line in handle:
             if line.strip():
@@ -61,16 +78,18 @@ async def produce(
     users: int,
     seed: int,
     limit: int,
-    file: str | None,
+    file: BinaryIO | None,
     realtime: bool = False,
 ) -> int:
+    """Produce until the source ends, ``limit`` is reached or SIGINT/SIGTERM; the count sent.
+
+    Raises KafkaUnavailable when the broker cannot be reached or refuses the records.
+    """
     topics = _topic_map(settings)
+    stop = stop_on_signals()
     producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", linger_ms=5)
-    await producer.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if not await start_client(producer, settings, stop):
+        return 0
     sent = 0
     started = time.monotonic()
     try:
@@ -83,8 +102,8 @@ async def produce(
                 if realtime and ts is not None:
                     # Never before its own time: a shop cannot report an event in advance.
                     wait = (ts - datetime.now(UTC)).total_seconds()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    if wait > 0 and await sleep_or_stop(wait, stop):
+                        break
             else:
                 item["ts"] = (
                     datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -96,15 +115,22 @@ async def produce(
                 )
             await producer.send(topic, value=value, key=key)
             sent += 1
-            if rate > 0 and not realtime:
-                ahead = started + sent / rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            ahead = 0.0 if realtime else started + sent / rate - time.monotonic()
+            if ahead > 0:
+                if await sleep_or_stop(ahead, stop):
+                    break
+            elif sent % 256 == 0:
+                await asyncio.sleep(0)  # behind the pace: still let the signal handlers run
             if sent % 1000 == 0:
                 print(f"simulate: {sent} events", file=sys.stderr, flush=True)
-        await producer.flush()
+        await asyncio.wait_for(producer.flush(), settings.kafka_startup_timeout_seconds)
+    except TimeoutError:
+        raise unreachable(settings, "the records were not acknowledged in time") from None
+    except KafkaError as exc:
+        raise unreachable(settings, exc) from None
     finally:
-        await producer.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), settings.kafka_startup_timeout_seconds)
     print(f"simulate: produced {sent} events", file=sys.stderr)
     return sent
 
@@ -128,10 +154,35 @@ def _route_line(
 def simulate_command(
     *, rate: float, users: int, seed: int, limit: int, file: str | None, realtime: bool = False
 ) -> int:
-    settings = Settings()
-    asyncio.run(
-        produce(
-            settings, rate=rate, users=users, seed=seed, limit=limit, file=file, realtime=realtime
+    """Exit status: 0 when done or stopped, 1 when Kafka cannot be used, 2 for bad input."""
+    try:
+        settings, warnings = load_settings()
+    except SettingsError as exc:
+        print(f"nudge simulate: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"nudge simulate: warning: {warning}", file=sys.stderr)
+    try:
+        source = open_events_file(file) if file else None
+    except OSError as exc:
+        print(f"nudge simulate: cannot read {file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(
+            produce(
+                settings,
+                rate=rate,
+                users=users,
+                seed=seed,
+                limit=limit,
+                file=source,
+                realtime=realtime,
+            )
         )
-    )
+    except KafkaUnavailable as exc:
+        print(f"nudge simulate: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a TLS certificate file named in the settings is missing
+        print(f"nudge simulate: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

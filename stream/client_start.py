@@ -1,0 +1,93 @@
+"""Starting a Kafka client for a command (``nudge simulate``, ``nudge tail``).
+
+One deadline for reaching Kafka (``NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS``), a stop
+request (SIGINT, SIGTERM) honoured while waiting, and one readable reason when the
+broker cannot be used, instead of a client library's traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Protocol
+
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from stream.settings import Settings
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka could not be reached or used; the message says where and what to check."""
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (call inside the running loop)."""
+    stop = asyncio.Event()
+    quiet_client_logs()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def quiet_client_logs() -> None:
+    """The command reports Kafka problems itself, once: no aiokafka log lines besides."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def unreachable(settings: Settings, reason: str | BaseException) -> KafkaUnavailable:
+    if isinstance(reason, KafkaConnectionError):
+        text = "no broker accepts connections there"
+    elif isinstance(reason, BaseException):
+        text = str(reason.args[0]) if reason.args else type(reason).__name__
+    else:
+        text = reason
+    return KafkaUnavailable(
+        f"cannot use Kafka at {settings.kafka_bootstrap}: {text}. "
+        "Is the broker running? Check NUDGE_KAFKA_BOOTSTRAP"
+    )
+
+
+async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep ``seconds`` unless a stop is requested first; True if it was."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+async def start_client(client: _Client, settings: Settings, stop: asyncio.Event) -> bool:
+    """Start ``client``; False if a stop was requested first. Raises KafkaUnavailable."""
+    timeout = settings.kafka_startup_timeout_seconds
+    starting = asyncio.ensure_future(client.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, timeout=timeout, return_when="FIRST_COMPLETED")
+    finally:
+        stopping.cancel()
+    if starting.done() and not starting.cancelled():
+        error = starting.exception()
+        if error is None:
+            return True
+        await _stop_quietly(client)
+        if isinstance(error, KafkaError | OSError):
+            raise unreachable(settings, error) from None
+        raise error
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    await _stop_quietly(client)
+    if stop.is_set():
+        return False
+    raise unreachable(settings, f"no answer within {timeout:g} s")
+
+
+async def _stop_quietly(client: _Client) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.stop(), 5.0)
