@@ -1,54 +1,75 @@
 """Per-user state: what the triggers and the contact policy remember, and its compact encoding.
 
-Everything is a frozen dataclass; the engine returns a new ``UserState`` and
-never mutates one. History is bounded, so a state never grows without limit:
+Every record is a frozen ``msgspec.Struct`` (compared and hashed by value); the
+engine returns a new ``UserState`` and never mutates one. History is bounded, so
+a state never grows without limit:
 
 - ``seen``: the 256 most recent event ids, as 8-byte BLAKE2b digests in one
   ``bytes`` (oldest first);
+- ``cart.lines``: at most :data:`MAX_CART_LINES` (50) lines; adding a new product
+  to a full cart drops its oldest line (the first added), a bound no real
+  cart reaches and that keeps a bot's cart from growing the state;
+- ``cart.added``: the :data:`RECENT_ADDS` (8) most recently added products;
 - ``history.orders``: the 32 most recent orders (running ``count`` and
   ``monetary`` totals cover older ones too);
 - ``history.products``: the 32 most recently bought products, the last 8
   purchase times each;
 - ``history.cancelled``: the 16 most recently cancelled order ids;
 - ``contacts``: contact times inside the frequency-cap window, the last contact
-  per trigger (cooldown) and the one decision a next order can convert.
+  per trigger (cooldown) and the one decision a next order can convert;
+- ``held``: decisions reached while the outside facts could not be asked
+  (see :mod:`triggers.held`).
 
-``encode_state`` writes a versioned JSON array (orjson) with times as epoch
-milliseconds and trigger names as small indexes; ``decode_state`` reads it back
-to an equal ``UserState``. A typical user with about ten events encodes to a
-few hundred bytes.
+Encoding (format 2): one format byte ``0x02``, then MessagePack (msgspec) of the
+state as nested arrays in field order; times are msgpack timestamps; triggers
+are small integer codes from :data:`TRIGGER_CODES`, an append-only table (a
+trigger not in it, such as a custom one named by the rules file, is stored as
+its name). Format 1 (a JSON array, ``[1, ...]``) is still read
+(:mod:`triggers.state_format1`). Layout and sizes: ``docs/engine.md`` ("State").
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from datetime import datetime
+from typing import Any
 
-import orjson
+import msgspec
 
-from triggers.frozen import frozen_record
-from triggers.records import TRIGGER_NAMES
-from triggers.timestamps import from_millis, to_millis
+from triggers.records import Decision
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 MAX_SEEN = 256
 DIGEST_SIZE = 8
+MAX_CART_LINES = 50
+RECENT_ADDS = 8
 
-_TRIGGER_INDEX = {name: index for index, name in enumerate(TRIGGER_NAMES)}
+# Stored states name triggers by these codes. APPEND ONLY: never reorder, renumber or
+# remove an entry (stored states would change meaning); a new trigger gets the next code.
+TRIGGER_CODES: dict[str, int] = {
+    "cart_abandonment": 0,
+    "browse_abandonment": 1,
+    "replenishment": 2,
+    "first_purchase_followup": 3,
+    "lapsing": 4,
+    "dormancy": 5,
+}
+TRIGGER_BY_CODE: dict[int, str] = {code: name for name, code in TRIGGER_CODES.items()}
+
+_RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
+
+Amount = int | float  # an integer amount stays an integer (triggers.event_fields.read_amount)
 
 
-@frozen_record
-class CartLine:
+class CartLine(msgspec.Struct, **_RECORD):
     product_id: str
     quantity: int
-    unit_price: float | None = None
+    unit_price: Amount | None = None
     category: str | None = None
 
 
-@frozen_record
-class Cart:
-    lines: tuple[CartLine, ...] = ()
+class Cart(msgspec.Struct, **_RECORD):
+    lines: tuple[CartLine, ...] = ()  # at most MAX_CART_LINES, in the order first added
     updated_at: datetime | None = None  # latest cart activity (event time)
     checkout: bool = False  # checkout started since the cart was last emptied
     # (product_id, latest add time) of the last RECENT_ADDS products added, even if removed
@@ -59,53 +80,44 @@ class Cart:
     emptied_at: datetime | None = None
 
 
-RECENT_ADDS = 8
-
-
-@frozen_record
-class Order:
+class Order(msgspec.Struct, **_RECORD):
     order_id: str
     ts: datetime
-    total: float
+    total: Amount
     products: tuple[str, ...]  # distinct product ids, in line order
 
 
-@frozen_record
-class ProductPurchases:
+class ProductPurchases(msgspec.Struct, **_RECORD):
     product_id: str
     category: str | None
     times: tuple[datetime, ...]  # ascending, at most 8, one per order
 
 
-@frozen_record
-class OrderHistory:
+class OrderHistory(msgspec.Struct, **_RECORD):
     orders: tuple[Order, ...] = ()  # ascending by time, at most 32
     count: int = 0  # every order known and not cancelled, including those beyond `orders`
-    monetary: float = 0.0  # their total value
+    monetary: Amount = 0.0  # their total value
     products: tuple[ProductPurchases, ...] = ()  # most recently bought last, at most 32
     cancelled: tuple[str, ...] = ()  # recently cancelled order ids, at most 16
 
 
-@frozen_record
-class Preferences:
+class Preferences(msgspec.Struct, **_RECORD):
     opt_in: bool | None = None  # None: never said; only False opts out
     opt_in_at: datetime | None = None
     timezone: str | None = None  # IANA name
     timezone_at: datetime | None = None
 
 
-@frozen_record
-class View:
+class View(msgspec.Struct, **_RECORD):
     """The latest product view (browse abandonment's subject)."""
 
     product_id: str
     category: str | None
-    price: float | None
+    price: Amount | None
     ts: datetime
 
 
-@frozen_record
-class Pending:
+class Pending(msgspec.Struct, **_RECORD):
     """One scheduled stage of one episode."""
 
     trigger: str
@@ -117,8 +129,7 @@ class Pending:
     subject: str | None = None  # product id (replenishment) or order id (first purchase)
 
 
-@frozen_record
-class Attributable:
+class Attributable(msgspec.Struct, **_RECORD):
     """The most recent sent/holdout decision, until an order converts it."""
 
     trigger_id: str
@@ -127,8 +138,7 @@ class Attributable:
     fired_at: datetime
 
 
-@frozen_record
-class ContactLog:
+class ContactLog(msgspec.Struct, **_RECORD):
     recent: tuple[datetime, ...] = ()  # sent/holdout times inside the frequency window
     last_by_trigger: tuple[tuple[str, datetime], ...] = ()  # latest contact per trigger
     attributable: Attributable | None = None
@@ -139,8 +149,7 @@ EMPTY_HISTORY = OrderHistory()
 NO_CONTACTS = ContactLog()
 
 
-@frozen_record
-class UserState:
+class UserState(msgspec.Struct, **_RECORD):
     user_id: str
     seen: bytes = b""  # 8-byte digests of recent event ids, oldest first
     last_activity: datetime | None = None  # latest event time of any valid event
@@ -154,187 +163,183 @@ class UserState:
     dormancy_key: str | None = None  # episode key (event id of the arming event)
     dormancy_stage: int = 0  # next stage to fire, 0 = nothing pending
     dormancy_send_at: datetime | None = None  # set when quiet hours deferred that stage
+    # Decisions reached while the outside facts could not be asked (triggers.held).
+    held: tuple[Decision, ...] = ()
 
 
 # --- encoding ----------------------------------------------------------------------------
+# The stored layout is UserState's, field for field, except where a trigger is named:
+# there it holds TRIGGER_CODES[name] (or the name itself), and a pending stage's send_at
+# is None when it equals its due time. New fields are only ever appended, with defaults,
+# so a shorter (older) array still decodes.
+
+TriggerRef = int | str
 
 
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else to_millis(moment)
+class _Pending(msgspec.Struct, **_RECORD):
+    trigger: TriggerRef
+    stage: int
+    key: str
+    anchor: datetime
+    due: datetime
+    send_at: datetime | None  # None: the due time
+    subject: str | None
 
 
-def _dt(millis: int | None) -> datetime | None:
-    return None if millis is None else from_millis(millis)
+class _Attributable(msgspec.Struct, **_RECORD):
+    trigger_id: str
+    trigger: TriggerRef
+    arm: str
+    fired_at: datetime
+
+
+class _Contacts(msgspec.Struct, **_RECORD):
+    recent: tuple[datetime, ...] = ()
+    last_by_trigger: tuple[tuple[TriggerRef, datetime], ...] = ()
+    attributable: _Attributable | None = None
+
+
+_NO_STORED_CONTACTS = _Contacts()
+
+
+class _State(msgspec.Struct, **_RECORD):
+    user_id: str
+    seen: bytes = b""
+    last_activity: datetime | None = None
+    prefs: Preferences | None = None
+    cart: Cart = EMPTY_CART
+    history: OrderHistory = EMPTY_HISTORY
+    viewed: View | None = None
+    pending: tuple[_Pending, ...] = ()
+    contacts: _Contacts = _NO_STORED_CONTACTS
+    dormancy_key: str | None = None
+    dormancy_stage: int = 0
+    dormancy_send_at: datetime | None = None
+    held: tuple[Decision, ...] = ()
+
+
+_FORMAT_BYTE = STATE_FORMAT.to_bytes(1, "big")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_State).decode
+_code = TRIGGER_CODES.get
+
+
+def _name(ref: TriggerRef) -> str:
+    if type(ref) is str:
+        return ref
+    name = TRIGGER_BY_CODE.get(ref)  # type: ignore[arg-type]
+    if name is None:
+        raise ValueError(f"corrupt user state: unknown trigger code {ref}")
+    return name
 
 
 def encode_state(state: UserState) -> bytes:
     """Compact, deterministic bytes for a state (see the module docstring)."""
-    prefs = state.prefs
-    cart = state.cart
-    history = state.history
-    viewed = state.viewed
     contacts = state.contacts
-    attributable = contacts.attributable
-    return orjson.dumps(
-        [
-            STATE_FORMAT,
-            state.user_id,
-            base64.b64encode(state.seen).decode("ascii"),
-            _ms(state.last_activity),
+    if contacts is NO_CONTACTS:
+        stored_contacts = _NO_STORED_CONTACTS
+    else:
+        attributable = contacts.attributable
+        stored_contacts = _Contacts(
+            contacts.recent,
+            tuple((_code(name, name), at) for name, at in contacts.last_by_trigger),
             None
-            if prefs is None
-            else [prefs.opt_in, _ms(prefs.opt_in_at), prefs.timezone, _ms(prefs.timezone_at)],
-            None
-            if cart is EMPTY_CART or cart == EMPTY_CART
-            else [
-                [[ln.product_id, ln.quantity, ln.unit_price, ln.category] for ln in cart.lines],
-                _ms(cart.updated_at),
-                cart.checkout,
-                [[product, to_millis(at)] for product, at in cart.added],
-                _ms(cart.emptied_at),
-            ],
-            None
-            if history == EMPTY_HISTORY
-            else [
-                [[o.order_id, to_millis(o.ts), o.total, o.products] for o in history.orders],
-                history.count,
-                history.monetary,
-                [
-                    [p.product_id, p.category, [to_millis(t) for t in p.times]]
-                    for p in history.products
-                ],
-                history.cancelled,
-            ],
-            None
-            if viewed is None
-            else [viewed.product_id, viewed.category, viewed.price, to_millis(viewed.ts)],
-            [
-                [
-                    _TRIGGER_INDEX[p.trigger],
-                    p.stage,
-                    p.key,
-                    to_millis(p.anchor),
-                    to_millis(p.due),
-                    None if p.send_at == p.due else to_millis(p.send_at),
-                    p.subject,
-                ]
-                for p in state.pending
-            ],
-            None
-            if contacts == NO_CONTACTS
-            else [
-                [to_millis(t) for t in contacts.recent],
-                [[_TRIGGER_INDEX[name], to_millis(t)] for name, t in contacts.last_by_trigger],
-                None
-                if attributable is None
-                else [
-                    attributable.trigger_id,
-                    _TRIGGER_INDEX[attributable.trigger],
-                    attributable.arm,
-                    to_millis(attributable.fired_at),
-                ],
-            ],
-            None
-            if state.dormancy_stage == 0
-            else [state.dormancy_key, state.dormancy_stage, _ms(state.dormancy_send_at)],
-        ]
+            if attributable is None
+            else _Attributable(
+                attributable.trigger_id,
+                _code(attributable.trigger, attributable.trigger),
+                attributable.arm,
+                attributable.fired_at,
+            ),
+        )
+    stored = _State(
+        state.user_id,
+        state.seen,
+        state.last_activity,
+        state.prefs,
+        state.cart,
+        state.history,
+        state.viewed,
+        tuple(
+            _Pending(
+                _code(p.trigger, p.trigger),
+                p.stage,
+                p.key,
+                p.anchor,
+                p.due,
+                None if p.send_at == p.due else p.send_at,
+                p.subject,
+            )
+            for p in state.pending
+        ),
+        stored_contacts,
+        state.dormancy_key,
+        state.dormancy_stage,
+        state.dormancy_send_at,
+        state.held,
     )
+    return _FORMAT_BYTE + _encode(stored)
 
 
 def decode_state(data: bytes) -> UserState:
-    """Inverse of :func:`encode_state`; raises ``ValueError`` on anything else."""
-    try:
-        fields = orjson.loads(data)
-        if not isinstance(fields, list) or not fields or fields[0] != STATE_FORMAT:
-            raise ValueError("unknown state format")
-        (
-            _,
-            user_id,
-            seen,
-            last_activity,
-            prefs,
-            cart,
-            history,
-            viewed,
-            pending,
-            contacts,
-            dormancy,
-        ) = fields
-        dormancy_key, dormancy_stage, dormancy_send_at = dormancy or (None, 0, None)
-        return UserState(
-            user_id=user_id,
-            seen=base64.b64decode(seen),
-            last_activity=_dt(last_activity),
-            prefs=None if prefs is None else _decode_prefs(prefs),
-            cart=EMPTY_CART if cart is None else _decode_cart(cart),
-            history=EMPTY_HISTORY if history is None else _decode_history(history),
-            viewed=None
-            if viewed is None
-            else View(viewed[0], viewed[1], viewed[2], from_millis(viewed[3])),
-            pending=tuple(_decode_pending(item) for item in pending),
-            contacts=NO_CONTACTS if contacts is None else _decode_contacts(contacts),
-            dormancy_key=dormancy_key,
-            dormancy_stage=dormancy_stage,
-            dormancy_send_at=_dt(dormancy_send_at),
+    """Inverse of :func:`encode_state` (and reader of format 1); ``ValueError`` otherwise."""
+    head = data[:1]
+    if head == _FORMAT_BYTE:
+        try:
+            stored = _decode(memoryview(data)[1:])
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"corrupt user state: {exc}") from None
+        return _from_stored(stored)
+    if head == b"[":
+        from triggers.state_format1 import decode_format1
+
+        return decode_format1(data)
+    raise ValueError("unknown state format")
+
+
+def _from_stored(stored: _State) -> UserState:
+    contacts = stored.contacts
+    if contacts == _NO_STORED_CONTACTS:
+        log = NO_CONTACTS
+    else:
+        attributable = contacts.attributable
+        log = ContactLog(
+            contacts.recent,
+            tuple((_name(ref), at) for ref, at in contacts.last_by_trigger),
+            None
+            if attributable is None
+            else Attributable(
+                attributable.trigger_id,
+                _name(attributable.trigger),
+                attributable.arm,
+                attributable.fired_at,
+            ),
         )
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"corrupt user state: {exc!r}") from None
-
-
-def _decode_prefs(item: list) -> Preferences:
-    opt_in, opt_in_at, zone, zone_at = item
-    return Preferences(opt_in, _dt(opt_in_at), zone, _dt(zone_at))
-
-
-def _decode_cart(item: list) -> Cart:
-    lines, updated_at, checkout, *rest = item  # older states have fewer fields
-    added = tuple((product, from_millis(at)) for product, at in rest[0]) if rest else ()
-    emptied_at = _dt(rest[1]) if len(rest) > 1 else None
-    return Cart(
-        tuple(CartLine(*line) for line in lines), _dt(updated_at), checkout, added, emptied_at
-    )
-
-
-def _decode_history(item: list) -> OrderHistory:
-    orders, count, monetary, products, cancelled = item
-    return OrderHistory(
-        tuple(Order(o[0], from_millis(o[1]), o[2], tuple(o[3])) for o in orders),
-        count,
-        monetary,
-        tuple(ProductPurchases(p[0], p[1], tuple(from_millis(t) for t in p[2])) for p in products),
-        tuple(cancelled),
-    )
-
-
-def _decode_pending(item: list) -> Pending:
-    trigger, stage, key, anchor, due, send_at, subject = item
-    due_at = from_millis(due)
-    return Pending(
-        TRIGGER_NAMES[trigger],
-        stage,
-        key,
-        from_millis(anchor),
-        due_at,
-        due_at if send_at is None else from_millis(send_at),
-        subject,
-    )
-
-
-def _decode_contacts(item: list) -> ContactLog:
-    recent, last_by_trigger, attributable = item
-    return ContactLog(
-        tuple(from_millis(t) for t in recent),
-        tuple((TRIGGER_NAMES[name], from_millis(t)) for name, t in last_by_trigger),
-        None
-        if attributable is None
-        else Attributable(
-            attributable[0],
-            TRIGGER_NAMES[attributable[1]],
-            attributable[2],
-            from_millis(attributable[3]),
+    return UserState(
+        stored.user_id,
+        stored.seen,
+        stored.last_activity,
+        stored.prefs,
+        stored.cart,
+        stored.history,
+        stored.viewed,
+        tuple(
+            Pending(
+                _name(p.trigger),
+                p.stage,
+                p.key,
+                p.anchor,
+                p.due,
+                p.due if p.send_at is None else p.send_at,
+                p.subject,
+            )
+            for p in stored.pending
         ),
+        log,
+        stored.dormancy_key,
+        stored.dormancy_stage,
+        stored.dormancy_send_at,
+        stored.held,
     )
 
 
