@@ -3,7 +3,9 @@
 Armed by cart activity that leaves the cart non-empty (or a started checkout),
 with a value of at least ``min_cart_value``; stage *i* is due at the latest
 cart activity + ``stages[i]``. Newer cart activity re-arms (a new episode);
-``order_placed`` and an emptied cart cancel.
+``order_placed`` and an emptied cart cancel. A cart keeps at most
+``MAX_CART_LINES`` (50) lines: adding a new product to a full cart drops its
+oldest line (bounded state; no real cart gets there).
 
 Cart events not later than the user's latest order are history: the engine
 does not call :func:`apply_event` for them. An order empties the cart only if
@@ -17,7 +19,7 @@ from datetime import datetime
 from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import CartCleared, CartItemAdded, CartItemRemoved, CheckoutStarted
 from triggers.rules import CartAbandonmentRules
-from triggers.state import RECENT_ADDS, Cart, CartLine, Pending
+from triggers.state import MAX_CART_LINES, RECENT_ADDS, Cart, CartLine, Pending
 from triggers.timestamps import format_timestamp
 
 NAME = "cart_abandonment"
@@ -44,7 +46,7 @@ def apply_event(cart: Cart, event: CartEvent) -> Cart:
                 break
         else:
             line = CartLine(event.product_id, event.quantity, event.unit_price, event.category)
-            lines = (*lines, line)
+            lines = (*lines, line)[-MAX_CART_LINES:]  # a full cart drops its oldest line
     elif type(event) is CartItemRemoved:
         kept = []
         for line in lines:

@@ -1,16 +1,43 @@
-"""State encoding: exact round trip, compact for typical users, bounded for heavy ones."""
+"""State encoding: exact round trip, compact for typical users, bounded for heavy ones.
+
+Also: the stored layout is pinned (format 2 and format 1 samples checked in below), the
+trigger-code table is append-only and independent of ``TRIGGER_NAMES``, held decisions
+round-trip with their context, and a cart keeps at most ``MAX_CART_LINES`` lines.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from simulation.synthetic import event_lines, generate_events
 from tests.unit.timelines import Timeline, at, make_rules
 from triggers.replay import replay_lines
 from triggers.rules import Rules
-from triggers.state import UserState, decode_state, encode_state
+from triggers.state import (
+    MAX_CART_LINES,
+    STATE_FORMAT,
+    TRIGGER_CODES,
+    Attributable,
+    Cart,
+    CartLine,
+    ContactLog,
+    Order,
+    OrderHistory,
+    Pending,
+    Preferences,
+    ProductPurchases,
+    UserState,
+    View,
+    decode_state,
+    encode_state,
+    event_digest,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -97,5 +124,210 @@ def test_a_heavy_user_state_is_bounded() -> None:
     [b"", b"not json", b'[2, "u"]', b'[1, "u"]', b"{}", b"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"],
 )
 def test_corrupt_state_raises_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_state(data)
+
+
+# --- the stored layout, pinned --------------------------------------------------------------
+
+T0 = datetime(2026, 11, 2, 9, 30, 15, 250000, tzinfo=UTC)
+
+
+def _t(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def sample_state() -> UserState:
+    """Every part of a state set, amounts both int and float, one stage deferred."""
+    return UserState(
+        "u-42",
+        b"".join(event_digest(f"e{n}") for n in range(3)),
+        _t(300),
+        Preferences(True, _t(0), "Europe/Berlin", _t(0)),
+        Cart(
+            (CartLine("sku-1", 2, 14.5, "coffee"), CartLine("sku-2", 1, None, None)),
+            _t(200),
+            True,
+            (("sku-9", _t(100)), ("sku-1", _t(190)), ("sku-2", _t(200))),
+            _t(120),
+        ),
+        OrderHistory(
+            (
+                Order("ord-1", _t(110), 120, ("sku-9",)),
+                Order("ord-2", _t(120), 25.29, ("sku-3", "sku-9")),
+            ),
+            3,
+            170.29,
+            (
+                ProductPurchases("sku-9", "tea", (_t(110), _t(120))),
+                ProductPurchases("sku-3", None, (_t(120),)),
+            ),
+            ("ord-0",),
+        ),
+        View("sku-7", "coffee", 9, _t(250)),
+        (
+            Pending("cart_abandonment", 1, "e2", _t(200), _t(260), _t(900)),
+            Pending("replenishment", 2, "e1\x1fsku-9", _t(120), _t(5000), _t(5000), "sku-9"),
+        ),
+        ContactLog(
+            (_t(30), _t(60)),
+            (("browse_abandonment", _t(30)), ("first_purchase_followup", _t(60))),
+            Attributable(
+                "0123456789abcdef0123456789abcdef", "first_purchase_followup", "holdout", _t(60)
+            ),
+        ),
+        "e2",
+        1,
+        _t(1000),
+    )
+
+
+# sample_state() as the format-1 encoder (orjson, before msgspec) wrote it
+FORMAT_1_SAMPLE = (
+    b'[1,"u-42","EbXh1TroKxQbXV5R9U8PBP7RNQgvDv94",1793629815250,[true,1793611815250,'
+    b'"Europe/Berlin",1793611815250],[[["sku-1",2,14.5,"coffee"],["sku-2",1,null,null]],'
+    b'1793623815250,true,[["sku-9",1793617815250],["sku-1",1793623215250],["sku-2",'
+    b'1793623815250]],1793619015250],[[["ord-1",1793618415250,120,["sku-9"]],["ord-2",'
+    b'1793619015250,25.29,["sku-3","sku-9"]]],3,170.29,[["sku-9","tea",[1793618415250,'
+    b'1793619015250]],["sku-3",null,[1793619015250]]],["ord-0"]],["sku-7","coffee",9,'
+    b'1793626815250],[[0,1,"e2",1793623815250,1793627415250,1793665815250,null],[2,2,'
+    b'"e1\\u001fsku-9",1793619015250,1793911815250,null,"sku-9"]],[[1793613615250,'
+    b'1793615415250],[[1,1793613615250],[3,1793615415250]],["0123456789abcdef0123456789abcdef"'
+    b',3,"holdout",1793615415250]],["e2",1,1793671815250]]'
+)
+
+# sample_state() in format 2; a change here means stored states change meaning
+FORMAT_2_SAMPLE = bytes.fromhex(
+    "029da4752d3432c41811b5e1d53ae82b141b5d5e51f54f0f04fed135082f0eff78d7ff3b9aca006ae89e77"
+    "94c3d7ff3b9aca006ae85827ad4575726f70652f4265726c696ed7ff3b9aca006ae85827959294a5736b75"
+    "2d3102cb402d000000000000a6636f6666656594a5736b752d3201c0c0d7ff3b9aca006ae88707c39392a5"
+    "736b752d39d7ff3b9aca006ae86f9792a5736b752d31d7ff3b9aca006ae884af92a5736b752d32d7ff3b9a"
+    "ca006ae88707d7ff3b9aca006ae87447959294a56f72642d31d7ff3b9aca006ae871ef7891a5736b752d39"
+    "94a56f72642d32d7ff3b9aca006ae87447cb40394a3d70a3d70a92a5736b752d33a5736b752d3903cb4065"
+    "4947ae147ae19293a5736b752d39a374656192d7ff3b9aca006ae871efd7ff3b9aca006ae8744793a5736b"
+    "752d33c091d7ff3b9aca006ae8744791a56f72642d3094a5736b752d37a6636f6666656509d7ff3b9aca00"
+    "6ae892bf92970001a26532d7ff3b9aca006ae88707d7ff3b9aca006ae89517d7ff3b9aca006ae92b17c097"
+    "0202a865311f736b752d39d7ff3b9aca006ae87447d7ff3b9aca006aecec07c0a5736b752d399392d7ff3b"
+    "9aca006ae85f2fd7ff3b9aca006ae86637929201d7ff3b9aca006ae85f2f9203d7ff3b9aca006ae8663794"
+    "d920303132333435363738396162636465663031323334353637383961626364656603a7686f6c646f7574"
+    "d7ff3b9aca006ae86637a2653201d7ff3b9aca006ae9428790"
+)
+
+
+def test_format_2_is_pinned() -> None:
+    assert STATE_FORMAT == 2
+    assert encode_state(sample_state()) == FORMAT_2_SAMPLE
+    assert decode_state(FORMAT_2_SAMPLE) == sample_state()
+
+
+def test_format_1_is_still_read() -> None:
+    state = decode_state(FORMAT_1_SAMPLE)
+    assert state == sample_state()
+    assert encode_state(state) == FORMAT_2_SAMPLE  # rewritten in format 2 on the next write
+
+
+def test_amounts_keep_their_type() -> None:
+    """An integer amount stays an integer (a record's JSON would change otherwise)."""
+    for data in (FORMAT_1_SAMPLE, FORMAT_2_SAMPLE):
+        state = decode_state(data)
+        orders = state.history.orders
+        assert [type(o.total) for o in orders] == [int, float]
+        assert state.viewed is not None and type(state.viewed.price) is int
+        assert type(state.history.monetary) is float
+
+
+def test_the_trigger_code_table_is_append_only() -> None:
+    assert list(TRIGGER_CODES.items())[:6] == [
+        ("cart_abandonment", 0),
+        ("browse_abandonment", 1),
+        ("replenishment", 2),
+        ("first_purchase_followup", 3),
+        ("lapsing", 4),
+        ("dormancy", 5),
+    ]
+    assert list(TRIGGER_CODES.values()) == list(range(len(TRIGGER_CODES)))
+
+
+_REORDERED = """
+import sys
+import triggers.records as records
+records.TRIGGER_NAMES = tuple(reversed(records.TRIGGER_NAMES))
+from triggers.state import decode_state, encode_state
+for data in (bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2])):
+    state = decode_state(data)
+    names = [p.trigger for p in state.pending] + [n for n, _ in state.contacts.last_by_trigger]
+    print(",".join([*names, state.contacts.attributable.trigger]), encode_state(state).hex())
+"""
+
+
+def test_reordering_trigger_names_never_changes_stored_states() -> None:
+    """The codes come from TRIGGER_CODES alone, whatever order TRIGGER_NAMES has."""
+    done = subprocess.run(
+        [sys.executable, "-c", _REORDERED, FORMAT_1_SAMPLE.hex(), FORMAT_2_SAMPLE.hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    names = "cart_abandonment,replenishment,browse_abandonment,first_purchase_followup"
+    expected = f"{names},first_purchase_followup {FORMAT_2_SAMPLE.hex()}"
+    assert done.stdout.splitlines() == [expected, expected]
+
+
+def test_a_trigger_without_a_code_is_stored_by_name() -> None:
+    state = UserState(
+        "u1",
+        pending=(Pending("birthday", 1, "e1", _t(0), _t(60), _t(60)),),
+        contacts=ContactLog(
+            (_t(0),),
+            (("vip_winback", _t(0)), ("lapsing", _t(1))),
+            Attributable("f" * 32, "vip_winback", "treatment", _t(0)),
+        ),
+    )
+    data = encode_state(state)
+    assert decode_state(data) == state
+    assert b"birthday" in data and b"vip_winback" in data and b"lapsing" not in data
+
+
+def test_a_held_decision_round_trips_with_its_context() -> None:
+    tl = Timeline(make_rules())
+    tl.add(at(), "sku-1", 14.5, category="coffee")
+    tl.add(at(minutes=1), "sku-2", 3, quantity=2)
+    tl.advance(at(days=1))
+    decision = tl.decisions("cart_abandonment")[0]
+    assert decision.context["lines"] and decision.context["value"] == 20.5
+    state = msgspec.structs.replace(tl.state(), held=(decision,))
+    data = encode_state(state)
+    back = decode_state(data)
+    assert back == state
+    assert back.held[0].context == decision.context
+    assert type(back.held[0]) is type(decision)
+    assert encode_state(back) == data
+
+
+def test_a_full_cart_drops_its_oldest_line() -> None:
+    tl = Timeline(make_rules())
+    for n in range(MAX_CART_LINES + 10):
+        tl.add(at(minutes=n), f"sku-{n}", 1.0)
+    tl.add(at(minutes=100), "sku-30", 1.0)  # an existing line: merged, nothing dropped
+    lines = tl.state().cart.lines
+    assert len(lines) == MAX_CART_LINES == 50
+    assert [line.product_id for line in lines] == [f"sku-{n}" for n in range(10, 60)]
+    assert next(line for line in lines if line.product_id == "sku-30").quantity == 2
+    assert decode_state(encode_state(tl.state())) == tl.state()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x02",
+        b"\x02\x91",
+        b"\x03" + FORMAT_2_SAMPLE[1:],
+        FORMAT_2_SAMPLE + b"\x00",
+        FORMAT_2_SAMPLE.replace(bytes.fromhex("970202"), bytes.fromhex("970702")),
+        FORMAT_1_SAMPLE.replace(b"[[0,1,", b"[[9,1,"),
+    ],
+)
+def test_corrupt_format_2_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode_state(data)
