@@ -103,7 +103,7 @@ def _valid_event(rng: random.Random, user: str, serial: int, now: datetime) -> d
         "ts": _wire_ts(now - timedelta(seconds=rng.uniform(0, 600)), rng),
     }
     product = f"sku-{rng.randrange(200)}"
-    if kind == "product_viewed":
+    if kind in ("product_viewed", "wishlist_added"):
         event.update(product_id=product, category=rng.choice(HOSTILE), price=rng.uniform(0, 99))
     elif kind == "category_viewed":
         event["category"] = rng.choice(HOSTILE)

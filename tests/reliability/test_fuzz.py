@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from triggers.events import (
     MAX_QUERY_CHARS,
     REASONS,
     TOPIC_OF_TYPE,
+    UNSET,
     CartItemAdded,
     CartItemRemoved,
     CategoryViewed,
@@ -54,6 +55,7 @@ from triggers.events import (
     PreferencesUpdated,
     ProductViewed,
     SearchPerformed,
+    WishlistAdded,
     is_time_zone,
     parse_event,
 )
@@ -199,6 +201,10 @@ event_shaped = st.fixed_dictionaries(
             st.sampled_from(("UTC", "Asia/Shanghai", "America/New_York", "Mars/Base", "")),
             st.text(max_size=40),
         ),
+        "birthday": st.one_of(
+            st.sampled_from(("02-29", "02-30", "1990-13-01", "2001-02-29", "12-31", "١٢-٣١")),
+            json_values,
+        ),
         "extra": json_values,
     },
 )
@@ -235,9 +241,9 @@ def valid_events(draw: st.DrawFn, user_id: str = "", *, wide: bool = False) -> d
         0, 2**63 if wide else 10**6
     )
     count = st.integers(1, 2**63 if wide else 10**6)
-    if kind in ("product_viewed", "cart_item_added", "cart_item_removed"):
+    if kind in ("product_viewed", "wishlist_added", "cart_item_added", "cart_item_removed"):
         event["product_id"] = draw(name | st.integers(0, 2**40))
-    if kind == "product_viewed" and draw(st.booleans()):
+    if kind in ("product_viewed", "wishlist_added") and draw(st.booleans()):
         event["price"] = draw(price)
     if kind == "category_viewed":
         event["category"] = draw(name)
@@ -258,6 +264,8 @@ def valid_events(draw: st.DrawFn, user_id: str = "", *, wide: bool = False) -> d
     if kind == "preferences_updated":
         event["marketing_opt_in"] = draw(st.none() | st.booleans())
         event["timezone"] = draw(st.sampled_from(("UTC", "Asia/Shanghai", "Europe/Paris")))
+        if draw(st.booleans()):
+            event["birthday"] = draw(st.sampled_from(("02-29", "12-31", "1990-01-15", None)))
     if draw(st.booleans()):
         event["channel"] = draw(name)
     return event
@@ -354,10 +362,10 @@ def contract_violations(event: Event) -> list[str]:
         problems.append(f"test {event.test!r}")
     if not _label_ok(event.channel):
         problems.append(f"channel {event.channel!r}")
-    product = isinstance(event, ProductViewed | CartItemAdded | CartItemRemoved)
+    product = isinstance(event, ProductViewed | WishlistAdded | CartItemAdded | CartItemRemoved)
     if product and not _id_ok(event.product_id):  # type: ignore[union-attr]
         problems.append(f"product_id {event.product_id!r}")
-    if isinstance(event, ProductViewed) and not (
+    if isinstance(event, ProductViewed | WishlistAdded) and not (
         _label_ok(event.category) and _amount_ok(event.price)
     ):
         problems.append(f"category/price {event.category!r} {event.price!r}")
@@ -399,6 +407,15 @@ def contract_violations(event: Event) -> list[str]:
             problems.append(f"marketing_opt_in {event.marketing_opt_in!r}")
         if event.timezone is not None and not is_time_zone(event.timezone):
             problems.append(f"timezone {event.timezone!r}")
+        birthday = event.birthday
+        if birthday is not UNSET and birthday is not None:
+            year = birthday[:4] if len(birthday) == 10 else "2000"  # MM-DD: Feb 29 is one
+            try:
+                date.fromisoformat(f"{year}-{birthday[-5:]}")
+            except (TypeError, ValueError):
+                problems.append(f"birthday {birthday!r}")
+            if len(birthday) not in (5, 10) or not birthday.isascii():
+                problems.append(f"birthday {birthday!r}")
     return problems
 
 
