@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiohttp.web import Response
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
@@ -341,7 +342,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
 
     @app.page("/metrics")
     async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry)
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -174,6 +174,9 @@ async def test_metrics_and_health_endpoints(group: WorkerGroup) -> None:
     assert 'nudge_decisions_total{reason="none",status="sent",trigger="cart_abandonment"}' in text
     assert "nudge_events_total" in text
     assert "nudge_fire_lateness_seconds_bucket" in text
-    assert "faust_messages_received" in text
+    assert "nudge_batch_duration_seconds_bucket" in text
+    assert 'nudge_build_info{rules_version="' in text
+    # Faust's per-message sensor is replaced by Nudge's own per-batch metrics.
+    assert "faust_" not in text
     # Faust's table and router views are disabled: nothing beyond metrics and health.
     assert worker.get("/table/users/")[0] == 404
