@@ -207,8 +207,8 @@ async def prepare_topics(settings: Settings) -> int:
             return await _prepare(admin, settings, deadline)
     except KafkaError as exc:
         raise TopicSetupError(
-            f"Kafka at {settings.kafka_bootstrap} refused the topic set-up: "
-            f"{type(exc).__name__} {exc}".rstrip()
+            f"Kafka at {settings.kafka_bootstrap} answered the start-up checks with an error: "
+            f"{type(exc).__name__} {exc} (credentials: NUDGE_KAFKA_SASL_*, NUDGE_KAFKA_SSL_*)"
         ) from None
     finally:
         await admin.close()
