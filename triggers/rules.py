@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -57,6 +56,7 @@ from pydantic import (
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
 from triggers.records import SEGMENT_NAMES
+from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
 
 __all__ = [
     "MAX_DURATION",
@@ -311,75 +311,37 @@ class Rules(_Strict):
 
 
 class RulesError(ValueError):
-    """An invalid rules file; ``errors`` is a list of (key path, reason)."""
+    """An invalid rules file.
 
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
+    ``errors`` is a list of (key path, reason); ``lines`` the line of each in the file
+    (None when unknown); ``source`` the file name, if any. ``str()`` gives one line per
+    error: ``rules.yaml:4: triggers.cart_abandonment.cooldwn: unknown key (did you mean
+    `cooldown`?)``.
+    """
+
+    def __init__(
+        self,
+        errors: list[tuple[str, str]],
+        lines: list[int | None] | None = None,
+        source: str | None = None,
+    ) -> None:
         self.errors = errors
-        super().__init__("\n".join(_error_line(path, reason) for path, reason in errors))
+        self.lines = lines if lines is not None else [None] * len(errors)
+        self.source = source
+        super().__init__("\n".join(self.messages()))
+
+    def messages(self) -> list[str]:
+        return [
+            _error_line(self.source, line, path, reason)
+            for (path, reason), line in zip(self.errors, self.lines, strict=True)
+        ]
 
 
-def _error_line(path: str, reason: str) -> str:
-    return f"{path}: {reason}" if path else reason
-
-
-# --- YAML: safe, without YAML 1.1 base-60 numbers ("21:00" stays a string), no duplicate keys
-
-
-class _RulesLoader(yaml.SafeLoader):
-    pass
-
-
-_RulesLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_RulesLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_RulesLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def _construct_mapping(loader: _RulesLoader, node: yaml.MappingNode) -> dict:
-    loader.flatten_mapping(node)
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a key must be a scalar, not a list or a mapping", key_node.start_mark
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-def _construct_str(loader: _RulesLoader, node: yaml.ScalarNode) -> str:
-    value = loader.construct_scalar(node)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise yaml.constructor.ConstructorError(
-            None, None, "a string holds a lone surrogate (not Unicode text)", node.start_mark
-        ) from None
-    return value
-
-
-_RulesLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_RulesLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+def _error_line(source: str | None, line: int | None, path: str, reason: str) -> str:
+    where = source or ""
+    if line is not None:
+        where = f"{where}:{line}" if where else f"line {line}"
+    return ": ".join(part for part in (where, path, reason) if part)
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -404,33 +366,44 @@ def _reason(error: dict) -> str:
     return message
 
 
-def parse_rules(text: str) -> Rules:
-    """Parse rules YAML; empty text (or only comments) gives the defaults. Raises RulesError."""
+def parse_rules(text: str, source: str | None = None) -> Rules:
+    """Parse rules YAML 1.2; empty text (or only comments) gives the defaults.
+
+    Raises RulesError (and nothing else), each error with its line in ``text``;
+    ``source`` names the file in the messages."""
     try:
-        data = yaml.load(text, Loader=_RulesLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesError([("", f"not valid YAML{where}: {problem}")]) from None
+        data, lines = load_yaml(text)
+    except YamlProblem as exc:
+        raise RulesError([("", exc.message)], [exc.line], source) from None
     except RecursionError:
-        raise RulesError([("", "not valid YAML: nested too deeply")]) from None
+        raise RulesError([("", "not valid YAML: nested too deeply")], None, source) from None
     except Exception as exc:  # e.g. ValueError: an integer of more than 4300 digits
-        raise RulesError([("", f"not valid YAML: {_show(str(exc))}")]) from None
+        raise RulesError([("", f"not valid YAML: {_show(str(exc))}")], None, source) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RulesError([("", "the rules file must be a mapping of keys, see rules.example.yaml")])
+        raise RulesError(
+            [("", "the rules file must be a mapping of keys, see rules.example.yaml")],
+            [1],
+            source,
+        )
     try:
         return Rules.model_validate(data)
     except ValidationError as exc:
-        errors = [(_key_path(error["loc"]), _reason(error)) for error in exc.errors()]
-        raise RulesError(errors) from None
+        errors, where = [], []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if part != "[key]")
+            reason = _reason(error)
+            if error["type"] == "extra_forbidden":
+                reason += suggest(Rules, loc)
+            errors.append((_key_path(error["loc"]), reason))
+            where.append(locate(lines, loc))
+        raise RulesError(errors, where, source) from None
     except RecursionError:
-        raise RulesError([("", "the rules are nested too deeply")]) from None
+        raise RulesError([("", "the rules are nested too deeply")], None, source) from None
     except Exception as exc:  # defensive: "RulesError and nothing else"
         raise RulesError(
-            [("", f"unusable rules: {type(exc).__name__}: {_show(str(exc))}")]
+            [("", f"unusable rules: {type(exc).__name__}: {_show(str(exc))}")], None, source
         ) from None
 
 
@@ -442,7 +415,7 @@ def load_rules(path: str | Path | None) -> Rules:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([("", f"cannot read {path}: {exc}")]) from None
-    return parse_rules(text)
+    return parse_rules(text, str(path))
 
 
 def dump_rules(rules: Rules) -> str:
@@ -451,7 +424,4 @@ def dump_rules(rules: Rules) -> str:
     if not label.isprintable():  # refused at load; kept safe for Rules built in code
         label = label.encode("unicode_escape").decode("ascii")
     header = f"# effective rules; rules_version: {label}\n"
-    body = yaml.safe_dump(
-        rules.model_dump(mode="json"), sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
-    return header + body
+    return header + dump_yaml(rules.model_dump(mode="json"))

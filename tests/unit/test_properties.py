@@ -20,8 +20,8 @@ from tests.unit.timelines import T0, iso, make_rules
 from triggers.records import Conversion, Decision, record_to_json
 from triggers.replay import replay_lines
 from triggers.rules import Rules
+from triggers.schemas import decode_output_record
 from triggers.state import encode_state
-from triggers.wire import OUTPUT_RECORD
 
 pytestmark = pytest.mark.unit
 
@@ -258,7 +258,7 @@ def test_records_are_valid_chronological_and_ids_are_unique(
     times = []
     ids = []
     for record in result.records:
-        OUTPUT_RECORD.validate_json(record_to_json(record))
+        decode_output_record(record_to_json(record))
         if isinstance(record, Decision):
             times.append(record.fired_at)
             ids.append(record.trigger_id)

@@ -17,7 +17,7 @@ from triggers.engine import Engine
 from triggers.records import Conversion, Decision
 from triggers.replay import Replay, replay_lines
 from triggers.rules import Rules
-from triggers.wire import OUTPUT_RECORD
+from triggers.schemas import decode_output_record
 
 pytestmark = pytest.mark.unit
 
@@ -55,7 +55,7 @@ def test_replay_writes_records_and_reports_invalid_lines_and_a_summary(tmp_path:
     assert done.returncode == 0, done.stderr
     records = [orjson.loads(line) for line in done.stdout.splitlines()]
     for line in done.stdout.splitlines():
-        OUTPUT_RECORD.validate_json(line)
+        decode_output_record(line)
     assert [(r["kind"], r.get("trigger"), r.get("status"), r["user_id"]) for r in records] == [
         ("decision", "cart_abandonment", "sent", "alice"),  # due 1h05
         ("conversion", "cart_abandonment", None, "alice"),  # the order at 2h
@@ -116,7 +116,7 @@ def test_rules_change_the_replay(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--rules", "RULES"], 1, "rules: colour: unknown key"),
+        (["--rules", "RULES"], 1, "rules.yaml:1: colour: unknown key"),
         (["--until", "tomorrow"], 2, "--until: not an RFC 3339 date-time"),
         (["--until", "2026-11-30T00:00:00"], 2, "--until: timestamp has no UTC offset"),
         (["--out", "/nonexistent/dir/out.jsonl"], 2, "cannot write /nonexistent/dir/out.jsonl"),

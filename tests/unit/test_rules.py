@@ -479,9 +479,94 @@ def test_rules_check_prints_each_error_with_its_key_path(tmp_path: Path) -> None
     assert done.returncode == 1
     assert done.stdout == b""
     lines = done.stderr.decode().splitlines()
-    assert lines[0].startswith("triggers.cart_abandonment.stages[1]: not a duration: 'nope'")
-    assert lines[1].startswith("contact_policy.max_delay: a duration cannot be negative")
+    assert lines[0].startswith(
+        f"{bad}:2: triggers.cart_abandonment.stages[1]: not a duration: 'nope'"
+    )
+    assert lines[1].startswith(f"{bad}:3: contact_policy.max_delay: a duration cannot be negative")
     assert lines[2] == f"{bad}: 2 error(s); rules refused"
+
+
+MULTI_LINE = """\
+version: 3
+triggers:
+  cart_abandonment:
+    stages:
+      - 1h
+      - nope
+    cooldwn: 2h
+  browse_abandonmnt: {}
+contact_policy:
+  quiet_hours:
+    start: "21:00"
+  frequency_cap: {max: 0}
+colour: blue
+"""
+
+
+def test_errors_carry_the_line_and_suggest_the_key_meant() -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(MULTI_LINE, "rules.yaml")
+    assert str(caught.value).splitlines() == [
+        "rules.yaml:6: triggers.cart_abandonment.stages[1]: not a duration: 'nope' (use integer"
+        " seconds or number+unit parts with units s m h d w, e.g. 90s, 1h30m, 3d)",
+        "rules.yaml:7: triggers.cart_abandonment.cooldwn: unknown key (did you mean `cooldown`?)",
+        "rules.yaml:8: triggers.browse_abandonmnt: unknown key"
+        " (did you mean `browse_abandonment`?)",
+        "rules.yaml:12: contact_policy.frequency_cap.max: Input should be greater than or equal"
+        " to 1",
+        # a missing key: the line of the mapping that lacks it
+        "rules.yaml:10: contact_policy.quiet_hours.end: Field required",
+        "rules.yaml:13: colour: unknown key (known keys: version, default_timezone, triggers,"
+        " contact_policy, segments, offers)",
+    ]
+    assert caught.value.lines == [6, 7, 8, 12, 10, 13]
+    assert [path for path, _ in caught.value.errors][:2] == [
+        "triggers.cart_abandonment.stages[1]",
+        "triggers.cart_abandonment.cooldwn",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "version: 1\ntriggers:\n  lapsing: {}\n  lapsing: {}\n",
+            "line 4: duplicate key 'lapsing'",
+        ),
+        ("a: 1\nb: [\n", "not valid YAML at line 3, column 1"),
+        ("version: 1\n? [a]\n: 1\n", "line 2: a key must be a scalar"),
+        ("version: 1\nx: &a [*a]\n", "line 2: a recursive alias"),
+        ('version: 1\n\nholdout: "\\ud800"\n', "line 3: a string holds a lone surrogate"),
+        ("- a list\n", "line 1: the rules file must be a mapping"),
+        ("offers: {lapsing: {default: !!python/object:os.system x}}", "line 1: not valid YAML"),
+    ],
+)
+def test_file_level_errors_carry_the_line(text: str, message: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    assert str(caught.value).startswith(message)
+
+
+def test_load_rules_names_the_file_in_each_error(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("triggers:\n  lapsing:\n    factr: 2\n")
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    assert str(caught.value) == (
+        f"{path}:3: triggers.lapsing.factr: unknown key (did you mean `factor`?)"
+    )
+
+
+def test_yaml_1_2_reads_words_and_times_as_strings() -> None:
+    # YAML 1.1 would read `on`/`yes` as booleans and 21:00 as 1260; YAML 1.2 does not.
+    rules = parse_rules(
+        "version: on\ncontact_policy: {quiet_hours: {start: 21:00, end: 08:00}, holdout_salt: yes}"
+    )
+    assert rules.version == "on"
+    assert rules.contact_policy.holdout_salt == "yes"
+    assert rules.contact_policy.quiet_hours is not None
+    assert rules.contact_policy.quiet_hours.start == time(21)
+    assert rules.contact_policy.quiet_hours.end == time(8)
 
 
 def test_rules_check_on_a_missing_file_fails() -> None:

@@ -1,0 +1,311 @@
+"""Published JSON Schemas (2020-12) of the wire contract, generated from typed models.
+
+Input events come from the parser's own model (:mod:`triggers.events`); the output
+records and the dead letter are described by the documentation models below, which
+the engine does not use to build records (:func:`triggers.records.record_to_json`
+does): a unit test decodes real replay output into them, unknown fields forbidden, so
+a record and its schema cannot drift apart. A decision's ``context`` is typed per
+trigger: the decision schema is a union discriminated by ``trigger``.
+
+The same documents are checked in under ``schemas/`` (a unit test keeps them current):
+regenerate them with ``python -m triggers.schemas --out schemas``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+from msgspec import UNSET, Meta, UnsetType
+
+from triggers.event_fields import REASONS, Amount, Id
+from triggers.events import Event, ProductUpdated
+from triggers.records import ARMS, SEGMENT_NAMES, STATUSES, SUPPRESSION_REASONS, TRIGGER_NAMES
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+Rfc3339Utc = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3})?Z$",
+        description="RFC 3339 in UTC with Z; milliseconds only when not zero",
+    ),
+]
+TriggerId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-f]{32}$",
+        description="deterministic: the same input events give the same id",
+    ),
+]
+Variant = Annotated[
+    str,
+    Meta(min_length=1, max_length=32, description="A/B variant (section 7.2); null: none"),
+]
+_DOC = {"forbid_unknown_fields": True, "frozen": True}
+
+
+# --- decision contexts, one per trigger (what each trigger module's context() returns) ---
+
+
+class CartLine(msgspec.Struct, **_DOC):
+    product_id: str
+    quantity: int
+    unit_price: float | None
+    category: str | None
+
+
+class CartAbandonmentContext(msgspec.Struct, **_DOC):
+    """The cart when the stage came due: its lines and value."""
+
+    lines: list[CartLine]
+    items: int
+    value: float
+    checkout_started: bool
+    last_cart_activity: Rfc3339Utc | None
+
+
+class BrowseAbandonmentContext(msgspec.Struct, **_DOC):
+    """The last product viewed (empty if unknown)."""
+
+    product_id: str | UnsetType = UNSET
+    category: str | UnsetType | None = UNSET
+    price: float | UnsetType | None = UNSET
+    viewed_at: Rfc3339Utc | UnsetType = UNSET
+
+
+class ReplenishmentContext(msgspec.Struct, **_DOC):
+    """The product, its last purchase and interval (only ``product_id`` if the product
+    left the history)."""
+
+    product_id: str | None
+    category: str | UnsetType | None = UNSET
+    last_purchase: Rfc3339Utc | UnsetType = UNSET
+    purchases: int | UnsetType = UNSET
+    interval_days: float | UnsetType | None = UNSET
+    interval_source: Literal["product", "category", "learned"] | UnsetType | None = UNSET
+
+
+class FirstPurchaseFollowupContext(msgspec.Struct, **_DOC):
+    """The first order (only ``order_id`` if it left the history)."""
+
+    order_id: str | None
+    order_total: float | UnsetType = UNSET
+    ordered_at: Rfc3339Utc | UnsetType = UNSET
+    products: list[str] | UnsetType = UNSET
+
+
+class LapsingContext(msgspec.Struct, **_DOC):
+    """The last order and the mean gap between the last orders (only ``orders`` if no
+    order is remembered)."""
+
+    orders: int
+    last_order_id: str | UnsetType = UNSET
+    last_order_at: Rfc3339Utc | UnsetType = UNSET
+    mean_gap_days: float | UnsetType | None = UNSET
+
+
+class DormancyContext(msgspec.Struct, **_DOC):
+    """The last activity and the whole days since (null if none is known)."""
+
+    last_activity: Rfc3339Utc | None
+    days_inactive: int | None
+
+
+# --- output records ---------------------------------------------------------------------
+
+
+class Decision(msgspec.Struct, tag_field="trigger", **_DOC):
+    """A decision: ``sent`` ones go to ``marketing.triggers``, every one to
+    ``marketing.triggers.audit`` (contract section 4). Key: ``user_id``."""
+
+    kind: Literal["decision"]
+    trigger_id: TriggerId
+    stage: Annotated[int, Meta(ge=1, description="1-based")]
+    user_id: Id
+    due_at: Rfc3339Utc
+    fired_at: Rfc3339Utc
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    reason: Literal[SUPPRESSION_REASONS] | None  # type: ignore[valid-type]
+    segment: Literal[SEGMENT_NAMES]  # type: ignore[valid-type]
+    offer: str | None
+    context: dict[str, Any]
+    rules_version: str
+    variant: Variant | None = None
+
+
+class CartAbandonmentDecision(Decision, tag="cart_abandonment", **_DOC):
+    context: CartAbandonmentContext
+
+
+class BrowseAbandonmentDecision(Decision, tag="browse_abandonment", **_DOC):
+    context: BrowseAbandonmentContext
+
+
+class ReplenishmentDecision(Decision, tag="replenishment", **_DOC):
+    context: ReplenishmentContext
+
+
+class FirstPurchaseFollowupDecision(Decision, tag="first_purchase_followup", **_DOC):
+    context: FirstPurchaseFollowupContext
+
+
+class LapsingDecision(Decision, tag="lapsing", **_DOC):
+    context: LapsingContext
+
+
+class DormancyDecision(Decision, tag="dormancy", **_DOC):
+    context: DormancyContext
+
+
+#: One decision model per trigger (a new trigger adds its context and decision above).
+DECISIONS: dict[str, type[Decision]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        CartAbandonmentDecision,
+        BrowseAbandonmentDecision,
+        ReplenishmentDecision,
+        FirstPurchaseFollowupDecision,
+        LapsingDecision,
+        DormancyDecision,
+    )
+}
+AnyDecision = (
+    CartAbandonmentDecision
+    | BrowseAbandonmentDecision
+    | ReplenishmentDecision
+    | FirstPurchaseFollowupDecision
+    | LapsingDecision
+    | DormancyDecision
+)
+
+
+class Conversion(msgspec.Struct, **_DOC):
+    """An order attributed to the latest ``sent`` or ``holdout`` decision, on
+    ``marketing.triggers.audit``. Key: ``user_id``."""
+
+    kind: Literal["conversion"]
+    trigger_id: TriggerId
+    trigger: Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
+    user_id: Id
+    arm: Literal[ARMS]  # type: ignore[valid-type]
+    order_id: Id
+    revenue: Amount
+    converted_at: Rfc3339Utc
+    variant: Variant | None = None
+
+
+class DeadLetter(msgspec.Struct, **_DOC):
+    """An input message that could not be applied, on ``shop.events.dlq``: the raw
+    message whole up to 256 KiB (``raw`` if UTF-8, else ``raw_base64``), a prefix beyond
+    (``raw_truncated``)."""
+
+    kind: Literal["dead_letter"]
+    reason: Literal[(*REASONS, "processing_error")]  # type: ignore[valid-type]
+    detail: str
+    topic: str
+    partition: Annotated[int, Meta(ge=0)]
+    offset: Annotated[int, Meta(ge=0)]
+    received_at: Annotated[str, Meta(description="RFC 3339 in UTC with Z")]
+    size: Annotated[int, Meta(ge=0, description="the raw message's length in bytes")]
+    raw: str | UnsetType = UNSET
+    raw_base64: str | UnsetType = UNSET
+    raw_truncated: Literal[True] | UnsetType = UNSET
+
+
+_DECISION = msgspec.json.Decoder(AnyDecision)
+_CONVERSION = msgspec.json.Decoder(Conversion)
+
+
+def decode_output_record(raw: bytes | str) -> Decision | Conversion:
+    """An output record read back into its documentation model: raises
+    ``msgspec.ValidationError`` where it breaks its schema (an unknown field too)."""
+    kind = orjson.loads(raw).get("kind")
+    if kind == "decision":
+        return _DECISION.decode(raw)
+    if kind == "conversion":
+        return _CONVERSION.decode(raw)
+    raise msgspec.ValidationError(f"not an output record kind: {kind!r}")
+
+
+# --- the documents --------------------------------------------------------------------------
+
+#: name -> (model, title, description); the files are ``schemas/NAME.json``.
+SCHEMAS: dict[str, tuple[Any, str, str]] = {
+    "input-event": (
+        Event,
+        "Nudge input event",
+        "A user event on shop.browse, shop.cart, shop.order or shop.prefs (contract "
+        "sections 1 and 7.1), discriminated by type. Unknown fields are ignored; JSON null "
+        "for an optional field means absent (except birthday: null removes it).",
+    ),
+    "catalog-event": (
+        ProductUpdated,
+        "Nudge catalog event",
+        "A product_updated event on shop.catalog (contract section 7.1); key product_id.",
+    ),
+    "decision": (
+        AnyDecision,
+        "Nudge decision",
+        "A decision record (contract section 4), discriminated by trigger; context is "
+        "trigger specific.",
+    ),
+    "conversion": (Conversion, "Nudge conversion", "A conversion record (contract section 4)."),
+    "dead-letter": (DeadLetter, "Nudge dead letter", "A dead-letter record on shop.events.dlq."),
+}
+
+
+def schema_document(name: str) -> dict[str, Any]:
+    """The JSON Schema document ``name`` (a key of :data:`SCHEMAS`)."""
+    model, title, description = SCHEMAS[name]
+    body = msgspec.json.schema(model)
+    return {"$schema": DRAFT, "title": title, "description": description, **body}
+
+
+def render(document: dict[str, Any]) -> bytes:
+    """A schema document as its checked-in file: indented JSON, a final newline."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def schema_files() -> dict[str, bytes]:
+    """``NAME.json`` -> file contents, for every published schema."""
+    return {f"{name}.json": render(schema_document(name)) for name in SCHEMAS}
+
+
+def schema_command(name: str | None, out_dir: str | None) -> int:
+    """``nudge schema [NAME] [--out DIR]``: print one schema (all: one JSON object by name),
+    or write the files to ``DIR``. Returns the exit status."""
+    if name is not None:
+        name = name.removesuffix(".json")
+        if name not in SCHEMAS:
+            print(f"unknown schema {name!r}; one of: {', '.join(SCHEMAS)}", file=sys.stderr)
+            return 2
+    names = [name] if name is not None else list(SCHEMAS)
+    if out_dir is None:
+        document = (
+            schema_document(names[0])
+            if name is not None
+            else {each: schema_document(each) for each in names}
+        )
+        sys.stdout.write(render(document).decode())
+        return 0
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for each in names:
+        path = target / f"{each}.json"
+        path.write_bytes(render(schema_document(each)))
+        print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m triggers.schemas", description=__doc__)
+    parser.add_argument("name", nargs="?", choices=list(SCHEMAS), help="one schema (default: all)")
+    parser.add_argument("--out", help="write NAME.json files to this directory")
+    arguments = parser.parse_args()
+    sys.exit(schema_command(arguments.name, arguments.out))
