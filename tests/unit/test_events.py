@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from triggers.events import (
     REASONS,
     TOPIC_OF_TYPE,
+    UNSET,
     CartCleared,
     CartItemAdded,
     CartItemRemoved,
@@ -24,8 +25,11 @@ from triggers.events import (
     OrderLine,
     OrderPlaced,
     PreferencesUpdated,
+    ProductUpdated,
     ProductViewed,
     SearchPerformed,
+    WishlistAdded,
+    parse_catalog_event,
     parse_event,
 )
 
@@ -94,6 +98,22 @@ VALID: list[tuple[dict[str, Any], object]] = [
         PreferencesUpdated("e1", "u1", WHEN, False, "Asia/Shanghai"),
     ),
     ({"type": "preferences_updated"}, PreferencesUpdated("e1", "u1", WHEN)),
+    (
+        {"type": "preferences_updated", "birthday": "02-29"},
+        PreferencesUpdated("e1", "u1", WHEN, birthday="02-29"),
+    ),
+    (
+        {"type": "preferences_updated", "birthday": "1990-12-31"},
+        PreferencesUpdated("e1", "u1", WHEN, birthday="1990-12-31"),
+    ),
+    (
+        {"type": "preferences_updated", "birthday": None},
+        PreferencesUpdated("e1", "u1", WHEN, birthday=None),
+    ),
+    (
+        {"type": "wishlist_added", "product_id": 7, "category": "tea", "price": 4},
+        WishlistAdded("e1", "u1", WHEN, "7", "tea", 4),
+    ),
 ]
 
 
@@ -136,6 +156,8 @@ def test_common_optional_fields_and_unknown_extras() -> None:
         ("2026-11-23T18:00:00+08:00", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
         ("2026-11-23T05:00:00.5-05:00", datetime(2026, 11, 23, 10, 0, 0, 500000, tzinfo=UTC)),
         ("2026-11-23t10:00:00.123456789z", datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)),
+        # truncated, not rounded: never into the next second
+        ("2026-11-23T10:00:00.9999999Z", datetime(2026, 11, 23, 10, 0, 0, 999000, tzinfo=UTC)),
         ("2026-11-23 10:00:00.250Z", datetime(2026, 11, 23, 10, 0, 0, 250000, tzinfo=UTC)),
         ("2026-11-23T10:00:00.999Z", datetime(2026, 11, 23, 10, 0, 0, 999000, tzinfo=UTC)),
         (1795428000000, datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
@@ -400,6 +422,7 @@ near_valid_events = st.builds(
                 "items",
                 "total",
                 "marketing_opt_in",
+                "birthday",
                 "timezone",
             ]
         ),
@@ -443,3 +466,109 @@ def mutated_events(draw: st.DrawFn) -> dict:
         else:
             event[key] = draw(field_values)
     return event
+
+
+def test_birthday_absent_is_unset_and_null_removes_it() -> None:
+    absent = parse_event(_event(type="preferences_updated"))
+    assert absent.birthday is UNSET and not absent.birthday
+    assert parse_event(_event(type="preferences_updated", birthday=None)).birthday is None
+
+
+@pytest.mark.parametrize(
+    ("birthday", "reason"),
+    [
+        ("02-30", "invalid_value"),
+        ("13-01", "invalid_value"),
+        ("2001-02-29", "invalid_value"),
+        ("12/31", "invalid_value"),
+        ("1-2", "invalid_value"),
+        ("١٢-٣١", "invalid_value"),  # Arabic-Indic digits
+        (1231, "wrong_type"),
+    ],
+)
+def test_an_impossible_birthday_is_refused(birthday: object, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(_event(type="preferences_updated", birthday=birthday))
+    assert (caught.value.reason, "$.birthday") == (reason, caught.value.detail[:10])
+
+
+def test_details_name_the_field_by_json_path() -> None:
+    line = {"product_id": "p", "quantity": 0, "unit_price": 1}
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(_event(type="order_placed", order_id="o", items=[line]))
+    assert caught.value.detail == "$.items[0].quantity: expected `int` >= 1, got 0"
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(_event(type="search", query=None))
+    assert (caught.value.reason, caught.value.detail) == (
+        "missing_field",
+        "$.query is required (got null)",
+    )
+
+
+def test_catalog_events_are_not_user_events() -> None:
+    raw = orjson.dumps(
+        {"event_id": "c1", "type": "product_updated", "ts": TS, "product_id": 9, "in_stock": True}
+    )
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(raw)
+    assert caught.value.reason == "unknown_type"
+    assert "catalog topic" in caught.value.detail
+    assert parse_catalog_event(raw) == ProductUpdated("c1", WHEN, "9", None, True)
+    assert parse_catalog_event(raw).type == "product_updated"
+    with pytest.raises(InvalidEvent) as caught:
+        parse_catalog_event(_event(type="search", query="q"))
+    assert caught.value.reason == "unknown_type"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "named"),
+    [
+        ({"price": -1}, "invalid_value", "$.price"),
+        ({"in_stock": "yes"}, "wrong_type", "$.in_stock"),
+        ({"product_id": None}, "missing_field", "$.product_id"),
+        ({"ts": "2026-11-23T10:00:00"}, "naive_timestamp", "$.ts"),
+        ({"type": None}, "missing_field", "$.type"),
+        ({"type": "teleported"}, "unknown_type", "teleported"),
+    ],
+)
+def test_catalog_events_are_validated_like_user_events(
+    fields: dict[str, Any], reason: str, named: str
+) -> None:
+    event = {"event_id": "c1", "type": "product_updated", "ts": TS, "product_id": "p", **fields}
+    with pytest.raises(InvalidEvent) as caught:
+        parse_catalog_event(orjson.dumps(event), max_bytes=1024)
+    assert caught.value.reason == reason
+    assert named in caught.value.detail
+    with pytest.raises(InvalidEvent) as caught:
+        parse_catalog_event(orjson.dumps(event) + b" " * 1024, max_bytes=1024)
+    assert caught.value.reason == "oversize"
+
+
+SEARCH = b'{"event_id": "e1", "user_id": "u1", "ts": 0, "type": "search", "query": "q"'
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (SEARCH + b', "extra": "x\xc3\x28y"}', "bad_encoding"),  # invalid UTF-8, unknown field
+        (SEARCH + b', "extra": "\\ud800x"}', "not_json"),  # a lone surrogate escape
+        (SEARCH + b', "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}", "not_json"),  # too deep
+        (SEARCH + b', "extra": NaN}', "not_json"),
+        (SEARCH + b"} trailing", "not_json"),
+        (b"\xef\xbb\xbf" + SEARCH + b"}", "not_json"),  # a byte order mark
+    ],
+)
+def test_json_faults_anywhere_are_refused_like_orjson_does(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(raw)
+    assert caught.value.reason == reason
+
+
+def test_legal_but_unusual_shapes_are_accepted() -> None:
+    nested = parse_event(SEARCH + b', "nest": ' + b"[" * 500 + b"]" * 500 + b"}")
+    assert nested == SearchPerformed("e1", "u1", datetime(1970, 1, 1, tzinfo=UTC), "q")
+    last_wins = parse_event(SEARCH + b', "type": "category_viewed", "category": "c"}')
+    assert type(last_wins) is CategoryViewed  # a repeated key: the last one counts
+    assert parse_event(SEARCH + b', "user_id": "u2"}').user_id == "u2"
+    assert parse_event(bytearray(SEARCH + b"}")).query == "q"
+    assert parse_event(memoryview(SEARCH + b"}")).query == "q"
