@@ -13,14 +13,15 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only what the wheel needs (.dockerignore keeps everything else out of the context).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY triggers ./triggers
 COPY stream ./stream
 COPY cli ./cli
 COPY simulation ./simulation
-RUN python -m pip wheel --wheel-dir /wheels . \
+# constraints.txt pins every dependency to the version the tests ran with (reproducible).
+RUN python -m pip wheel --wheel-dir /wheels -c constraints.txt . \
  && python -m venv /opt/nudge \
- && /opt/nudge/bin/pip install --no-index --find-links /wheels nudge \
+ && /opt/nudge/bin/pip install --no-index --find-links /wheels -c constraints.txt nudge \
  && /opt/nudge/bin/nudge --help >/dev/null
 
 # ---- runtime: the venv only, as an unprivileged user ---------------------------------
