@@ -88,7 +88,7 @@ class Report(msgspec.Struct, frozen=True):
     rules: Rules = Rules()
 
 
-def _trigger_order(trigger: str) -> tuple[int, str]:
+def trigger_order(trigger: str) -> tuple[int, str]:
     known = TRIGGER_NAMES.index(trigger) if trigger in TRIGGER_NAMES else len(TRIGGER_NAMES)
     return known, trigger
 
@@ -119,7 +119,12 @@ def build_report(tally: AuditTally) -> Report:
             variants.add(variant)
     rows: list[Row] = []
     comparisons: list[VariantComparison] = []
-    for trigger, stage in sorted(groups, key=lambda g: (_trigger_order(g[0]), g[1])):
+    stages: dict[str, set[int]] = {}
+    for trigger, stage in groups:
+        stages.setdefault(trigger, set()).add(stage)
+    for trigger, stage in sorted(groups, key=lambda g: (trigger_order(g[0]), g[1])):
+        if stage != ALL_STAGES and stages[trigger] == {ALL_STAGES, stage}:
+            continue  # one stage only: its row would repeat the "all" row
         stage_label: int | str = "all" if stage == ALL_STAGES else stage
         holdout, holdout_revenues = arms.get((trigger, stage, None, "holdout"))
         variants = sorted(groups[trigger, stage], key=_variant_order)
@@ -200,7 +205,7 @@ def _sends(tally: AuditTally) -> tuple[str, list[SendsBucket]]:
     out = []
     while start <= end:
         sent = counts.get(start, {})
-        out.append(SendsBucket(start, {t: sent[t] for t in sorted(sent, key=_trigger_order)}))
+        out.append(SendsBucket(start, {t: sent[t] for t in sorted(sent, key=trigger_order)}))
         start += step
     return bucket, out
 

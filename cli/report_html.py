@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from html import escape
 
-from cli.report import Report, Row
+from cli.report import Report, Row, trigger_order
 
 WIDTH = 960
 LABEL = 230  # left margin for row labels
@@ -197,9 +197,7 @@ def sends_chart(report: Report) -> str:
     buckets = report.sends
     if not buckets:
         return '<p class="muted">No sent decisions.</p>'
-    triggers: list[str] = []
-    for b in buckets:
-        triggers += [t for t in b.sent if t not in triggers]
+    triggers = sorted({t for b in buckets for t in b.sent}, key=trigger_order)
     colors = {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(triggers)}
     _, high, ticks = _axis(0.0, max(max(sum(b.sent.values()) for b in buckets), 1))
     top, bottom, left = 10, 230, 60
