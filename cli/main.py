@@ -104,10 +104,31 @@ def _add_replay(sub: Subparsers) -> None:
         metavar="SECONDS",
         help="seconds between two progress lines on stderr",
     )
+    replay.add_argument(
+        "--compare",
+        metavar="RULES_B",
+        help="what-if: replay under --rules and RULES_B, print the decisions kept, re-timed,"
+        " re-judged, added and removed (instead of the records)",
+    )
+    replay.add_argument("--diff", metavar="FILE", help="with --compare: the changed records")
 
     def run(args: argparse.Namespace) -> int:
         from cli.replay import replay_command
 
+        if args.compare is not None or args.diff is not None:
+            from cli.compare import compare_command
+
+            if args.compare is None or args.out != "-":
+                message = "nudge replay: --diff needs --compare, --compare takes no --out"
+                print(message, file=sys.stderr)
+                return 2
+            return compare_command(
+                args.events,
+                rules=args.rules,
+                compare=args.compare,
+                until=args.until,
+                diff=args.diff,
+            )
         return replay_command(
             args.events,
             rules=args.rules,
@@ -119,6 +140,20 @@ def _add_replay(sub: Subparsers) -> None:
         )
 
     replay.set_defaults(run=run)
+
+
+def _add_report(sub: Subparsers) -> None:
+    report = _command(sub, "report", "uplift per trigger, stage and variant from an audit stream")
+    report.add_argument("audit", help="audit records (JSON Lines, e.g. replay output), '-' stdin")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+
+    def run(args: argparse.Namespace) -> int:
+        from cli.report import report_command
+
+        return report_command(args.audit, as_json=args.json, html=args.html)
+
+    report.set_defaults(run=run)
 
 
 def _add_rules(sub: Subparsers) -> None:
@@ -185,6 +220,7 @@ def _add_tail(sub: Subparsers) -> None:
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_worker,
     _add_replay,
+    _add_report,
     _add_rules,
     _add_simulate,
     _add_tail,
