@@ -272,14 +272,22 @@ class Batches:
 
         facts = await self._facts_for(work, now)
         for part, released, horizon, due in work:
-            for item, parsed in released:
+            # After an event, what it made due fires only up to the next event's time (as
+            # in replay, where the clock has not reached the next event yet).
+            bound = horizon
+            bounds: list[datetime] = []
+            for _, parsed in reversed(released):
+                bounds.append(bound)
+                if not isinstance(parsed, InvalidEvent) and parsed.ts < bound:
+                    bound = parsed.ts
+            for (item, parsed), limit in zip(released, reversed(bounds), strict=True):
                 acks.append(item)
                 message = item.message
                 if isinstance(parsed, InvalidEvent):
                     out.dead_letter(message, parsed.reason, parsed.detail, now)
                     self._metrics.dead_letter(message.topic, parsed.reason)
                     continue
-                self._apply(part, message, parsed, now, horizon, facts, out)
+                self._apply(part, message, parsed, now, limit, facts, out)
             for user_id in due:
                 self._fire(part, user_id, now, horizon, facts, out)
 
