@@ -1,4 +1,4 @@
-"""The ``nudge`` command line: worker, replay, rules check, simulate, tail.
+"""The ``nudge`` command line: worker, replay, rules check, simulate, tail, schema.
 
 Each subcommand is registered by one ``_add_*`` function, which declares its
 arguments and sets ``run`` to a function of the parsed arguments returning the
@@ -216,6 +216,24 @@ def _add_tail(sub: Subparsers) -> None:
     tail.set_defaults(run=run)
 
 
+def _add_schema(sub: Subparsers) -> None:
+    schema = _command(sub, "schema", "print the JSON Schemas (2020-12) of the wire records")
+    schema.add_argument(
+        "name",
+        nargs="?",
+        help="one schema, e.g. input-event, decision, conversion, dead-letter (default: all,"
+        " as one JSON object by name)",
+    )
+    schema.add_argument("--out", metavar="DIR", help="write NAME.json files to DIR instead")
+
+    def run(args: argparse.Namespace) -> int:
+        from triggers.schemas import schema_command
+
+        return schema_command(args.name, args.out)
+
+    schema.set_defaults(run=run)
+
+
 # One registration function per subcommand, in the order `nudge --help` lists them.
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_worker,
@@ -224,6 +242,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_rules,
     _add_simulate,
     _add_tail,
+    _add_schema,
 )
 
 

@@ -123,6 +123,16 @@ def test_bad_arguments_are_one_readable_error(
     assert "Traceback" not in err
 
 
+def test_schema_prints_one_schema_or_refuses_an_unknown_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["schema", "conversion"]) == 0
+    schema = orjson.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert main(["schema", "nope"]) == 2
+    assert "unknown schema 'nope'" in capsys.readouterr().err
+
+
 # --- simulate and tail: Kafka down, missing file, signals ------------------------------------
 
 
