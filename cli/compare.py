@@ -213,9 +213,9 @@ def render_comparison(comparison: Comparison, names: tuple[str, str]) -> str:
     if comparison.shift_seconds:
         out += ["", "re-timed: median shift of fired_at (B - A)"]
         for trigger, shifts in sorted(comparison.shift_seconds.items()):
-            out.append(
-                f"  {trigger:<25} {_duration(_median(shifts)):>8} ({len(shifts):,} decisions)"
-            )
+            plural = "" if len(shifts) == 1 else "s"
+            median = _duration(_median(shifts))
+            out.append(f"  {trigger:<25} {median:>8} ({len(shifts):,} decision{plural})")
     conv = comparison.conversions
     out += ["", "conversions        A          B"]
     for arm in ("treatment", "holdout"):
