@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import BinaryIO, TextIO
 
@@ -214,154 +213,6 @@ def report_json(report: Report) -> bytes:
     return msgspec.json.format(msgspec.json.encode(report), indent=2)
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
-
-
-def _pp(value: float | None, ci: tuple[float, float] | None) -> str:
-    if value is None:
-        return "-"
-    text = f"{value * 100:+.2f}pp"
-    return text if ci is None else f"{text} [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
-
-
-def _rel(value: float | None, ci: tuple[float, float] | None) -> str:
-    if value is None:
-        return "-"
-    text = f"{value * 100:+.0f}%"
-    return text if ci is None else f"{text} [{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _table(header: list[str], lines: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        padded = (
-            cell.ljust(width) if i < 3 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "  ".join(padded).rstrip()
-
-    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in lines)]
-
-
-def render_text(report: Report) -> str:
-    s = report.input
-    out = [
-        f"audit lines {s.lines}: decisions {s.decisions}, conversions {s.conversions}"
-        f" (unmatched {s.unmatched_conversions}), invalid {s.invalid}, duplicates {s.duplicates}",
-    ]
-    if s.first_fired_at is not None and s.last_fired_at is not None:
-        out.append(
-            f"fired from {s.first_fired_at:%Y-%m-%d %H:%M} to {s.last_fired_at:%Y-%m-%d %H:%M} UTC"
-        )
-    out.append("")
-    header = [
-        "trigger",
-        "stage",
-        "variant",
-        "recip T",
-        "recip H",
-        "conv T",
-        "conv H",
-        "uplift [95% CI]",
-        "relative [95% CI]",
-        "p",
-        "rev/recip T",
-        "rev/recip H",
-        "!",
-    ]
-    notes: list[str] = []
-    lines = []
-    for row in report.rows:
-        u, h = row.uplift, row.holdout
-        mark = ""
-        if row.warnings:
-            notes.append(
-                f"  [{len(notes) + 1}] {row.trigger} stage {row.stage}"
-                f"{' ' + row.variant if row.variant else ''}: {'; '.join(row.warnings)}"
-            )
-            mark = f"[{len(notes)}]"
-        lines.append(
-            [
-                row.trigger,
-                str(row.stage),
-                row.variant or "",
-                str(row.treatment.recipients),
-                str(h.recipients) if h else "0",
-                _pct(row.treatment.rate),
-                _pct(h.rate if h else None),
-                _pp(u.absolute, u.absolute_ci) if u else "-",
-                _rel(u.relative, u.relative_ci) if u else "-",
-                _p(u.p_value) if u else "-",
-                _money(row.treatment.revenue_per_recipient),
-                _money(h.revenue_per_recipient if h else None),
-                mark,
-            ]
-        )
-    out += _table(header, lines) if lines else ["no sent or holdout decisions in the input"]
-    if report.variant_comparisons:
-        out += ["", "variant against variant (treatment only)"]
-        vlines = []
-        for c in report.variant_comparisons:
-            u = c.uplift
-            mark = ""
-            if c.warnings:
-                notes.append(
-                    f"  [{len(notes) + 1}] {c.trigger} stage {c.stage} {c.variant}"
-                    f" vs {c.baseline}: {'; '.join(c.warnings)}"
-                )
-                mark = f"[{len(notes)}]"
-            vlines.append(
-                [
-                    c.trigger,
-                    str(c.stage),
-                    f"{c.variant} vs {c.baseline}",
-                    _pp(u.absolute, u.absolute_ci) if u else "-",
-                    _rel(u.relative, u.relative_ci) if u else "-",
-                    _p(u.p_value) if u else "-",
-                    _money(u.revenue_diff) if u else "-",
-                    mark,
-                ]
-            )
-        out += _table(
-            [
-                "trigger",
-                "stage",
-                "variant",
-                "uplift [95% CI]",
-                "relative [95% CI]",
-                "p",
-                "rev/recip diff",
-                "!",
-            ],
-            vlines,
-        )
-    if notes:
-        out += [
-            "",
-            f"too small to say anything (< {MIN_RECIPIENTS} recipients or "
-            f"< {MIN_CONVERTERS} converters in an arm), or not measurable:",
-            *notes,
-        ]
-    out += [
-        "",
-        "T = treatment (sent), H = holdout; uplift = conversion rate T - H in percentage "
-        "points; p: two-sided, no correction for many rows or repeated looks (docs/report.md)",
-    ]
-    return "\n".join(out) + "\n"
-
-
 def report_command(
     source: str, *, as_json: bool = False, html: str | None = None, out: TextIO | None = None
 ) -> int:
@@ -373,7 +224,7 @@ def report_command(
         print(f"nudge report: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 2
     with stream:
-        tally = tally_lines(_lines(stream))
+        tally = tally_lines(stream)
     for example in tally.invalid_examples:
         print(f"nudge report: invalid record, skipped: {example}", file=sys.stderr)
     if tally.invalid > len(tally.invalid_examples):
@@ -391,9 +242,7 @@ def report_command(
     if as_json:
         out.write(report_json(report).decode() + "\n")
     else:
+        from cli.report_text import render_text
+
         out.write(render_text(report))
     return 0
-
-
-def _lines(stream: BinaryIO) -> Iterable[bytes]:
-    yield from stream

@@ -10,9 +10,10 @@ from statistics import NormalDist
 import pytest
 from scipy import stats
 
-from cli.report import NO_HOLDOUT, Report, build_report, render_text, report_command
+from cli.report import NO_HOLDOUT, Report, build_report, report_command
 from cli.report_data import tally_lines
 from cli.report_page import render_html
+from cli.report_text import render_text
 
 Z = NormalDist().inv_cdf(0.975)
 
