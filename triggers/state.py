@@ -1,48 +1,79 @@
-"""Per-user state: what the triggers and the contact policy remember, and its compact encoding.
+"""Per-user state: the records (:mod:`triggers.state_records`) and their compact encoding.
 
-Every record is a frozen ``msgspec.Struct`` (compared and hashed by value); the
-engine returns a new ``UserState`` and never mutates one. History is bounded, so
-a state never grows without limit:
-
-- ``seen``: the 256 most recent event ids, as 8-byte BLAKE2b digests in one
-  ``bytes`` (oldest first);
-- ``cart.lines``: at most :data:`MAX_CART_LINES` (50) lines; adding a new product
-  to a full cart drops its oldest line (the first added), a bound no real
-  cart reaches and that keeps a bot's cart from growing the state;
-- ``cart.added``: the :data:`RECENT_ADDS` (8) most recently added products;
-- ``history.orders``: the 32 most recent orders (running ``count`` and
-  ``monetary`` totals cover older ones too);
-- ``history.products``: the 32 most recently bought products, the last 8
-  purchase times each;
-- ``history.cancelled``: the 16 most recently cancelled order ids;
-- ``contacts``: contact times inside the frequency-cap window, the last contact
-  per trigger (cooldown) and the one decision a next order can convert;
-- ``held``: decisions reached while the outside facts could not be asked
-  (see :mod:`triggers.held`).
-
-Encoding (format 2): one format byte ``0x02``, then MessagePack (msgspec) of the
-state as nested arrays in field order; times are msgpack timestamps; triggers
-are small integer codes from :data:`TRIGGER_CODES`, an append-only table (a
-trigger not in it, such as a custom one named by the rules file, is stored as
-its name). Format 1 (a JSON array, ``[1, ...]``) is still read
-(:mod:`triggers.state_format1`). Layout and sizes: ``docs/engine.md`` ("State").
+Format 2: one format byte ``0x02``, then MessagePack (msgspec) of the state as
+nested arrays in field order, times as msgpack timestamps. Triggers are small
+integer codes from :data:`TRIGGER_CODES`, an append-only table independent of
+``triggers.records.TRIGGER_NAMES`` (a trigger not in it, such as a custom one
+named by the rules file, is stored as its name). Where a value repeats one kept
+elsewhere in the state, the stored form refers to it (see "encoding" below).
+Format 1 (a JSON array, ``[1, ...]``) is still read (:mod:`triggers.state_format1`).
+Layout and sizes: ``docs/engine.md`` ("State").
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from triggers.records import Decision
+from triggers.state_records import (
+    DIGEST_SIZE,
+    EMPTY_CART,
+    EMPTY_HISTORY,
+    MAX_CART_LINES,
+    MAX_SEEN,
+    NO_CONTACTS,
+    RECENT_ADDS,
+    Amount,
+    Attributable,
+    Cart,
+    CartLine,
+    ContactLog,
+    Order,
+    OrderHistory,
+    Pending,
+    Preferences,
+    ProductPurchases,
+    UserState,
+    View,
+    event_digest,
+    has_seen,
+    remember,
+)
+
+__all__ = [
+    "DIGEST_SIZE",
+    "EMPTY_CART",
+    "EMPTY_HISTORY",
+    "MAX_CART_LINES",
+    "MAX_SEEN",
+    "NO_CONTACTS",
+    "RECENT_ADDS",
+    "STATE_FORMAT",
+    "TRIGGER_BY_CODE",
+    "TRIGGER_CODES",
+    "Amount",
+    "Attributable",
+    "Cart",
+    "CartLine",
+    "ContactLog",
+    "Order",
+    "OrderHistory",
+    "Pending",
+    "Preferences",
+    "ProductPurchases",
+    "UserState",
+    "View",
+    "decode_state",
+    "encode_state",
+    "event_digest",
+    "has_seen",
+    "remember",
+]
 
 STATE_FORMAT = 2
-MAX_SEEN = 256
-DIGEST_SIZE = 8
-MAX_CART_LINES = 50
-RECENT_ADDS = 8
 
 # Stored states name triggers by these codes. APPEND ONLY: never reorder, renumber or
 # remove an entry (stored states would change meaning); a new trigger gets the next code.
@@ -58,131 +89,42 @@ TRIGGER_BY_CODE: dict[int, str] = {code: name for name, code in TRIGGER_CODES.it
 
 _RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
 
-Amount = int | float  # an integer amount stays an integer (triggers.event_fields.read_amount)
-
-
-class CartLine(msgspec.Struct, **_RECORD):
-    product_id: str
-    quantity: int
-    unit_price: Amount | None = None
-    category: str | None = None
-
-
-class Cart(msgspec.Struct, **_RECORD):
-    lines: tuple[CartLine, ...] = ()  # at most MAX_CART_LINES, in the order first added
-    updated_at: datetime | None = None  # latest cart activity (event time)
-    checkout: bool = False  # checkout started since the cart was last emptied
-    # (product_id, latest add time) of the last RECENT_ADDS products added, even if removed
-    # since: a view that arrives late, older than an add of its product, arms nothing.
-    added: tuple[tuple[str, datetime], ...] = ()
-    # The latest order_placed ever seen, even if cancelled since: it emptied the cart then,
-    # so cart events not later than it are history whatever order they arrive in.
-    emptied_at: datetime | None = None
-
-
-class Order(msgspec.Struct, **_RECORD):
-    order_id: str
-    ts: datetime
-    total: Amount
-    products: tuple[str, ...]  # distinct product ids, in line order
-
-
-class ProductPurchases(msgspec.Struct, **_RECORD):
-    product_id: str
-    category: str | None
-    times: tuple[datetime, ...]  # ascending, at most 8, one per order
-
-
-class OrderHistory(msgspec.Struct, **_RECORD):
-    orders: tuple[Order, ...] = ()  # ascending by time, at most 32
-    count: int = 0  # every order known and not cancelled, including those beyond `orders`
-    monetary: Amount = 0.0  # their total value
-    products: tuple[ProductPurchases, ...] = ()  # most recently bought last, at most 32
-    cancelled: tuple[str, ...] = ()  # recently cancelled order ids, at most 16
-
-
-class Preferences(msgspec.Struct, **_RECORD):
-    opt_in: bool | None = None  # None: never said; only False opts out
-    opt_in_at: datetime | None = None
-    timezone: str | None = None  # IANA name
-    timezone_at: datetime | None = None
-
-
-class View(msgspec.Struct, **_RECORD):
-    """The latest product view (browse abandonment's subject)."""
-
-    product_id: str
-    category: str | None
-    price: Amount | None
-    ts: datetime
-
-
-class Pending(msgspec.Struct, **_RECORD):
-    """One scheduled stage of one episode."""
-
-    trigger: str
-    stage: int  # 1-based
-    key: str  # the episode key: event id of the arming event (+ product id)
-    anchor: datetime  # the event time the stage delays count from
-    due: datetime
-    send_at: datetime  # the due time, or the end of quiet hours after a deferral
-    subject: str | None = None  # product id (replenishment) or order id (first purchase)
-
-
-class Attributable(msgspec.Struct, **_RECORD):
-    """The most recent sent/holdout decision, until an order converts it."""
-
-    trigger_id: str
-    trigger: str
-    arm: str  # treatment | holdout
-    fired_at: datetime
-
-
-class ContactLog(msgspec.Struct, **_RECORD):
-    recent: tuple[datetime, ...] = ()  # sent/holdout times inside the frequency window
-    last_by_trigger: tuple[tuple[str, datetime], ...] = ()  # latest contact per trigger
-    attributable: Attributable | None = None
-
-
-EMPTY_CART = Cart()
-EMPTY_HISTORY = OrderHistory()
-NO_CONTACTS = ContactLog()
-
-
-class UserState(msgspec.Struct, **_RECORD):
-    user_id: str
-    seen: bytes = b""  # 8-byte digests of recent event ids, oldest first
-    last_activity: datetime | None = None  # latest event time of any valid event
-    prefs: Preferences | None = None
-    cart: Cart = EMPTY_CART
-    history: OrderHistory = EMPTY_HISTORY
-    viewed: View | None = None
-    pending: tuple[Pending, ...] = ()  # scheduled stages of cart, browse, replenishment, ...
-    contacts: ContactLog = NO_CONTACTS
-    # The dormancy episode, inline because every event re-arms it (see triggers.dormancy):
-    dormancy_key: str | None = None  # episode key (event id of the arming event)
-    dormancy_stage: int = 0  # next stage to fire, 0 = nothing pending
-    dormancy_send_at: datetime | None = None  # set when quiet hours deferred that stage
-    # Decisions reached while the outside facts could not be asked (triggers.held).
-    held: tuple[Decision, ...] = ()
-
-
 # --- encoding ----------------------------------------------------------------------------
-# The stored layout is UserState's, field for field, except where a trigger is named:
-# there it holds TRIGGER_CODES[name] (or the name itself), and a pending stage's send_at
-# is None when it equals its due time. New fields are only ever appended, with defaults,
-# so a shorter (older) array still decodes.
+# The stored layout is UserState's, field for field, except that it refers where it can:
+# - a trigger is TRIGGER_CODES[name] (or the name itself if it has no code);
+# - a bought product's id is its index among the distinct product ids of the kept orders
+#   (in order of first appearance), and each purchase time the index of the order it
+#   equals (in history.products; the id or time itself if there is no such order);
+# - a pending stage's anchor is one of _ANCHORS (0 last activity, 1 cart activity,
+#   2 latest view, 3 latest order) when it equals it, and send_at None if it is the due time;
+# - a contact time in last_by_trigger / attributable is its index in contacts.recent.
+# Fields are only ever appended, with defaults, so a shorter (older) array still decodes.
 
-TriggerRef = int | str
+Ref = Annotated[int, msgspec.Meta(ge=0)]  # an index or code, never negative
+TriggerRef = Ref | str
+
+
+class _Purchases(msgspec.Struct, **_RECORD):
+    product_id: Ref | str
+    category: str | None
+    times: tuple[Ref | datetime, ...]
+
+
+class _History(msgspec.Struct, **_RECORD):
+    orders: tuple[Order, ...] = ()
+    count: int = 0
+    monetary: Amount = 0.0
+    products: tuple[_Purchases, ...] = ()
+    cancelled: tuple[str, ...] = ()
 
 
 class _Pending(msgspec.Struct, **_RECORD):
     trigger: TriggerRef
     stage: int
     key: str
-    anchor: datetime
+    anchor: Ref | datetime
     due: datetime
-    send_at: datetime | None  # None: the due time
+    send_at: datetime | None
     subject: str | None
 
 
@@ -190,16 +132,17 @@ class _Attributable(msgspec.Struct, **_RECORD):
     trigger_id: str
     trigger: TriggerRef
     arm: str
-    fired_at: datetime
+    fired_at: Ref | datetime
 
 
 class _Contacts(msgspec.Struct, **_RECORD):
     recent: tuple[datetime, ...] = ()
-    last_by_trigger: tuple[tuple[TriggerRef, datetime], ...] = ()
+    last_by_trigger: tuple[tuple[TriggerRef, Ref | datetime], ...] = ()
     attributable: _Attributable | None = None
 
 
-_NO_STORED_CONTACTS = _Contacts()
+_NO_HISTORY = _History()
+_NO_CONTACTS = _Contacts()
 
 
 class _State(msgspec.Struct, **_RECORD):
@@ -208,10 +151,10 @@ class _State(msgspec.Struct, **_RECORD):
     last_activity: datetime | None = None
     prefs: Preferences | None = None
     cart: Cart = EMPTY_CART
-    history: OrderHistory = EMPTY_HISTORY
+    history: _History = _NO_HISTORY
     viewed: View | None = None
     pending: tuple[_Pending, ...] = ()
-    contacts: _Contacts = _NO_STORED_CONTACTS
+    contacts: _Contacts = _NO_CONTACTS
     dormancy_key: str | None = None
     dormancy_stage: int = 0
     dormancy_send_at: datetime | None = None
@@ -233,52 +176,102 @@ def _name(ref: TriggerRef) -> str:
     return name
 
 
+def _anchors(state: UserState | _State, history: OrderHistory) -> list[datetime | None]:
+    viewed = state.viewed
+    return [
+        state.last_activity,
+        state.cart.updated_at,
+        None if viewed is None else viewed.ts,
+        history.orders[-1].ts if history.orders else None,
+    ]
+
+
 def encode_state(state: UserState) -> bytes:
     """Compact, deterministic bytes for a state (see the module docstring)."""
-    contacts = state.contacts
-    if contacts is NO_CONTACTS:
-        stored_contacts = _NO_STORED_CONTACTS
-    else:
-        attributable = contacts.attributable
-        stored_contacts = _Contacts(
-            contacts.recent,
-            tuple((_code(name, name), at) for name, at in contacts.last_by_trigger),
-            None
-            if attributable is None
-            else _Attributable(
-                attributable.trigger_id,
-                _code(attributable.trigger, attributable.trigger),
-                attributable.arm,
-                attributable.fired_at,
-            ),
-        )
-    stored = _State(
-        state.user_id,
-        state.seen,
-        state.last_activity,
-        state.prefs,
-        state.cart,
-        state.history,
-        state.viewed,
-        tuple(
+    history = state.history
+    stored_history = _NO_HISTORY if history == EMPTY_HISTORY else _store_history(history)
+    pending = state.pending
+    if pending:
+        anchors = _anchors(state, history)  # (datetimes are compared, never hashed: slow)
+        pending = tuple(
             _Pending(
                 _code(p.trigger, p.trigger),
                 p.stage,
                 p.key,
-                p.anchor,
+                anchors.index(p.anchor) if p.anchor in anchors else p.anchor,
                 p.due,
                 None if p.send_at == p.due else p.send_at,
                 p.subject,
             )
-            for p in state.pending
-        ),
-        stored_contacts,
-        state.dormancy_key,
-        state.dormancy_stage,
-        state.dormancy_send_at,
-        state.held,
+            for p in pending
+        )
+    contacts = state.contacts
+    stored_contacts = _NO_CONTACTS if contacts == NO_CONTACTS else _store_contacts(contacts)
+    return _FORMAT_BYTE + _encode(
+        _State(
+            state.user_id,
+            state.seen,
+            state.last_activity,
+            state.prefs,
+            state.cart,
+            stored_history,
+            state.viewed,
+            pending,  # type: ignore[arg-type]
+            stored_contacts,
+            state.dormancy_key,
+            state.dormancy_stage,
+            state.dormancy_send_at,
+            state.held,
+        )
     )
-    return _FORMAT_BYTE + _encode(stored)
+
+
+def _store_history(history: OrderHistory) -> _History:
+    orders = history.orders
+    order_ts = [order.ts for order in orders]
+    containing: dict[str, list[int]] = {}  # product id -> indexes of the orders with it
+    for n, order in enumerate(orders):
+        for product in order.products:
+            if product in containing:
+                containing[product].append(n)
+            else:
+                containing[product] = [n]
+    ids = dict(zip(containing, range(len(containing)), strict=True))
+    products = []
+    for p in history.products:
+        product_id: Ref | str = p.product_id
+        times: tuple[Ref | datetime, ...] = p.times
+        refs = containing.get(p.product_id)
+        if refs is not None:  # its times are usually those of the orders with it: refer to them
+            product_id = ids[p.product_id]
+            k = min(len(times), len(refs))
+            tail = refs[len(refs) - k :]
+            if k and tuple(map(order_ts.__getitem__, tail)) == times[len(times) - k :]:
+                times = (*times[: len(times) - k], *tail)
+        products.append(_Purchases(product_id, p.category, times))
+    return _History(orders, history.count, history.monetary, tuple(products), history.cancelled)
+
+
+def _store_contacts(contacts: ContactLog) -> _Contacts:
+    recent = contacts.recent
+    attributable = contacts.attributable
+    last = tuple(
+        (_code(name, name), recent.index(at) if at in recent else at)
+        for name, at in contacts.last_by_trigger
+    )
+    if attributable is None:
+        return _Contacts(recent, last)
+    fired_at = attributable.fired_at
+    return _Contacts(
+        recent,
+        last,
+        _Attributable(
+            attributable.trigger_id,
+            _code(attributable.trigger, attributable.trigger),
+            attributable.arm,
+            recent.index(fired_at) if fired_at in recent else fired_at,
+        ),
+    )
 
 
 def decode_state(data: bytes) -> UserState:
@@ -286,10 +279,9 @@ def decode_state(data: bytes) -> UserState:
     head = data[:1]
     if head == _FORMAT_BYTE:
         try:
-            stored = _decode(memoryview(data)[1:])
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"corrupt user state: {exc}") from None
-        return _from_stored(stored)
+            return _from_stored(_decode(memoryview(data)[1:]))
+        except (msgspec.DecodeError, LookupError, TypeError) as exc:
+            raise ValueError(f"corrupt user state: {exc!r}") from None
     if head == b"[":
         from triggers.state_format1 import decode_format1
 
@@ -298,44 +290,40 @@ def decode_state(data: bytes) -> UserState:
 
 
 def _from_stored(stored: _State) -> UserState:
+    history = EMPTY_HISTORY if stored.history == _NO_HISTORY else _load_history(stored.history)
+    pending: list[Pending] = []
+    if stored.pending:
+        anchors = _anchors(stored, history)
+        for p in stored.pending:
+            anchor = p.anchor
+            if type(anchor) is int:
+                anchor = anchors[anchor]
+                if anchor is None:
+                    raise ValueError("corrupt user state: a stage anchored to a missing time")
+            due = p.due
+            send_at = p.send_at
+            pending.append(
+                Pending(
+                    _name(p.trigger),
+                    p.stage,
+                    p.key,
+                    anchor,  # type: ignore[arg-type]
+                    due,
+                    due if send_at is None else send_at,
+                    p.subject,
+                )
+            )
     contacts = stored.contacts
-    if contacts == _NO_STORED_CONTACTS:
-        log = NO_CONTACTS
-    else:
-        attributable = contacts.attributable
-        log = ContactLog(
-            contacts.recent,
-            tuple((_name(ref), at) for ref, at in contacts.last_by_trigger),
-            None
-            if attributable is None
-            else Attributable(
-                attributable.trigger_id,
-                _name(attributable.trigger),
-                attributable.arm,
-                attributable.fired_at,
-            ),
-        )
     return UserState(
         stored.user_id,
         stored.seen,
         stored.last_activity,
         stored.prefs,
         stored.cart,
-        stored.history,
+        history,
         stored.viewed,
-        tuple(
-            Pending(
-                _name(p.trigger),
-                p.stage,
-                p.key,
-                p.anchor,
-                p.due,
-                p.due if p.send_at is None else p.send_at,
-                p.subject,
-            )
-            for p in stored.pending
-        ),
-        log,
+        tuple(pending),
+        NO_CONTACTS if contacts == _NO_CONTACTS else _load_contacts(contacts),
         stored.dormancy_key,
         stored.dormancy_stage,
         stored.dormancy_send_at,
@@ -343,26 +331,48 @@ def _from_stored(stored: _State) -> UserState:
     )
 
 
-# --- event-id memory ---------------------------------------------------------------------
+def _load_history(stored: _History) -> OrderHistory:
+    orders = stored.orders
+    order_ts = [order.ts for order in orders]
+    ids: dict[str, None] = {}
+    for order in orders:
+        for product in order.products:
+            ids[product] = None
+    names = list(ids)
+    products = []
+    for p in stored.products:
+        product_id = p.product_id
+        try:  # every time refers to an order (the usual case)
+            times = tuple(map(order_ts.__getitem__, p.times))  # type: ignore[arg-type]
+        except TypeError:
+            times = tuple(order_ts[at] if type(at) is int else at for at in p.times)  # type: ignore[misc]
+        products.append(
+            ProductPurchases(
+                product_id if type(product_id) is str else names[product_id],  # type: ignore[index]
+                p.category,
+                times,
+            )
+        )
+    return OrderHistory(orders, stored.count, stored.monetary, tuple(products), stored.cancelled)
 
 
-def event_digest(event_id: str) -> bytes:
-    """The 8-byte BLAKE2b digest under which an event id is remembered."""
-    return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_SIZE).digest()
-
-
-def has_seen(seen: bytes, digest: bytes) -> bool:
-    """True if ``digest`` (8 bytes) is one of the remembered event-id digests."""
-    index = seen.find(digest)
-    while index != -1:
-        if index % DIGEST_SIZE == 0:
-            return True
-        index = seen.find(digest, index + 1)
-    return False
-
-
-def remember(seen: bytes, digest: bytes) -> bytes:
-    """Append a digest, keeping the most recent :data:`MAX_SEEN`."""
-    if len(seen) >= MAX_SEEN * DIGEST_SIZE:
-        return seen[DIGEST_SIZE - MAX_SEEN * DIGEST_SIZE :] + digest
-    return seen + digest
+def _load_contacts(stored: _Contacts) -> ContactLog:
+    recent = stored.recent
+    attributable = stored.attributable
+    return ContactLog(
+        recent,
+        tuple(
+            (_name(ref), recent[at] if type(at) is int else at)  # type: ignore[misc]
+            for ref, at in stored.last_by_trigger
+        ),
+        None
+        if attributable is None
+        else Attributable(
+            attributable.trigger_id,
+            _name(attributable.trigger),
+            attributable.arm,
+            recent[attributable.fired_at]  # type: ignore[index]
+            if type(attributable.fired_at) is int
+            else attributable.fired_at,
+        ),
+    )

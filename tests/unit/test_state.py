@@ -204,13 +204,11 @@ FORMAT_2_SAMPLE = bytes.fromhex(
     "736b752d39d7ff3b9aca006ae86f9792a5736b752d31d7ff3b9aca006ae884af92a5736b752d32d7ff3b9a"
     "ca006ae88707d7ff3b9aca006ae87447959294a56f72642d31d7ff3b9aca006ae871ef7891a5736b752d39"
     "94a56f72642d32d7ff3b9aca006ae87447cb40394a3d70a3d70a92a5736b752d33a5736b752d3903cb4065"
-    "4947ae147ae19293a5736b752d39a374656192d7ff3b9aca006ae871efd7ff3b9aca006ae8744793a5736b"
-    "752d33c091d7ff3b9aca006ae8744791a56f72642d3094a5736b752d37a6636f6666656509d7ff3b9aca00"
-    "6ae892bf92970001a26532d7ff3b9aca006ae88707d7ff3b9aca006ae89517d7ff3b9aca006ae92b17c097"
-    "0202a865311f736b752d39d7ff3b9aca006ae87447d7ff3b9aca006aecec07c0a5736b752d399392d7ff3b"
-    "9aca006ae85f2fd7ff3b9aca006ae86637929201d7ff3b9aca006ae85f2f9203d7ff3b9aca006ae8663794"
-    "d920303132333435363738396162636465663031323334353637383961626364656603a7686f6c646f7574"
-    "d7ff3b9aca006ae86637a2653201d7ff3b9aca006ae9428790"
+    "4947ae147ae1929300a37465619200019301c0910191a56f72642d3094a5736b752d37a6636f6666656509"
+    "d7ff3b9aca006ae892bf92970001a2653201d7ff3b9aca006ae89517d7ff3b9aca006ae92b17c0970202a8"
+    "65311f736b752d3903d7ff3b9aca006aecec07c0a5736b752d399392d7ff3b9aca006ae85f2fd7ff3b9aca"
+    "006ae866379292010092030194d92030313233343536373839616263646566303132333435363738396162"
+    "6364656603a7686f6c646f757401a2653201d7ff3b9aca006ae9428790"
 )
 
 
@@ -289,6 +287,51 @@ def test_a_trigger_without_a_code_is_stored_by_name() -> None:
     assert b"birthday" in data and b"vip_winback" in data and b"lapsing" not in data
 
 
+def test_references_fall_back_to_the_values() -> None:
+    """Times and ids that match no order, anchor or contact are stored as themselves."""
+    orders = (Order("ord-5", _t(50), 10.0, ("sku-1", "sku-2")), Order("ord-6", _t(60), 5, ()))
+    state = UserState(
+        "u1",
+        last_activity=_t(70),
+        history=OrderHistory(
+            orders,
+            4,
+            30.0,
+            (
+                ProductPurchases("sku-1", None, (_t(10), _t(20), _t(50))),  # older orders gone
+                ProductPurchases("sku-2", "tea", (_t(55),)),  # no such order
+                ProductPurchases("sku-3", "tea", (_t(60),)),  # not in the order's products
+                ProductPurchases("sku-4", None, ()),
+            ),
+        ),
+        pending=(
+            Pending("lapsing", 1, "e9", _t(60), _t(900), _t(900)),  # the latest order
+            Pending("dormancy", 1, "e9", _t(65), _t(900), _t(950)),  # no known time
+        ),
+        contacts=ContactLog(
+            (_t(40),),
+            (("lapsing", _t(40)), ("dormancy", _t(30))),
+            Attributable("a" * 32, "lapsing", "treatment", _t(30)),
+        ),
+    )
+    data = encode_state(state)
+    assert decode_state(data) == state
+    assert encode_state(decode_state(data)) == data
+
+
+def test_a_reference_to_a_missing_time_is_corrupt() -> None:
+    view = View("sku-7", None, None, _t(5))
+    state = UserState(
+        "u1", viewed=view, pending=(Pending("browse_abandonment", 1, "e1", _t(5), _t(65), _t(65)),)
+    )
+    data = encode_state(state)
+    assert decode_state(data) == state
+    view_bytes = msgspec.msgpack.encode(view)
+    assert data.count(view_bytes) == 1
+    with pytest.raises(ValueError, match="missing time"):
+        decode_state(data.replace(view_bytes, b"\xc0"))
+
+
 def test_a_held_decision_round_trips_with_its_context() -> None:
     tl = Timeline(make_rules())
     tl.add(at(), "sku-1", 14.5, category="coffee")
@@ -326,6 +369,8 @@ def test_a_full_cart_drops_its_oldest_line() -> None:
         FORMAT_2_SAMPLE + b"\x00",
         FORMAT_2_SAMPLE.replace(bytes.fromhex("970202"), bytes.fromhex("970702")),
         FORMAT_1_SAMPLE.replace(b"[[0,1,", b"[[9,1,"),
+        FORMAT_2_SAMPLE.replace(bytes.fromhex("929300"), bytes.fromhex("929309")),  # no product 9
+        FORMAT_2_SAMPLE.replace(bytes.fromhex("920001"), bytes.fromhex("9200ff")),  # order -1
     ],
 )
 def test_corrupt_format_2_raises_value_error(data: bytes) -> None:
