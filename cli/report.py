@@ -2,9 +2,9 @@
 
 Reads an audit stream (:mod:`cli.report_data`), computes per group the arms'
 figures and their comparison (:mod:`cli.report_stats`), and prints a terminal
-table, or JSON (``--json``), and optionally writes one self-contained HTML page
-with charts (``--html FILE``, :mod:`cli.report_html`). How to read it:
-docs/report.md.
+table (:mod:`cli.report_text`), or JSON (``--json``), and optionally writes one
+self-contained HTML page with charts (``--html FILE``, :mod:`cli.report_page`).
+How to read it: docs/report.md.
 """
 
 from __future__ import annotations
