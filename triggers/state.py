@@ -161,6 +161,13 @@ class _State(msgspec.Struct, **_RECORD):
     held: tuple[Decision, ...] = ()
 
 
+# The live worker decodes a state, steps it and encodes the result, whose history and
+# contacts are most often the very objects decoding made (they change on orders and
+# contacts only): the stored form of the latest of each is kept, keyed by identity (the
+# memo holds the object, so its id cannot be reused), and encoding reuses it.
+_history_memo: list[tuple[OrderHistory, _History]] = [(EMPTY_HISTORY, _NO_HISTORY)]
+_contacts_memo: list[tuple[ContactLog, _Contacts]] = [(NO_CONTACTS, _NO_CONTACTS)]
+
 _FORMAT_BYTE = STATE_FORMAT.to_bytes(1, "big")
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_State).decode
@@ -189,7 +196,14 @@ def _anchors(state: UserState | _State, history: OrderHistory) -> list[datetime 
 def encode_state(state: UserState) -> bytes:
     """Compact, deterministic bytes for a state (see the module docstring)."""
     history = state.history
-    stored_history = _NO_HISTORY if history == EMPTY_HISTORY else _store_history(history)
+    memo = _history_memo[0]
+    if history is memo[0]:
+        stored_history = memo[1]
+    elif history == EMPTY_HISTORY:
+        stored_history = _NO_HISTORY
+    else:
+        stored_history = _store_history(history)
+        _history_memo[0] = (history, stored_history)
     pending = state.pending
     if pending:
         anchors = _anchors(state, history)  # (datetimes are compared, never hashed: slow)
@@ -206,7 +220,14 @@ def encode_state(state: UserState) -> bytes:
             for p in pending
         )
     contacts = state.contacts
-    stored_contacts = _NO_CONTACTS if contacts == NO_CONTACTS else _store_contacts(contacts)
+    memo = _contacts_memo[0]
+    if contacts is memo[0]:
+        stored_contacts = memo[1]
+    elif contacts == NO_CONTACTS:
+        stored_contacts = _NO_CONTACTS
+    else:
+        stored_contacts = _store_contacts(contacts)
+        _contacts_memo[0] = (contacts, stored_contacts)
     return _FORMAT_BYTE + _encode(
         _State(
             state.user_id,
@@ -290,7 +311,10 @@ def decode_state(data: bytes) -> UserState:
 
 
 def _from_stored(stored: _State) -> UserState:
-    history = EMPTY_HISTORY if stored.history == _NO_HISTORY else _load_history(stored.history)
+    history = EMPTY_HISTORY
+    if stored.history != _NO_HISTORY:
+        history = _load_history(stored.history)
+        _history_memo[0] = (history, stored.history)
     pending: list[Pending] = []
     if stored.pending:
         anchors = _anchors(stored, history)
@@ -314,6 +338,10 @@ def _from_stored(stored: _State) -> UserState:
                 )
             )
     contacts = stored.contacts
+    log = NO_CONTACTS
+    if contacts != _NO_CONTACTS:
+        log = _load_contacts(contacts)
+        _contacts_memo[0] = (log, contacts)
     return UserState(
         stored.user_id,
         stored.seen,
@@ -323,7 +351,7 @@ def _from_stored(stored: _State) -> UserState:
         history,
         stored.viewed,
         tuple(pending),
-        NO_CONTACTS if contacts == _NO_CONTACTS else _load_contacts(contacts),
+        log,
         stored.dormancy_key,
         stored.dormancy_stage,
         stored.dormancy_send_at,

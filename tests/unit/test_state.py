@@ -319,6 +319,22 @@ def test_references_fall_back_to_the_values() -> None:
     assert encode_state(decode_state(data)) == data
 
 
+def test_encoding_reuses_nothing_stale_from_earlier_decodes() -> None:
+    """Encoding remembers the stored form of the latest history and contacts by identity."""
+    sample = decode_state(FORMAT_2_SAMPLE)
+    other = typical_user()
+    other_data = encode_state(other)
+    decoded_other = decode_state(other_data)  # now the remembered ones
+    assert encode_state(sample) == FORMAT_2_SAMPLE
+    assert encode_state(decoded_other) == other_data
+    mixed = msgspec.structs.replace(decoded_other, history=sample.history, contacts=sample.contacts)
+    assert decode_state(encode_state(mixed)) == mixed
+    changed = msgspec.structs.replace(decoded_other.history, count=decoded_other.history.count + 1)
+    assert decode_state(encode_state(msgspec.structs.replace(decoded_other, history=changed))) == (
+        msgspec.structs.replace(other, history=changed)
+    )
+
+
 def test_a_reference_to_a_missing_time_is_corrupt() -> None:
     view = View("sku-7", None, None, _t(5))
     state = UserState(
