@@ -15,6 +15,7 @@ amounts finite and at most 1e15 (a default ``total`` too), quantities at most 1e
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
@@ -199,3 +200,76 @@ def undecodable(raw: bytes | str, exc: Exception) -> InvalidEvent:
     except UnicodeError:
         return InvalidEvent("bad_encoding", "message is not valid UTF-8")
     return InvalidEvent("not_json", f"not valid JSON: {exc}")
+
+
+# --- the general path of a parser ------------------------------------------------------
+
+
+def decode_message(
+    raw: bytes | str, max_bytes: int, decoder: msgspec.json.Decoder, others: Mapping[str, str]
+) -> Any:
+    """Decode ``raw`` with ``decoder``, or raise the :class:`InvalidEvent` that tells why
+    not (and nothing else). ``others``: event types that ``decoder`` does not read, each
+    with why (read from another topic)."""
+    try:
+        return _decode_message(raw, max_bytes, decoder, others)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # defensive: the contract is "InvalidEvent or an Event"
+        raise InvalidEvent("invalid_value", f"unreadable event: {exc}") from None
+
+
+def _decode_message(
+    raw: bytes | str, max_bytes: int, decoder: msgspec.json.Decoder, others: Mapping[str, str]
+) -> Any:
+    if type(raw) is bytes:
+        if len(raw) > max_bytes:
+            raise InvalidEvent("oversize", f"message of {len(raw)} bytes, limit {max_bytes}")
+    elif type(raw) is str:
+        if len(raw) > max_bytes or (
+            len(raw) * 4 > max_bytes and len(raw.encode("utf-8", "surrogatepass")) > max_bytes
+        ):
+            raise InvalidEvent("oversize", f"message larger than {max_bytes} bytes")
+    elif isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+        if len(raw) > max_bytes:
+            raise InvalidEvent("oversize", f"message of {len(raw)} bytes, limit {max_bytes}")
+    else:
+        raise InvalidEvent("not_json", f"expected bytes or str, got {type(raw).__name__}")
+    try:
+        event = decoder.decode(raw)
+    except (msgspec.MsgspecError, RecursionError, UnicodeError):
+        return _reread(raw, decoder, others)
+    if type(raw) is bytes and not raw.isascii():  # skipped (unknown) strings are UTF-8 too
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent("bad_encoding", "message is not valid UTF-8") from None
+    return event
+
+
+def _reread(raw: bytes | str, decoder: msgspec.json.Decoder, others: Mapping[str, str]) -> Any:
+    """A message msgspec refused, read again with orjson to tell which reason applies."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise undecodable(raw, exc) from None
+    if type(obj) is not dict:
+        raise InvalidEvent("not_object", f"expected a JSON object, got {json_type(obj)}")
+    kind = obj.get("type")
+    if kind is None:
+        raise InvalidEvent("missing_field", "$.type is required")
+    if type(kind) is not str:
+        raise InvalidEvent("wrong_type", f"$.type: expected str, got {json_type(kind)}")
+    if kind in others:
+        raise InvalidEvent("unknown_type", f"type {kind!r} is {others[kind]}")
+    try:
+        # orjson's reading may be valid where msgspec's was not (a nesting too deep for
+        # msgspec in an unknown field; a repeated key: the last one counts).
+        return msgspec.convert(obj, decoder.type)
+    except msgspec.ValidationError as exc:
+        if str(exc).startswith("Invalid value ") and str(exc).endswith(" - at `$.type`"):
+            raise InvalidEvent(
+                "unknown_type", f"type {kind[:64]!r} is not a known event type"
+            ) from None
+        raise refusal(exc, obj) from None

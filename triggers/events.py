@@ -27,11 +27,10 @@ or a deep array in one does not matter), but a message must be UTF-8 throughout.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
 import msgspec
-import orjson
 from msgspec import UNSET, UnsetType
 from msgspec.structs import force_setattr
 
@@ -53,13 +52,11 @@ from triggers.event_fields import (
     Timestamp,
     TimeZoneName,
     UnitPrice,
+    decode_message,
     is_birthday,
     is_time_zone,
-    json_type,
-    refusal,
-    undecodable,
 )
-from triggers.timestamps import TimestampError, event_time
+from triggers.timestamps import FAST_MS_LIMIT, TimestampError, event_time
 
 __all__ = [
     "MAX_AMOUNT",
@@ -91,24 +88,21 @@ __all__ = [
 ]
 
 CATALOG_TOPIC = "shop.catalog"
+_from_timestamp = datetime.fromtimestamp
 
 
 def _settle(event: UserEvent | ProductUpdated) -> None:
     """The common normalisation: ``ts`` to aware UTC, a null ``test`` to false."""
     ts = event.ts
-    if type(ts) is not datetime:
+    if type(ts) is int and 0 <= ts < FAST_MS_LIMIT:  # the common case, inline
+        force_setattr(event, "ts", _from_timestamp(ts / 1000, UTC))
+    elif type(ts) is not datetime:
         try:
             force_setattr(event, "ts", event_time(ts))
         except TimestampError as exc:
             raise InvalidEvent(exc.reason, f"ts: {exc.detail}") from None
     if event.test is None:
         force_setattr(event, "test", False)
-
-
-def _id_as_string(event: msgspec.Struct, name: str) -> None:
-    value = getattr(event, name)
-    if type(value) is int:
-        force_setattr(event, name, str(value))
 
 
 class UserEvent(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
@@ -127,6 +121,8 @@ class UserEvent(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
 
 
 class ProductViewed(UserEvent, frozen=True, gc=False, tag="product_viewed"):
+    """A product page view (topic shop.browse)."""
+
     type: ClassVar[str] = "product_viewed"
     product_id: ObjectId
     category: Label | None = None
@@ -136,10 +132,13 @@ class ProductViewed(UserEvent, frozen=True, gc=False, tag="product_viewed"):
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
 
 
 class CategoryViewed(UserEvent, frozen=True, gc=False, tag="category_viewed"):
+    """A category page view (topic shop.browse)."""
+
     type: ClassVar[str] = "category_viewed"
     category: Label
     test: bool | None = False
@@ -147,6 +146,8 @@ class CategoryViewed(UserEvent, frozen=True, gc=False, tag="category_viewed"):
 
 
 class SearchPerformed(UserEvent, frozen=True, gc=False, tag="search"):
+    """A search (topic shop.browse)."""
+
     type: ClassVar[str] = "search"
     query: Query
     test: bool | None = False
@@ -154,7 +155,7 @@ class SearchPerformed(UserEvent, frozen=True, gc=False, tag="search"):
 
 
 class WishlistAdded(UserEvent, frozen=True, gc=False, tag="wishlist_added"):
-    """Section 7.1: a product put on the user's wishlist (topic ``shop.browse``)."""
+    """A product put on the user's wishlist (section 7.1, topic shop.browse)."""
 
     type: ClassVar[str] = "wishlist_added"
     product_id: ObjectId
@@ -165,10 +166,13 @@ class WishlistAdded(UserEvent, frozen=True, gc=False, tag="wishlist_added"):
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
 
 
 class CartItemAdded(UserEvent, frozen=True, gc=False, tag="cart_item_added"):
+    """A product added to the cart (topic shop.cart); quantity absent or null: 1."""
+
     type: ClassVar[str] = "cart_item_added"
     product_id: ObjectId
     quantity: Quantity | None = 1
@@ -179,12 +183,15 @@ class CartItemAdded(UserEvent, frozen=True, gc=False, tag="cart_item_added"):
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
         if self.quantity is None:
             force_setattr(self, "quantity", 1)
 
 
 class CartItemRemoved(UserEvent, frozen=True, gc=False, tag="cart_item_removed"):
+    """A product taken out of the cart (topic shop.cart); quantity absent: the whole line."""
+
     type: ClassVar[str] = "cart_item_removed"
     product_id: ObjectId
     quantity: Quantity | None = None  # None: remove the whole line
@@ -193,16 +200,21 @@ class CartItemRemoved(UserEvent, frozen=True, gc=False, tag="cart_item_removed")
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
 
 
 class CartCleared(UserEvent, frozen=True, gc=False, tag="cart_cleared"):
+    """The cart emptied (topic shop.cart)."""
+
     type: ClassVar[str] = "cart_cleared"
     test: bool | None = False
     channel: Label | None = None
 
 
 class CheckoutStarted(UserEvent, frozen=True, gc=False, tag="checkout_started"):
+    """Checkout begun (topic shop.cart)."""
+
     type: ClassVar[str] = "checkout_started"
     test: bool | None = False
     channel: Label | None = None
@@ -217,12 +229,13 @@ class OrderLine(msgspec.Struct, frozen=True, gc=False):
     category: Label | None = None
 
     def __post_init__(self) -> None:
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
 
 
 class OrderPlaced(UserEvent, frozen=True, gc=False, tag="order_placed"):
-    """``total`` (default: the sum of quantity x unit_price over the lines) is at most 1e15
-    either way."""
+    """An order (topic shop.order); it empties the cart. total defaults to the sum of
+    quantity x unit_price over the lines, which must be at most 1e15 too."""
 
     type: ClassVar[str] = "order_placed"
     order_id: ObjectId
@@ -233,7 +246,8 @@ class OrderPlaced(UserEvent, frozen=True, gc=False, tag="order_placed"):
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "order_id")
+        if type(self.order_id) is int:
+            force_setattr(self, "order_id", str(self.order_id))
         if self.total is None:
             total = sum(line.quantity * line.unit_price for line in self.items)
             if not total <= MAX_AMOUNT:  # also inf: 2 x 1e308
@@ -246,6 +260,8 @@ class OrderPlaced(UserEvent, frozen=True, gc=False, tag="order_placed"):
 
 
 class OrderCancelled(UserEvent, frozen=True, gc=False, tag="order_cancelled"):
+    """An order withdrawn from the user's history (topic shop.order)."""
+
     type: ClassVar[str] = "order_cancelled"
     order_id: ObjectId
     test: bool | None = False
@@ -253,12 +269,13 @@ class OrderCancelled(UserEvent, frozen=True, gc=False, tag="order_cancelled"):
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "order_id")
+        if type(self.order_id) is int:
+            force_setattr(self, "order_id", str(self.order_id))
 
 
 class PreferencesUpdated(UserEvent, frozen=True, gc=False, tag="preferences_updated"):
-    """Each preference optional; ``birthday`` (section 7.1): absent leaves it as it was
-    (``UNSET``), null removes it."""
+    """Preferences (topic shop.prefs), each optional; timezone is an IANA name. birthday
+    (section 7.1): absent leaves it as it was (UNSET here), null removes it."""
 
     type: ClassVar[str] = "preferences_updated"
     marketing_opt_in: bool | None = None
@@ -282,8 +299,8 @@ class PreferencesUpdated(UserEvent, frozen=True, gc=False, tag="preferences_upda
 class ProductUpdated(
     msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="product_updated"
 ):
-    """Section 7.1, topic ``shop.catalog``, key ``product_id``: no ``user_id``. An absent
-    (or null) ``price`` or ``in_stock`` leaves that attribute as it was."""
+    """A catalog change (section 7.1, topic shop.catalog, key product_id; no user_id). An
+    absent (or null) price or in_stock leaves that attribute as it was."""
 
     type: ClassVar[str] = "product_updated"
     event_id: Id
@@ -297,7 +314,8 @@ class ProductUpdated(
 
     def __post_init__(self) -> None:
         _settle(self)
-        _id_as_string(self, "product_id")
+        if type(self.product_id) is int:
+            force_setattr(self, "product_id", str(self.product_id))
 
 
 Event = (
@@ -333,88 +351,30 @@ assert {cls.type for cls in _EVENT_CLASSES} == TOPIC_OF_TYPE.keys()
 
 _USER = msgspec.json.Decoder(Event)
 _CATALOG = msgspec.json.Decoder(ProductUpdated)
+_decode_user = _USER.decode
+#: The types each parser refuses as read from the wrong topic, with the reason why.
+_OTHERS_OF_USER = {
+    ProductUpdated.type: f"a catalog event: catalog events are read from the catalog topic "
+    f"{CATALOG_TOPIC}, not from the user topics"
+}
+_OTHERS_OF_CATALOG = dict.fromkeys(
+    TOPIC_OF_TYPE,
+    f"a user event: user events are read from the user topics, not from the catalog topic "
+    f"{CATALOG_TOPIC}",
+)
 
 
 def parse_event(raw: bytes | str, *, max_bytes: int = 65536) -> Event:
     """Parse and validate one user-event message; raises :class:`InvalidEvent` only."""
-    try:
-        return _parse(raw, max_bytes, _USER)
-    except InvalidEvent:
-        raise
-    except Exception as exc:  # defensive: the contract is "InvalidEvent or an Event"
-        raise InvalidEvent("invalid_value", f"unreadable event: {exc}") from None
+    kind = type(raw)
+    if (kind is bytes or kind is str) and len(raw) <= max_bytes and raw.isascii():  # common
+        try:
+            return _decode_user(raw)
+        except Exception:  # the general path below tells what is wrong
+            pass
+    return decode_message(raw, max_bytes, _USER, _OTHERS_OF_USER)
 
 
 def parse_catalog_event(raw: bytes | str, *, max_bytes: int = 65536) -> ProductUpdated:
     """Parse and validate one ``shop.catalog`` message; raises :class:`InvalidEvent` only."""
-    try:
-        return _parse(raw, max_bytes, _CATALOG)
-    except InvalidEvent:
-        raise
-    except Exception as exc:  # defensive: the contract is "InvalidEvent or an Event"
-        raise InvalidEvent("invalid_value", f"unreadable event: {exc}") from None
-
-
-def _parse(raw: bytes | str, max_bytes: int, decoder: msgspec.json.Decoder) -> Event:
-    if type(raw) is bytes:
-        if len(raw) > max_bytes:
-            raise InvalidEvent("oversize", f"message of {len(raw)} bytes, limit {max_bytes}")
-    elif type(raw) is str:
-        if len(raw) > max_bytes or (
-            len(raw) * 4 > max_bytes and len(raw.encode("utf-8", "surrogatepass")) > max_bytes
-        ):
-            raise InvalidEvent("oversize", f"message larger than {max_bytes} bytes")
-    elif isinstance(raw, bytearray | memoryview):
-        raw = bytes(raw)
-        if len(raw) > max_bytes:
-            raise InvalidEvent("oversize", f"message of {len(raw)} bytes, limit {max_bytes}")
-    else:
-        raise InvalidEvent("not_json", f"expected bytes or str, got {type(raw).__name__}")
-    try:
-        event = decoder.decode(raw)
-    except (msgspec.MsgspecError, RecursionError, UnicodeError):
-        return _reread(raw, decoder)
-    if type(raw) is bytes and not raw.isascii():  # skipped (unknown) strings are UTF-8 too
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidEvent("bad_encoding", "message is not valid UTF-8") from None
-    return event
-
-
-def _reread(raw: bytes | str, decoder: msgspec.json.Decoder) -> Event:
-    """The slow path of a refused message: orjson tells which reason applies."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise undecodable(raw, exc) from None
-    except Exception as exc:  # defensive: the contract is "InvalidEvent or an Event"
-        raise InvalidEvent("not_json", f"unreadable message: {exc}") from None
-    if type(obj) is not dict:
-        raise InvalidEvent("not_object", f"expected a JSON object, got {json_type(obj)}")
-    catalog = decoder is _CATALOG
-    kind = obj.get("type")
-    if kind is None:
-        raise InvalidEvent("missing_field", "$.type is required")
-    if type(kind) is not str:
-        raise InvalidEvent("wrong_type", f"$.type: expected str, got {json_type(kind)}")
-    if catalog and kind in TOPIC_OF_TYPE:
-        raise InvalidEvent(
-            "unknown_type",
-            f"type {kind!r} is a user event: user events are read from the user topics, "
-            f"not from the catalog topic {CATALOG_TOPIC}",
-        )
-    if not catalog and kind == ProductUpdated.type:
-        raise InvalidEvent(
-            "unknown_type",
-            f"type {kind!r} is a catalog event: catalog events are read from the catalog "
-            f"topic {CATALOG_TOPIC}, not from the user topics",
-        )
-    if kind != ProductUpdated.type and kind not in TOPIC_OF_TYPE:
-        raise InvalidEvent("unknown_type", f"type {kind[:64]!r} is not a known event type")
-    try:
-        # orjson's reading may be valid where msgspec's was not (a nesting too deep for
-        # msgspec in an unknown field, a repeated "type": the last one wins).
-        return msgspec.convert(obj, decoder.type)
-    except msgspec.ValidationError as exc:
-        raise refusal(exc, obj) from None
+    return decode_message(raw, max_bytes, _CATALOG, _OTHERS_OF_CATALOG)
