@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulation.synthetic import event_lines, generate_events
 from tests.unit.timelines import Timeline, at, make_rules
@@ -333,6 +335,69 @@ def test_encoding_reuses_nothing_stale_from_earlier_decodes() -> None:
     assert decode_state(encode_state(msgspec.structs.replace(decoded_other, history=changed))) == (
         msgspec.structs.replace(other, history=changed)
     )
+
+
+# Few distinct times, ids and triggers, so that values repeat and references are taken.
+_times = st.sampled_from(
+    [_t(m) for m in (0, 0.001, 1, 60, 61, 600)] + [_t(0).replace(microsecond=0)]
+)
+_ids = st.sampled_from(["sku-1", "sku-2", "sku-3", "ord-1", ""])
+_triggers = st.sampled_from(["cart_abandonment", "lapsing", "dormancy", "birthday", "x"])
+_amounts = st.one_of(st.integers(0, 10**15), st.floats(0, 1e15), st.none())
+
+
+def _tuples(strategy: st.SearchStrategy, size: int = 4) -> st.SearchStrategy:
+    return st.lists(strategy, max_size=size).map(tuple)
+
+
+_states = st.builds(
+    UserState,
+    user_id=_ids,
+    seen=st.binary(max_size=24),
+    last_activity=st.none() | _times,
+    prefs=st.none() | st.builds(Preferences, st.none() | st.booleans(), st.none() | _times),
+    cart=st.builds(
+        Cart,
+        _tuples(st.builds(CartLine, _ids, st.integers(1, 9), _amounts, st.none() | _ids)),
+        st.none() | _times,
+        st.booleans(),
+        _tuples(st.tuples(_ids, _times)),
+        st.none() | _times,
+    ),
+    history=st.builds(
+        OrderHistory,
+        _tuples(st.builds(Order, _ids, _times, _amounts.filter(bool), _tuples(_ids))),
+        st.integers(0, 40),
+        st.integers(0, 99) | st.floats(0, 1e6),
+        _tuples(st.builds(ProductPurchases, _ids, st.none() | _ids, _tuples(_times, 8))),
+        _tuples(_ids),
+    ),
+    viewed=st.none() | st.builds(View, _ids, st.none() | _ids, _amounts, _times),
+    pending=_tuples(
+        st.builds(Pending, _triggers, st.integers(1, 3), _ids, _times, _times, _times, _ids)
+    ),
+    contacts=st.builds(
+        ContactLog,
+        _tuples(_times),
+        _tuples(st.tuples(_triggers, _times)),
+        st.none() | st.builds(Attributable, _ids, _triggers, _ids, _times),
+    ),
+    dormancy_key=st.none() | _ids,
+    dormancy_stage=st.integers(0, 3),
+    dormancy_send_at=st.none() | _times,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_states)
+def test_any_state_round_trips_exactly(state: UserState) -> None:
+    data = encode_state(state)
+    back = decode_state(data)
+    assert back == state
+    assert [type(o.total) for o in back.history.orders] == [
+        type(o.total) for o in state.history.orders
+    ]
+    assert encode_state(back) == data
 
 
 def test_a_reference_to_a_missing_time_is_corrupt() -> None:
