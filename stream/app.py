@@ -261,11 +261,15 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
         try:
             starts: dict[tuple[str, int], int] | None = await start_offsets(app, settings, owned)
+            ends: dict[tuple[str, int], int] | None = {
+                (tp.topic, tp.partition): offset
+                for tp, offset in (await app.consumer.highwaters(*owned)).items()
+            }
         except Exception:
-            log.exception("could not read committed offsets; deadlines follow the wall clock")
-            starts = None
+            log.exception("could not read committed or end offsets; deadlines follow the clock")
+            starts = ends = None
         partitions_owned = {tp.partition for tp in owned}
-        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts)
+        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts, ends)
         log.info("assigned %d partitions, %d pending deadlines", len(partitions_owned), pending)
         try:
             batches.recently_sent = await recently_sent(

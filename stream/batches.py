@@ -174,6 +174,7 @@ class Batches:
         partitions: Iterable[int],
         rows: Iterable[tuple[int, str, int | None]],
         starts: dict[tuple[str, int], int] | None,
+        ends: dict[tuple[str, int], int] | None = None,
     ) -> int:
         """A new assignment (after every recovery): start over from the table's rows.
 
@@ -182,16 +183,14 @@ class Batches:
         now_ms = to_millis(self._clock())
         self._partitions = {}
         for p in partitions:
-            topic_starts = (
-                None
-                if starts is None
-                else {t: starts[(t, p)] for t in self._topics.inputs if (t, p) in starts}
-            )
+            topic_starts = _of_partition(starts, self._topics.inputs, p)
+            topic_ends = _of_partition(ends, self._topics.inputs, p)
             self._partitions[p] = _Partition(
                 Watermark(
                     self._topics.inputs,
                     p,
                     topic_starts,
+                    topic_ends,
                     now_ms,
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
@@ -466,3 +465,11 @@ class Batches:
         for part in self._partitions.values():
             if len(part.cache) > CACHE_PER_PARTITION:
                 part.cache.clear()
+
+
+def _of_partition(
+    offsets: dict[tuple[str, int], int] | None, topics: Sequence[str], partition: int
+) -> dict[str, int] | None:
+    if offsets is None:
+        return None
+    return {t: offsets[(t, partition)] for t in topics if (t, partition) in offsets}

@@ -13,7 +13,8 @@ is earlier than it, as far as the worker knows:
 
 - messages waiting: the time of the first one;
 - none waiting and the topic read to its end offset: no bound (it holds nothing);
-- none waiting but the topic behind its end: the time of the last message read from
+- none waiting but the topic behind its end (the consumer's last known end offset,
+  at least the one read when the partition was assigned): the time of the last message read from
   it (each topic partition is written in about the order of its events), or, before
   anything was read, the start of time (unknown: for at most ``unknown_grace`` after
   an assignment).
@@ -64,6 +65,7 @@ class Watermark:
         topics: Sequence[str],
         partition: int,
         starts: Mapping[str, int] | None,
+        ends: Mapping[str, int] | None,
         assigned_ms: int,
         *,
         max_hold: float,
@@ -73,6 +75,7 @@ class Watermark:
         self._names = tuple(topics)
         self._topics = {name: _Topic() for name in topics}
         self._starts = dict(starts or {})
+        self._ends = dict(ends or {})
         self._assigned_ms = assigned_ms
         self._max_hold = max_hold
         self._unknown_grace_ms = unknown_grace_ms
@@ -90,7 +93,13 @@ class Watermark:
         state = self._topics[name]
         if state.waiting:
             return state.waiting[0].ts_ms
+        # The consumer's highwater is as fresh as its last fetch of the partition, which
+        # may predate the assignment (a paused partition): the end offsets read at the
+        # assignment are a floor.
         end = end_offset(name, self.partition)
+        floor = self._ends.get(name)
+        if floor is not None and (end is None or end < floor):
+            end = floor
         position = state.read if state.read is not None else self._starts.get(name)
         if end is not None and position is not None and position >= end:
             return FOREVER  # read to its end: holds nothing unread

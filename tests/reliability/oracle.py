@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -171,12 +171,15 @@ class Verdict:
     duplicated: list[str]
     extra: list[str]
     max_lateness: float
+    #: What the first differing live records were (user, trigger, stage, due, fired).
+    extra_detail: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"oracle sent {self.oracle}, live sent {self.live}: missing {len(self.missing)}, "
             f"duplicated {len(self.duplicated)}, extra {len(self.extra)}; "
             f"max lateness {self.max_lateness:.1f} s"
+            + "".join(f"\n  extra: {line}" for line in self.extra_detail[:5])
         )
 
 
@@ -201,12 +204,19 @@ def compare(live_records: list[dict[str, Any]], events: EventSet, rules: Path) -
     end = cutoff(events)
     live_records = [r for r in live_records if datetime.fromisoformat(r["due_at"]) <= end]
     live = Counter(r["trigger_id"] for r in live_records)
+    extra = sorted(set(live) - set(oracle))
+    detail = [
+        f"{r['user_id']} {r['trigger']} {r['stage']} due {r['due_at']} fired {r['fired_at']}"
+        f" ({r['trigger_id']})"
+        for r in live_records
+        if r["trigger_id"] in set(extra)
+    ]
     return Verdict(
         oracle=sum(oracle.values()),
         live=sum(live.values()),
         missing=sorted(set(oracle) - set(live)),
         duplicated=sorted(t for t, n in live.items() if n > 1),
-        extra=sorted(set(live) - set(oracle)),
+        extra=extra,
         max_lateness=max(
             (
                 (
@@ -216,4 +226,5 @@ def compare(live_records: list[dict[str, Any]], events: EventSet, rules: Path) -
             ),
             default=0.0,
         ),
+        extra_detail=detail,
     )
