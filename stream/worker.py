@@ -96,7 +96,6 @@ def worker_command(rules: str | None = None) -> int:
     from faust.worker import Worker
 
     from stream.app import create_app
-    from stream.local_state import mark_clean_shutdown, open_local_tables
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     nudge = create_app(settings, engine_rules, partitions=partitions)
@@ -113,7 +112,6 @@ def worker_command(rules: str | None = None) -> int:
             "input_topics": list(settings.input_topics),
         },
     )
-    open_local_tables(settings.data_dir, Path(nudge.app.conf.tabledir))
     worker = Worker(
         nudge.app,
         loop=loop,
@@ -121,10 +119,5 @@ def worker_command(rules: str | None = None) -> int:
         logging_config=logging_config(settings.log_level),
         redirect_stdouts=False,
     )
-    try:
-        worker.execute_from_commandline()  # returns only through SystemExit
-    except SystemExit as stop:
-        if stop.code in (0, None):
-            mark_clean_shutdown(settings.data_dir)
-        raise
+    worker.execute_from_commandline()  # returns only through SystemExit
     return 0

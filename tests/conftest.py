@@ -67,3 +67,23 @@ def redis_url() -> Iterator[str]:
             yield f"redis://{host}:{port}/0"
     else:
         yield from _script_service("redis", "NUDGE_REDIS_URL", "REDIS_PORT", "REDIS_DIR")
+
+
+@pytest.fixture(autouse=True)
+def cpu_hog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``NUDGE_CPU_HOG=N``: N busy-loop processes run beside every test on real services.
+
+    Exactness must hold on a busy machine, not only an idle one: the fault suites are run
+    with ``NUDGE_CPU_HOG=2`` on a 2-core machine (docs/reliability.md). Off by default.
+    """
+    count = int(os.environ.get("NUDGE_CPU_HOG", "0") or 0)
+    if count <= 0 or request.node.get_closest_marker("integration") is None:
+        yield
+        return
+    hogs = [subprocess.Popen(["python3", "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

@@ -6,12 +6,21 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.integration.harness import ROOT, WorkerGroup, free_port, produce, read_all, wait_for
+from tests.integration.harness import (
+    ROOT,
+    WorkerGroup,
+    free_port,
+    produce,
+    read_all,
+    replay_records,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +121,62 @@ async def test_due_decisions_wait_for_redis_and_then_all_go(
         [f"before-{i}" for i in range(10)] + [f"during-{i}" for i in range(10)]
     )
     assert {r["status"] for r in sent} == {"sent"}
+
+
+async def test_a_stage_deferred_by_quiet_hours_and_released_after_an_outage_matches_replay(
+    kafka_bootstrap: str, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """The issue's example: a cart stage deferred by quiet hours to their end, Redis down at
+    that moment. Staleness counts from the send time (the end of the night), so the held
+    decision goes out when Redis is back — as replay sends it — and the later order converts
+    it (never a decision that was not delivered)."""
+    now = datetime.now(UTC)
+    end = (now + timedelta(seconds=40)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES.replace("max_delay: 1h", "max_delay: 20s")
+        + f'  quiet_hours: {{start: "{start:%H:%M}", end: "{end:%H:%M}"}}\n'
+        + "  attribution_window: 1h\n"
+    )
+    group = WorkerGroup(kafka_bootstrap, own_redis.url, rules, tmp_path)
+    add = carts("night", 1)[0]
+    try:
+        group.start()
+        await produce(group, [add])
+        await asyncio.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() - 5))
+        own_redis.stop()  # from 5 s before the end of quiet hours ...
+        await asyncio.sleep(15)
+        assert await read_all(group, "triggers") == []
+        own_redis.start()  # ... to 10 s after it
+        await wait_for(group, "triggers", lambda rs: len(rs) >= 1, timeout=60)
+        order = {
+            "event_id": "night-order",
+            "type": "order_placed",
+            "user_id": add["user_id"],
+            "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "order_id": "o-night",
+            "items": [{"product_id": "p-1", "quantity": 1, "unit_price": 5.0}],
+        }
+        await produce(group, [order])
+        audit = await wait_for(
+            group, "audit", lambda rs: any(r["kind"] == "conversion" for r in rs), timeout=60
+        )
+    finally:
+        group.stop_all()
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(orjson.dumps(add) + b"\n" + orjson.dumps(order) + b"\n")
+    replayed = replay_records(events, rules, datetime.fromisoformat(order["ts"]))
+
+    def verdicts(records: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return sorted(
+            (r["kind"], r["trigger_id"], r.get("status"), r.get("reason"), r.get("arm"))
+            for r in records
+        )
+
+    assert verdicts(audit) == verdicts(replayed)
+    decision = next(r for r in audit if r["kind"] == "decision")
+    assert (decision["status"], decision["reason"]) == ("sent", None)
+    assert datetime.fromisoformat(decision["due_at"]) < end  # deferred to the end, not stale
+    conversion = next(r for r in audit if r["kind"] == "conversion")
+    assert (conversion["trigger_id"], conversion["arm"]) == (decision["trigger_id"], "treatment")
