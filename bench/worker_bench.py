@@ -1,17 +1,22 @@
 """Benchmark the live worker on real Kafka and Redis (not a test; prints numbers).
 
-In one run, side by side on the same pre-loaded topics:
-1. ceiling: a plain aiokafka consumer draining the four input topics (and, to be
-   fair, orjson-parsing every value);
-2. the worker: ``nudge worker`` (subprocess, RocksDB tables) draining the same events,
-   timed from its first processed event to the last (start-up excluded);
-3. lateness: synthetic traffic produced live at about half the worker's measured
-   throughput, with deadlines of a few seconds; lateness = fired_at - due_at of every
-   decision on the audit topic (exact, not histogram buckets);
-4. state on disk: the worker's RocksDB directory size per user.
+In one run, side by side on the same pre-loaded input topics (four topics, contract-default
+rules, synthetic shop traffic re-stamped to "now"):
+
+1. ceiling: a plain aiokafka consumer draining the four topics, orjson-parsing every value;
+2. floor of the framework: a faust-streaming agent that does nothing (``bench/faust_noop.py``,
+   subprocess, its own consumer group);
+3. ``nudge worker`` (subprocess, RocksDB tables), 1 process; then 2 processes on the same
+   data (a fresh consumer group, changelog and Redis keys);
+4. lateness: a third worker with delays of seconds, fed synthetic traffic live at half the
+   1-process drain rate; lateness = ``fired_at - due_at`` of every decision on the audit
+   topic (exact values, not histogram buckets).
+
+Each drain: events/s from the first event processed to the last (start-up excluded), CPU-s
+per 1k events over the same span (``/proc/PID/stat`` utime+stime; ``time.process_time``).
 
 Needs Kafka and Redis: ``./dev services`` then ``eval "$(./dev env)"``.
-Usage: .venv/bin/python bench/worker_bench.py [--events 200000] [--users 20000]
+Usage: .venv/bin/python bench/worker_bench.py [--events 100000] [--users 10000]
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simulation.synthetic import generate_events  # noqa: E402
-from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup  # noqa: E402
+from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup, create_topics  # noqa: E402
+
+INPUTS = ("browse", "cart", "order", "prefs")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POLL = 0.1
 
 #: Throughput: the contract's default rules (delays of hours and days), so the drain
 #: measures the event path, as in a shop where most events fire nothing at once.
@@ -55,6 +67,25 @@ contact_policy:
   max_delay: 1h
   holdout_percent: 10
 """
+
+
+@dataclass
+class Drain:
+    """One contender's drain: events counted, wall seconds and CPU seconds between samples."""
+
+    name: str
+    events: float
+    seconds: float
+    cpu: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_per_1k(self) -> float:
+        return 1000 * self.cpu / self.events
 
 
 def synthetic(users: int, limit: int, seed: int) -> list[dict[str, object]]:
@@ -83,24 +114,9 @@ async def preload(group: WorkerGroup, events: list[dict[str, object]]) -> None:
         await producer.stop()
 
 
-async def create_topics(group: WorkerGroup) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=group.kafka)
-    await admin.start()
-    try:
-        names = [
-            group.topic(k)
-            for k in ("browse", "cart", "order", "prefs", "ticks", "triggers", "audit", "dlq")
-        ]
-        await admin.create_topics([NewTopic(n, group.partitions, 1) for n in names])
-    finally:
-        await admin.close()
-
-
-async def plain_drain(group: WorkerGroup, n: int) -> float:
+async def plain_drain(group: WorkerGroup, n: int) -> Drain:
     consumer = AIOKafkaConsumer(
-        *(group.topic(k) for k in ("browse", "cart", "order", "prefs")),
+        *(group.topic(k) for k in INPUTS),
         bootstrap_servers=group.kafka,
         group_id=f"plain-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
@@ -109,20 +125,82 @@ async def plain_drain(group: WorkerGroup, n: int) -> float:
     )
     await consumer.start()
     seen = 0
-    started = None
+    started = cpu0 = 0.0
     try:
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
             for records in batch.values():
-                if started is None:
-                    started = time.perf_counter()
+                if not seen:
+                    started, cpu0 = time.perf_counter(), time.process_time()
                 for record in records:
                     orjson.loads(record.value)
                 seen += len(records)
-        elapsed = time.perf_counter() - (started or time.perf_counter())
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
     finally:
         await consumer.stop()
-    return seen / elapsed
+    return Drain("plain aiokafka consumer + orjson (ceiling)", seen, wall, cpu)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of processes (all their threads), from ``/proc/PID/stat``."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def watch(
+    name: str, count: Callable[[], float], procs: list[subprocess.Popen[bytes]], n: int
+) -> Drain:
+    """Poll a subprocess contender's progress until it has processed ``n`` events."""
+    pids = [p.pid for p in procs]
+    first: tuple[float, float, float] | None = None
+    last_change, last_count = time.monotonic(), -1.0
+    while True:
+        seen = count()
+        now, cpu = time.perf_counter(), cpu_seconds(pids)
+        if first is None and seen > 0:
+            first = (now, seen, cpu)
+        if seen >= n and first is not None:
+            # Counted up to n: events re-processed after a rebalance do not count as throughput.
+            drain = Drain(name, n - first[1], now - first[0], cpu - first[2])
+            print(f"{name}: {drain.rate:,.0f} events/s", file=sys.stderr)
+            return drain
+        if seen != last_count:
+            last_change, last_count = time.monotonic(), seen
+        elif time.monotonic() - last_change > 120:
+            raise SystemExit(f"{name}: stuck at {seen} of {n} events")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name}: process {proc.pid} exited with {proc.returncode}")
+        time.sleep(POLL)
+
+
+def noop_drain(group: WorkerGroup, n: int) -> Drain:
+    status = group.workdir / "noop.count"
+    env = {
+        **os.environ,
+        "NOOP_BOOTSTRAP": group.kafka,
+        "NOOP_APP_ID": f"noop-{uuid.uuid4().hex[:6]}",
+        "NOOP_TOPICS": ",".join(group.topic(k) for k in INPUTS),
+        "NOOP_STATUS": str(status),
+        "NOOP_DATADIR": str(group.workdir / "noop-data"),
+    }
+    log = (group.workdir / "noop.log").open("ab")
+    command = [sys.executable, str(ROOT / "bench" / "faust_noop.py"), "worker", "-lwarn"]
+    proc = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=group.workdir
+    )
+
+    def count() -> float:
+        return float(status.read_text() or 0) if status.exists() else 0.0
+
+    try:
+        return watch("faust agent that does nothing (floor)", count, [proc], n)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def processed(text: str) -> float:
@@ -133,20 +211,22 @@ def processed(text: str) -> float:
     )
 
 
-def worker_drain(group: WorkerGroup, n: int) -> tuple[float, float]:
-    worker = group.start(0)
-    first_at = None
-    last = 0.0
-    while last < n:
-        now = time.perf_counter()
-        last = processed(worker.metrics())
-        if first_at is None and last > 0:
-            first_at, first_count = now, last
-        time.sleep(0.2)
-        if worker.proc.poll() is not None:
-            raise SystemExit(worker.log_tail())
-    elapsed = time.perf_counter() - first_at
-    return (last - first_count) / elapsed, elapsed
+def worker_drain(group: WorkerGroup, processes: int, n: int) -> Drain:
+    """``processes`` nudge workers of one fresh group draining the pre-loaded topics."""
+    workers = [group.start(i, wait_ready=False) for i in range(processes)]
+    for worker in workers:
+        worker.wait_ready()
+
+    def count() -> float:
+        return sum(processed(w.metrics()) for w in workers)
+
+    name = f"nudge worker, RocksDB, {processes} process{'es' if processes > 1 else ''}"
+    drain = watch(name, count, [w.proc for w in workers], n)
+    if processes > 1:
+        time.sleep(3)  # committed offsets; anything re-processed after a rebalance shows up
+        split = [processed(w.metrics()) for w in workers]
+        drain.note = f"events per process {' / '.join(f'{c:,.0f}' for c in split)}"
+    return drain
 
 
 async def live_lateness(group: WorkerGroup, rate: float, seconds: float, users: int) -> list[float]:
@@ -170,10 +250,10 @@ async def live_lateness(group: WorkerGroup, rate: float, seconds: float, users: 
     finally:
         await producer.stop()
     await asyncio.sleep(25)  # let the last deadlines of the live window come due
-    return await lateness_from_audit(group, since=start)
+    return await lateness_from_audit(group)
 
 
-async def lateness_from_audit(group: WorkerGroup, since: float) -> list[float]:
+async def lateness_from_audit(group: WorkerGroup) -> list[float]:
     consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
     await consumer.start()
     tps = [TopicPartition(group.topic("audit"), p) for p in range(group.partitions)]
@@ -200,84 +280,121 @@ async def lateness_from_audit(group: WorkerGroup, since: float) -> list[float]:
     return values
 
 
-def du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+def new_group(
+    kafka: str, redis_url: str, workdir: Path, rules: str, partitions: int
+) -> WorkerGroup:
+    workdir.mkdir(parents=True)
+    (workdir / "rules.yaml").write_text(rules)
+    return WorkerGroup(
+        kafka,
+        redis_url,
+        workdir / "rules.yaml",
+        workdir,
+        partitions=partitions,
+        extra_env={"NUDGE_LOG_LEVEL": "WARNING"},
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--live-seconds", type=float, default=60.0)
+    parser.add_argument("--live-seconds", type=float, default=30.0)
     args = parser.parse_args()
     kafka = os.environ.get("NUDGE_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("NUDGE_REDIS_URL")
     if not kafka or not redis_url:
         raise SystemExit('start the services first: ./dev services && eval "$(./dev env)"')
-
+    load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
-    groups = []
-    for name, text in (("throughput", THROUGHPUT_RULES), ("lateness", LATENESS_RULES)):
-        (workdir / name).mkdir()
-        rules = workdir / name / "rules.yaml"
-        rules.write_text(text)
-        groups.append(
-            WorkerGroup(
-                kafka,
-                redis_url,
-                rules,
-                workdir / name,
-                partitions=args.partitions,
-                extra_env={"NUDGE_LOG_LEVEL": "WARNING"},
-            )
-        )
-    group, live_group = groups
+    group = new_group(kafka, redis_url, workdir / "one", THROUGHPUT_RULES, args.partitions)
+    # Same topics (same name), fresh app id: its own consumer group, changelog and Redis keys.
+    two = new_group(kafka, redis_url, workdir / "two", THROUGHPUT_RULES, args.partitions)
+    two.name = group.name
+    fresh = f"{group.name}-two"
+    two.extra_env |= {
+        "NUDGE_APP_ID": f"nudge-{fresh}",
+        "NUDGE_REDIS_KEY_PREFIX": f"{fresh}:",
+        "NUDGE_REDIS_SUPPRESSION_KEY": f"{fresh}:suppressed",
+    }
+    live = new_group(kafka, redis_url, workdir / "live", LATENESS_RULES, args.partitions)
+
     events = synthetic(args.users, args.events, seed=5)
     users = len({e["user_id"] for e in events})
-    asyncio.run(create_topics(group))
+    n = len(events)
+    names = [group.topic(k) for k in (*INPUTS, "ticks", "triggers", "audit", "dlq")]
+    asyncio.run(create_topics(kafka, names, args.partitions))
     t0 = time.perf_counter()
     asyncio.run(preload(group, events))
-    print(
-        f"preloaded {len(events)} events of {users} users in {time.perf_counter() - t0:.1f} s",
-        file=sys.stderr,
-    )
+    print(f"preloaded {n} events of {users} users in {time.perf_counter() - t0:.0f} s")
 
-    ceiling = asyncio.run(plain_drain(group, len(events)))
-    print(f"plain consumer: {ceiling:,.0f} events/s", file=sys.stderr)
+    drains = [asyncio.run(plain_drain(group, n))]
+    print(f"{drains[0].name}: {drains[0].rate:,.0f} events/s", file=sys.stderr)
+    drains.append(noop_drain(group, n))
     try:
-        rate, elapsed = worker_drain(group, len(events))
-        print(f"worker: {rate:,.0f} events/s ({elapsed:.1f} s)", file=sys.stderr)
+        drains.append(worker_drain(group, 1, n))
         time.sleep(3)  # let RocksDB flush what it holds
-        disk = du(group.workdir / "data-0")
+        files = (workdir / "one" / "data-0").rglob("*")
+        disk = sum(f.stat().st_size for f in files if f.is_file())
     finally:
         group.stop_all()
     try:
-        live_group.start(0)
-        late = asyncio.run(live_lateness(live_group, rate / 2, args.live_seconds, args.users))
+        drains.append(worker_drain(two, 2, n))
     finally:
-        live_group.stop_all()
+        two.stop_all()
+    rate = drains[2].rate
+    try:
+        live.start(0)
+        late = asyncio.run(live_lateness(live, rate / 2, args.live_seconds, args.users))
+    finally:
+        live.stop_all()
+    report(args, drains, late, n, users, disk, (load_before, os.getloadavg()))
+    return 0
+
+
+def report(args: argparse.Namespace, drains: list[Drain], late: list[float], n: int, users: int,
+           disk: int, loads: tuple[tuple[float, float, float], ...]) -> None:  # fmt: skip
+    floor, one, two = drains[1:]
+    print()
+    print(f"{n:,} events of {users:,} users, 4 topics x {args.partitions} partitions; "
+          f"load average (1/5/15 min) before {_avg(loads[0])}, after {_avg(loads[1])}")  # fmt: skip
+    print()
+    print("| contender | events/s | CPU-s per 1k events | drain (s) | vs no-op agent |")
+    print("|---|---:|---:|---:|---:|")
+    for d in drains:
+        name = f"{d.name} ({d.note})" if d.note else d.name
+        print(
+            f"| {name} | {d.rate:,.0f} | {d.cpu_per_1k:.3f} | {d.seconds:.1f} | "
+            f"{d.rate / floor.rate:.2f}x |"
+        )
     late.sort()
     p50 = statistics.median(late) if late else float("nan")
     p99 = late[int(0.99 * (len(late) - 1))] if late else float("nan")
+    worst = max(late, default=float("nan"))
     print()
-    print("| measure | value |")
-    print("|---|---|")
-    loaded = f"{len(events):,} ({users:,}, {args.partitions})"
-    print(f"| events pre-loaded (users, partitions) | {loaded} |")
-    print(f"| plain aiokafka consumer + orjson (ceiling) | {ceiling:,.0f} events/s |")
-    print(f"| nudge worker (RocksDB, 1 process) | {rate:,.0f} events/s |")
-    print(f"| worker / ceiling | {rate / ceiling:.3f}x |")
-    print(
-        f"| live rate for lateness (≈ half of worker) | {rate / 2:,.0f} events/s "
-        f"for {args.live_seconds:.0f} s |"
-    )
-    print(f"| decisions measured | {len(late):,} |")
-    print(
-        f"| lateness p50 / p99 / max | {p50:.3f} s / {p99:.3f} s / {max(late, default=0):.3f} s |"
-    )
-    print(f"| RocksDB on disk per user | {disk / users:,.0f} bytes ({disk / 2**20:.1f} MiB) |")
-    return 0
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| nudge, 1 process | {one.rate:,.0f} events/s | ≥ 2,000 {_met(one.rate >= 2000)} |")
+    cpu = one.cpu_per_1k
+    print(f"| nudge CPU-s per 1k events | {cpu:.3f} | ≤ 0.5 {_met(cpu <= 0.5)} |")
+    ratio = one.rate / floor.rate
+    print(f"| nudge / no-op agent | {ratio:.2f}x | ≥ 0.5x {_met(ratio >= 0.5)} |")
+    print(f"| 2 processes / 1 | {two.rate / one.rate:.2f}x | |")
+    print(f"| live rate for lateness (half of 1 process) | {one.rate / 2:,.0f} events/s "
+          f"for {args.live_seconds:.0f} s | |")  # fmt: skip
+    print(f"| decisions measured | {len(late):,} | |")
+    print(f"| lateness p50 / p99 / max | {p50:.3f} s / {p99:.3f} s / {worst:.3f} s | "
+          f"p99 ≤ 1 s {_met(p99 <= 1.0)} |")  # fmt: skip
+    print(f"| RocksDB on disk per user | {disk / users:,.0f} bytes ({disk / 2**20:.1f} MiB) | |")
+
+
+def _avg(loads: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in loads)
+
+
+def _met(ok: bool) -> str:
+    return "(met)" if ok else "(**not met**)"
 
 
 if __name__ == "__main__":
