@@ -2,8 +2,9 @@
 
 The first ``order_placed`` within ``attribution_window`` after a ``sent`` or
 ``holdout`` decision yields one conversion for the most recent such decision
-(arm ``treatment`` or ``holdout``). Each decision converts at most once; an
-order older than the decision does not convert it.
+(arm ``treatment`` or ``holdout``), with that decision's A/B variant. Each
+decision converts at most once; an order older than the decision does not
+convert it.
 """
 
 from __future__ import annotations
@@ -29,5 +30,6 @@ def attribute(
         order_id=order.order_id,
         revenue=order.total,
         converted_at=order.ts,
+        variant=decision.variant,
     )
     return ContactLog(log.recent, log.last_by_trigger, None), conversion

@@ -26,7 +26,9 @@ _ZERO = timedelta(0)
 
 
 def in_holdout(user_id: str, trigger: str, salt: str, percent: float) -> bool:
-    """Deterministic: BLAKE2b of (user, trigger, salt) mapped to [0, 100) below ``percent``."""
+    """Deterministic: BLAKE2b of (user, trigger, salt) mapped to [0, 100) below ``percent``.
+
+    The A/B variant hashes a different input (:func:`triggers.variants.variant_of`)."""
     if percent <= 0:
         return False
     digest = hashlib.blake2b(f"{user_id}\x1f{trigger}\x1f{salt}".encode(), digest_size=8).digest()
@@ -75,14 +77,20 @@ def judge(
 
 
 def record_contact(
-    log: ContactLog, trigger: str, trigger_id: str, status: str, now: datetime, per: timedelta
+    log: ContactLog,
+    trigger: str,
+    trigger_id: str,
+    status: str,
+    now: datetime,
+    per: timedelta,
+    variant: str | None = None,
 ) -> ContactLog:
     """The log after a sent/holdout decision at ``now``: counted, last per trigger, attributable."""
     start = now - per
     recent = (*[moment for moment in log.recent if moment > start], now)
     by_trigger = (*[(n, m) for n, m in log.last_by_trigger if n != trigger], (trigger, now))
     arm = "treatment" if status == SENT else "holdout"
-    return ContactLog(recent, by_trigger, Attributable(trigger_id, trigger, arm, now))
+    return ContactLog(recent, by_trigger, Attributable(trigger_id, trigger, arm, now, variant))
 
 
 def pruned(

@@ -14,6 +14,10 @@ times by priority (highest first, then trigger name, product, stage). For each:
    the end becomes its send time);
 3. otherwise the contact policy (:func:`triggers.contact_policy.judge`) decides.
 
+A decision that is not ``holdout`` carries the user's A/B variant of its trigger
+(:mod:`triggers.variants`; suppressed ones too, so that a report can see what each
+variant lost to the policy), and the offer of that variant if the rules name one.
+
 A decision (any status) schedules the episode's next stage. ``sent`` and
 ``holdout`` are recorded as contacts (frequency cap, cooldown, attribution).
 """
@@ -32,7 +36,7 @@ from triggers import (
     lapsing,
     replenishment,
 )
-from triggers.contact_policy import SUPPRESSED, judge, record_contact
+from triggers.contact_policy import HOLDOUT, SUPPRESSED, judge, record_contact
 from triggers.episodes import next_stage, trigger_id
 from triggers.frozen import frozen_record
 from triggers.quiet_hours import quiet_until
@@ -40,6 +44,7 @@ from triggers.records import TRIGGER_NAMES, Decision
 from triggers.rules import Rules
 from triggers.segments import segment_of
 from triggers.state import Pending, UserState
+from triggers.variants import offer_for, variant_of, weighted
 
 
 @frozen_record
@@ -54,6 +59,7 @@ class FiringRules:
     enabled: dict[str, bool]
     offers: dict[str, dict[str, str]]
     default_zone: ZoneInfo
+    variants: dict[str, tuple[tuple[str, int], ...]]  # (name, weight) in name order
 
 
 def firing_rules(rules: Rules) -> FiringRules:
@@ -74,6 +80,7 @@ def firing_rules(rules: Rules) -> FiringRules:
         {name: rules.trigger(name).enabled for name in TRIGGER_NAMES},
         {name: getattr(rules.offers, name) for name in TRIGGER_NAMES},
         ZoneInfo(rules.default_timezone),
+        {name: weighted(rules.trigger(name).variants) for name in TRIGGER_NAMES},
     )
 
 
@@ -144,10 +151,17 @@ def fire_due(
                 policy,
             )
         decision_id = trigger_id(state.user_id, item.trigger, item.key, item.stage)
-        records.append(_decision(fr, state, item, decision_id, now, status, reason))
+        decision = _decision(fr, state, item, decision_id, now, status, reason)
+        records.append(decision)
         if status != SUPPRESSED:
             contacts = record_contact(
-                contacts, item.trigger, decision_id, status, now, policy.frequency_cap.per
+                contacts,
+                item.trigger,
+                decision_id,
+                status,
+                now,
+                policy.frequency_cap.per,
+                decision.variant,
             )
         following = next_stage(item, fr.stages[item.trigger])
         if following is not None:
@@ -227,7 +241,10 @@ def _decision(
     reason: str | None,
 ) -> Decision:
     segment = segment_of(state.history, now, fr.rules.segments)
-    offers = fr.offers[item.trigger]
+    variant = None  # the holdout comes first: a holdout decision has no variant
+    if status != HOLDOUT:
+        salt = fr.rules.contact_policy.holdout_salt
+        variant = variant_of(state.user_id, item.trigger, salt, fr.variants[item.trigger])
     return Decision(
         decision_id,
         item.trigger,
@@ -238,9 +255,10 @@ def _decision(
         status,
         reason,
         segment,
-        offers.get(segment, offers.get("default")),
+        offer_for(fr.offers[item.trigger], variant, segment),
         _context(fr, state, item, now),
         fr.rules_version,
+        variant,
     )
 
 

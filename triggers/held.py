@@ -76,11 +76,14 @@ def release(
             decision.offer,
             decision.context,
             decision.rules_version,
+            decision.variant,
         )
         out.append(released)
         if status in (SENT, HOLDOUT):
             arm = "treatment" if status == SENT else "holdout"
-            attributable = Attributable(decision.trigger_id, decision.trigger, arm, now)
+            attributable = Attributable(
+                decision.trigger_id, decision.trigger, arm, now, decision.variant
+            )
     if attributable is not contacts.attributable:
         contacts = ContactLog(contacts.recent, contacts.last_by_trigger, attributable)
     return replace(state, contacts=contacts, held=()), tuple(out)

@@ -2,7 +2,8 @@
 
 ``record_to_json`` is deterministic: fixed key order, RFC 3339 UTC times with
 ``Z`` (milliseconds only when non-zero), the ``context`` mapping in the order
-its trigger built it. No trailing newline.
+its trigger built it, ``variant`` (contract 7.2, null where the trigger has no
+variants) last. No trailing newline.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Decision:
     offer: str | None
     context: Mapping[str, object]  # JSON-ready values, trigger specific
     rules_version: str
+    variant: str | None = None  # the user's A/B variant (section 7.2); None for holdout
 
 
 @frozen_record
@@ -61,6 +63,7 @@ class Conversion:
     order_id: str
     revenue: float
     converted_at: datetime
+    variant: str | None = None  # the converted decision's variant
 
 
 def record_to_json(record: Decision | Conversion) -> bytes:
@@ -81,6 +84,7 @@ def record_to_json(record: Decision | Conversion) -> bytes:
                 "offer": record.offer,
                 "context": record.context,
                 "rules_version": record.rules_version,
+                "variant": record.variant,
             }
         )
     if type(record) is Conversion:
@@ -94,6 +98,7 @@ def record_to_json(record: Decision | Conversion) -> bytes:
                 "order_id": record.order_id,
                 "revenue": record.revenue,
                 "converted_at": format_timestamp(record.converted_at),
+                "variant": record.variant,
             }
         )
     raise TypeError(f"not an output record: {type(record).__name__}")

@@ -22,6 +22,9 @@ times are bounded too, see :mod:`triggers.timestamps`):
   ``replenishment.fire_at_fraction``: greater than 0, at most 10;
 - integers (``priority``, ``frequency_cap.max``, ``min_orders``,
   ``core_min_orders``) are within -1e9..1e9 besides their own lower bounds;
+- ``variants`` (any trigger): 1..100 names of 1..32 printable characters (not
+  ``default`` nor a segment name) with integer weights 1..1,000,000; an ``offers``
+  key names a segment, ``default`` or one of that trigger's variants;
 - ``version``: an integer (64-bit) or a string of 1..64 printable characters
   (no control, format or line-separator characters: it is printed in the
   header comment of ``nudge rules check``);
@@ -52,11 +55,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
-from triggers.records import SEGMENT_NAMES
 from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
+from triggers.variants import (
+    OfferKey,
+    VariantTable,
+    offer_for,
+    offer_key_reason,
+    unknown_offer_keys,
+)
 
 __all__ = [
     "MAX_DURATION",
@@ -146,7 +156,9 @@ Stages = Annotated[tuple[PositiveDuration, ...], Field(min_length=1, max_length=
 IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(_string_keys)]
 Int = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
 Version = Annotated[int | str, BeforeValidator(_to_version)]
-OfferTable = dict[Literal["default", *SEGMENT_NAMES], str]  # type: ignore[valid-type]
+# segment, variant or "default" -> offer code; the keys are checked against the variants by Rules
+OfferTable = Annotated[dict[OfferKey, str], BeforeValidator(_string_keys)]
+Variants = Annotated[VariantTable, BeforeValidator(_string_keys)]
 
 
 class _Strict(BaseModel):
@@ -164,11 +176,13 @@ def _check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
 
 
 class TriggerRules(_Strict):
-    """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode."""
+    """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode;
+    ``variants`` are A/B variants, name -> weight (:mod:`triggers.variants`)."""
 
     enabled: bool = True
     priority: Int = 0
     cooldown: Duration = timedelta(0)
+    variants: Variants = Field(default_factory=dict)
 
 
 class CartAbandonmentRules(TriggerRules):
@@ -264,7 +278,7 @@ class SegmentRules(_Strict):
 
 
 class OffersRules(_Strict):
-    """trigger -> segment (or ``default``) -> offer code."""
+    """trigger -> variant, segment or ``default`` -> offer code."""
 
     cart_abandonment: OfferTable = Field(default_factory=dict)
     browse_abandonment: OfferTable = Field(default_factory=dict)
@@ -273,9 +287,8 @@ class OffersRules(_Strict):
     lapsing: OfferTable = Field(default_factory=dict)
     dormancy: OfferTable = Field(default_factory=dict)
 
-    def offer(self, trigger: str, segment: str) -> str | None:
-        table: dict[str, str] = getattr(self, trigger)
-        return table.get(segment, table.get("default"))
+    def offer(self, trigger: str, segment: str, variant: str | None = None) -> str | None:
+        return offer_for(getattr(self, trigger), variant, segment)
 
 
 class Rules(_Strict):
@@ -296,8 +309,28 @@ class Rules(_Strict):
             raise ValueError(f"not a known IANA time zone: {_show(value)}")
         return value
 
+    @model_validator(mode="after")
+    def _offers_name_variants(self) -> Rules:
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
+                loc=("offers", name, key),
+                input=key,
+            )
+            for name in OffersRules.model_fields
+            for key in unknown_offer_keys(getattr(self.offers, name), self.trigger(name).variants)
+            for reason in (offer_key_reason(name, key, self.trigger(name).variants),)
+        ]
+        if errors:
+            raise ValidationError.from_exception_data("Rules", errors)
+        return self
+
     def model_post_init(self, context: Any, /) -> None:
-        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        data = self.model_dump(mode="json")
+        for section in data["triggers"].values():  # no variants means what it meant before
+            if isinstance(section, dict) and section.get("variants") == {}:
+                del section["variants"]
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(canonical, digest_size=4).hexdigest()
         self._version_label = f"{self.version}+{digest}"
 

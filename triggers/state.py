@@ -97,7 +97,8 @@ _RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
 #   equals (in history.products; the id or time itself if there is no such order);
 # - a pending stage's anchor is one of _ANCHORS (0 last activity, 1 cart activity,
 #   2 latest view, 3 latest order) when it equals it, and send_at None if it is the due time;
-# - a contact time in last_by_trigger / attributable is its index in contacts.recent.
+# - a contact time in last_by_trigger / attributable is its index in contacts.recent;
+# - the attributable decision's arm is [arm, variant] when it has an A/B variant.
 # Fields are only ever appended, with defaults, so a shorter (older) array still decodes.
 
 Ref = Annotated[int, msgspec.Meta(ge=0)]  # an index or code, never negative
@@ -131,7 +132,7 @@ class _Pending(msgspec.Struct, **_RECORD):
 class _Attributable(msgspec.Struct, **_RECORD):
     trigger_id: str
     trigger: TriggerRef
-    arm: str
+    arm: str | tuple[str, str]  # (arm, variant) when the decision has an A/B variant
     fired_at: Ref | datetime
 
 
@@ -289,7 +290,9 @@ def _store_contacts(contacts: ContactLog) -> _Contacts:
         _Attributable(
             attributable.trigger_id,
             _code(attributable.trigger, attributable.trigger),
-            attributable.arm,
+            attributable.arm
+            if attributable.variant is None
+            else (attributable.arm, attributable.variant),
             recent.index(fired_at) if fired_at in recent else fired_at,
         ),
     )
@@ -387,6 +390,10 @@ def _load_history(stored: _History) -> OrderHistory:
 def _load_contacts(stored: _Contacts) -> ContactLog:
     recent = stored.recent
     attributable = stored.attributable
+    arm, variant = "", None
+    if attributable is not None:
+        arm = attributable.arm if type(attributable.arm) is str else attributable.arm[0]
+        variant = None if type(attributable.arm) is str else attributable.arm[1]
     return ContactLog(
         recent,
         tuple(
@@ -398,9 +405,10 @@ def _load_contacts(stored: _Contacts) -> ContactLog:
         else Attributable(
             attributable.trigger_id,
             _name(attributable.trigger),
-            attributable.arm,
+            arm,
             recent[attributable.fired_at]  # type: ignore[index]
             if type(attributable.fired_at) is int
             else attributable.fired_at,
+            variant,
         ),
     )

@@ -117,6 +117,7 @@ class Attributable(msgspec.Struct, **_RECORD):
     trigger: str
     arm: str  # treatment | holdout
     fired_at: datetime
+    variant: str | None = None  # the decision's A/B variant (a conversion carries it)
 
 
 class ContactLog(msgspec.Struct, **_RECORD):
