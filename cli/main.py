@@ -1,4 +1,5 @@
-"""The ``nudge`` command line: worker, replay, rules check, simulate, tail, schema.
+"""The ``nudge`` command line: worker, replay, report, inspect, rules check, simulate, tail,
+schema.
 
 Each subcommand is registered by one ``_add_*`` function, which declares its
 arguments and sets ``run`` to a function of the parsed arguments returning the
@@ -156,6 +157,32 @@ def _add_report(sub: Subparsers) -> None:
     report.set_defaults(run=run)
 
 
+def _add_inspect(sub: Subparsers) -> None:
+    inspect = _command(sub, "inspect", "one shopper's state: from a replay or a running worker")
+    inspect.add_argument("user", help="the user_id")
+    inspect.add_argument("--events", metavar="FILE", help="replay this events file ('-' stdin)")
+    inspect.add_argument("--rules", help="with --events: rules file (YAML)")
+    inspect.add_argument("--until", help="with --events: advance the clock to this time at the end")
+    inspect.add_argument("--url", help="a worker's web address instead, e.g. http://host:6066")
+    inspect.add_argument("--token", help="with --url: admin token (default: NUDGE_ADMIN_TOKEN)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def run(args: argparse.Namespace) -> int:
+        from cli.inspect_command import inspect_command
+
+        return inspect_command(
+            args.user,
+            events=args.events,
+            rules=args.rules,
+            until=args.until,
+            as_json=args.json,
+            url=args.url,
+            token=args.token,
+        )
+
+    inspect.set_defaults(run=run)
+
+
 def _add_rules(sub: Subparsers) -> None:
     rules = _command(sub, "rules", "rules file tools")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -239,6 +266,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_worker,
     _add_replay,
     _add_report,
+    _add_inspect,
     _add_rules,
     _add_simulate,
     _add_tail,
