@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from triggers import dormancy
+from triggers.quiet_hours import quiet_until
 from triggers.records import TRIGGER_NAMES, Conversion, Decision, record_to_json
 from triggers.rules import Rules
 from triggers.segments import segment_of
@@ -91,7 +93,7 @@ def describe_state(state: UserState, rules: Rules, now: datetime) -> dict[str, A
             "price": state.viewed.price,
             "ts": _ts(state.viewed.ts),
         },
-        "pending": [_pending(item, rules) for item in _all_pending(state, rules)],
+        "pending": [_pending(item, rules, state) for item in _all_pending(state, rules)],
         "held": [
             {
                 "trigger_id": decision.trigger_id,
@@ -156,7 +158,17 @@ def _all_pending(state: UserState, rules: Rules) -> list[Pending]:
     return sorted(items, key=lambda item: (item.send_at, item.trigger, item.stage))
 
 
-def _pending(item: Pending, rules: Rules) -> dict[str, Any]:
+def _send_time(item: Pending, rules: Rules, state: UserState) -> datetime:
+    """When the stage will be sent: its send time, moved past quiet hours it falls in."""
+    window = rules.contact_policy.quiet_hours
+    if window is None:
+        return item.send_at
+    zone_name = state.prefs.timezone if state.prefs is not None else None
+    zone = ZoneInfo(zone_name or rules.default_timezone)
+    return quiet_until(item.send_at, zone, window.start, window.end) or item.send_at
+
+
+def _pending(item: Pending, rules: Rules, state: UserState) -> dict[str, Any]:
     stages = (
         getattr(rules.trigger(item.trigger), "stages", None)
         if item.trigger in TRIGGER_NAMES
@@ -167,7 +179,7 @@ def _pending(item: Pending, rules: Rules) -> dict[str, Any]:
         "stage": item.stage,
         "stages": len(stages) if stages else 1,
         "due_at": _ts(item.due),
-        "send_at": _ts(item.send_at),  # later than due_at: deferred by quiet hours
+        "send_at": _ts(_send_time(item, rules, state)),  # later than due: quiet hours
         "subject": item.subject,
         "episode": item.key,
     }
@@ -296,7 +308,7 @@ def render_text(view: Mapping[str, Any]) -> str:
         lines.append(f"last {len(records)} records (replay):")
         for record in records:
             lines.append("  " + _record_line(record))
-    return "\n".join(lines) + "\n"
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 def _count(number: int, noun: str) -> str:

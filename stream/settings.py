@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # are read back and never sent again (a crash between a send and its bookkeeping).
     recent_sends_window_seconds: float = Field(default=600.0, ge=0)
     log_level: str = "INFO"
+    # The admin endpoint GET /admin/users/{user_id} (stream.admin) is served only when set,
+    # to requests that carry it as "Authorization: Bearer <token>".
+    admin_token: SecretStr | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -88,6 +91,15 @@ class Settings(BaseSettings):
             if level not in LOG_LEVELS:
                 raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
             return level
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _long_token(cls, value: object) -> object:
+        if isinstance(value, str) and not value:
+            return None  # NUDGE_ADMIN_TOKEN= : off
+        if isinstance(value, str) and len(value) < 16:
+            raise ValueError("must be at least 16 characters (unset: the admin endpoint is off)")
         return value
 
     @field_validator("kafka_bootstrap")
