@@ -224,6 +224,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     def end_offset(topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
 
+    def polled_at(topic: str, partition: int) -> int | None:
+        return app.consumer.last_poll_ms(TP(topic, partition))  # type: ignore[attr-defined,no-any-return]
+
     async def ack(events: list[Any]) -> None:
         for event in events:
             event.ack()  # the consumer commits acknowledged offsets in order
@@ -244,6 +247,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         ledger=ledger,
         metrics=metrics,
         end_offset=end_offset,
+        polled_at=polled_at,
         ack=ack,
         max_message_bytes=settings.max_message_bytes,
         fire_grace_ms=int(settings.fire_grace_seconds * 1000),

@@ -35,7 +35,7 @@ from stream.contact_ledger import RedisUnavailable
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.user_rows import unpack_row
-from stream.watermark import UNORDERED, EndOffset, Watermark
+from stream.watermark import UNORDERED, EndOffset, PolledAt, Watermark
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Advance, Driver
 from triggers.engine import OutsideFacts
@@ -140,6 +140,7 @@ class Batches:
         ledger: Ledger,
         metrics: NudgeMetrics,
         end_offset: EndOffset,
+        polled_at: PolledAt | None = None,
         ack: Callable[[list[Any]], Awaitable[None]],
         max_message_bytes: int,
         fire_grace_ms: int,
@@ -155,6 +156,7 @@ class Batches:
         self._ledger = ledger
         self._metrics = metrics
         self._end_offset = end_offset
+        self._polled_at = polled_at
         self._ack = ack
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
@@ -194,6 +196,7 @@ class Batches:
                     now_ms,
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
+                    polled_at=self._polled_at,
                 ),
                 Deadlines(),
             )
@@ -287,6 +290,11 @@ class Batches:
                     self._metrics.dead_letter(message.topic, parsed.reason)
                     continue
                 self._apply(part, message, parsed, now, limit, facts, out)
+            # What an event made due but could not fire (cut at the next event's time, any
+            # user's) fires now, up to the horizon, not at the next tick: all is applied.
+            if released:
+                more = MAX_DUE_PER_BATCH - len(due)
+                due += [u for u, _ in part.deadlines.pop_due(to_millis(horizon), more)]
             for user_id in due:
                 self._fire(part, user_id, now, horizon, facts, out)
 

@@ -12,7 +12,8 @@ So each partition keeps, per input topic, the messages read but not yet applied
 is earlier than it, as far as the worker knows:
 
 - messages waiting: the time of the first one;
-- none waiting and the topic read to its end offset: no bound (it holds nothing);
+- none waiting and the topic read to its end offset: the time the consumer last fetched
+  it (what was produced since may still be unread);
 - none waiting but the topic behind its end (the consumer's last known end offset,
   at least the one read when the partition was assigned): the time of the last message read from
   it (each topic partition is written in about the order of its events), or, before
@@ -41,6 +42,7 @@ UNORDERED = -(2**62)  # event time of an unparseable message: leaves when at the
 NEVER = -(2**62)  # a horizon before every deadline
 FOREVER = 2**62
 EndOffset = Callable[[str, int], int | None]
+PolledAt = Callable[[str, int], int | None]  # when the end offset was last fetched (epoch ms)
 
 
 @dataclass(slots=True)
@@ -70,8 +72,10 @@ class Watermark:
         *,
         max_hold: float,
         unknown_grace_ms: int,
+        polled_at: PolledAt | None = None,
     ) -> None:
         self.partition = partition
+        self._polled_at = polled_at
         self._names = tuple(topics)
         self._topics = {name: _Topic() for name in topics}
         self._starts = dict(starts or {})

@@ -180,3 +180,33 @@ async def test_metrics_and_health_endpoints(group: WorkerGroup) -> None:
     assert "faust_" not in text
     # Faust's table and router views are disabled: nothing beyond metrics and health.
     assert worker.get("/table/users/")[0] == 404
+
+
+async def test_kafka_records_carry_the_contract_headers(group: WorkerGroup) -> None:
+    """Contract 7.4: content-type on every record, trigger id and rules version on decisions."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    now = datetime.now(UTC)
+    await produce(group, [ev("cart_item_added", "headers-1", now, 1, product_id="h-1")])
+    await produce(group, [b"not json"], topic=group.topic("cart"))
+    await wait_for(group, "triggers", lambda rs: any(r["user_id"] == "headers-1" for r in rs))
+    await wait_for(group, "dlq", lambda rs: len(rs) >= 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        headers: dict[str, list[dict[str, bytes]]] = {}
+        for key in ("triggers", "audit", "dlq"):
+            tps = [TopicPartition(group.topic(key), p) for p in range(group.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            batch = await consumer.getmany(*tps, timeout_ms=3000)
+            headers[key] = [dict(r.headers) for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    for key, seen in headers.items():
+        assert seen, key
+        assert all(h["content-type"] == b"application/json" for h in seen), key
+    decisions = headers["triggers"]
+    assert all(
+        h["nudge-trigger-id"] and h["nudge-rules-version"].startswith(b"7") for h in decisions
+    )
