@@ -39,6 +39,8 @@ disable_created_metrics()
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
+#: A contact's arm: sent decisions are the treatment, holdout decisions the holdout.
+_ARM_OF_STATUS = {"sent": "treatment", "holdout": "holdout"}
 _PARTITIONED = ("pending_deadlines", "held_back", "held_decisions")
 
 
@@ -49,6 +51,7 @@ class NudgeMetrics:
     decisions: Counter
     conversions: Counter
     revenue: Counter
+    recipients: Counter
     lateness: Histogram
     pending_deadlines: Gauge
     held_decisions: Gauge
@@ -106,10 +109,16 @@ class NudgeMetrics:
                 "Revenue of the orders attributed to a decision, by trigger and arm.",
                 ["trigger", "arm"],
             ),
+            recipients=counter(
+                "nudge_recipients_total",
+                "Episodes whose first stage reached the user (arm treatment: sent) or held "
+                "the user out (arm holdout): the denominator of conversions per recipient.",
+                ["trigger", "arm"],
+            ),
             lateness=histogram(
                 "nudge_fire_lateness_seconds",
-                "Send time minus the time the stage was scheduled (after any quiet-hours "
-                "deferral), for stages fired by the clock.",
+                "fired_at minus due_at of each decision, as on the audit topic (a stage "
+                "deferred by quiet hours counts its deferral).",
                 LATENESS_BUCKETS,
                 ["trigger"],
             ),
@@ -177,6 +186,7 @@ class NudgeMetrics:
             for arm in ARMS:
                 metrics.conversions.labels(trigger, arm)
                 metrics.revenue.labels(trigger, arm)
+                metrics.recipients.labels(trigger, arm)
             metrics.lateness.labels(trigger)
         metrics.redis_up.set(0)
         return metrics
@@ -197,6 +207,10 @@ class NudgeMetrics:
         for d in decisions:
             if d.trigger_id not in skipped:
                 self.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
+                late = (d.fired_at - d.due_at).total_seconds()
+                self.lateness.labels(d.trigger).observe(max(0.0, late))
+                if d.stage == 1 and d.status in _ARM_OF_STATUS:
+                    self.recipients.labels(d.trigger, _ARM_OF_STATUS[d.status]).inc()
         for c in conversions:
             self.conversions.labels(c.trigger, c.arm).inc()
             self.revenue.labels(c.trigger, c.arm).inc(c.revenue)

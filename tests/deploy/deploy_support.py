@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
 from stream.metrics import NudgeMetrics
@@ -25,9 +24,6 @@ COMPOSE = ROOT / "docker-compose.yml"
 
 #: Series Prometheus itself attaches to every scrape target.
 PROMETHEUS_SERIES = frozenset({"up"})
-
-#: The prefix stream/app.py gives Faust's Prometheus sensor.
-FAUST_PREFIX = "faust"
 
 
 def load_yaml(path: Path) -> Any:
@@ -56,20 +52,22 @@ def require_binary(name: str) -> str:
     return path
 
 
+#: Sample-name suffixes of each metric type; no ``_created`` (stream/metrics.py disables them).
+_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
 def _exposed_names(registry: CollectorRegistry) -> set[str]:
     """Series names a scrape of ``registry`` can show, including type suffixes."""
-    names: set[str] = set()
-    for family in registry.collect():
-        base = family.name
-        if family.type == "counter":
-            names |= {f"{base}_total", f"{base}_created"}
-        elif family.type == "histogram":
-            names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count", f"{base}_created"}
-        elif family.type == "summary":
-            names |= {base, f"{base}_sum", f"{base}_count", f"{base}_created"}
-        else:
-            names.add(base)
-    return names
+    return {
+        f"{family.name}{suffix}"
+        for family in registry.collect()
+        for suffix in _SUFFIXES.get(family.type, ("",))
+    }
 
 
 def nudge_metric_names() -> set[str]:
@@ -79,16 +77,10 @@ def nudge_metric_names() -> set[str]:
     return _exposed_names(registry)
 
 
-def faust_metric_names() -> set[str]:
-    """Series names of Faust's sensor with the prefix the worker uses."""
-    registry = CollectorRegistry()
-    FaustMetrics.create(registry, FAUST_PREFIX)
-    return _exposed_names(registry)
-
-
 def exported_metric_names() -> set[str]:
-    """Everything a Prometheus scraping the worker can know by name."""
-    return nudge_metric_names() | faust_metric_names() | PROMETHEUS_SERIES
+    """Everything a Prometheus scraping the worker can know by name (the worker serves
+    Nudge's registry only: Faust's per-message sensor is not used)."""
+    return nudge_metric_names() | PROMETHEUS_SERIES
 
 
 _PROMQL_KEYWORDS = frozenset(

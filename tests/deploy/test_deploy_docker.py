@@ -199,7 +199,10 @@ def test_build_context_is_only_the_sources(stages: list[Stage]) -> None:
     assert "pyproject.toml" in files
     assert any(f.startswith("stream/") for f in files)
     assert any(f.startswith("triggers/") for f in files)
-    allowed = re.compile(r"(pyproject\.toml|README\.md|stream/.*\.py|triggers/.*)")
+    allowed = re.compile(
+        r"(pyproject\.toml|README\.md|LICENSE|constraints\.txt"
+        r"|(stream|cli|simulation)/.*\.py|triggers/.*)"
+    )
     stray = [f for f in files if not allowed.fullmatch(f)]
     assert not stray, f"files outside the sources reach the build context: {stray[:20]}"
     assert not any(f.endswith((".pyc", ".env", ".pem", ".key")) for f in files)

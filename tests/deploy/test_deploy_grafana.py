@@ -16,7 +16,6 @@ from tests.deploy.deploy_support import (
     dashboard_exprs,
     dashboard_panels,
     exported_metric_names,
-    faust_metric_names,
     grafana_to_promql,
     nudge_metric_names,
     promql_metric_names,
@@ -91,7 +90,15 @@ def test_exported_names_come_from_the_worker_registry() -> None:
         "nudge_consumer_lag_messages",
     } <= nudge
     assert "nudge_decisions" not in nudge  # counters are exposed with _total
-    assert all(name.startswith("faust_") for name in faust_metric_names())
+    assert "nudge_build_info" in nudge  # an Info is exposed with _info
+    assert not {name for name in nudge if name.endswith("_created")}  # disabled by the worker
+    assert all(name.startswith("nudge_") for name in nudge)
+
+
+def test_no_query_uses_faust_sensor_metrics(dashboard: dict[str, Any]) -> None:
+    """The worker serves Nudge's registry only; Faust's sensor families are gone."""
+    for title, expr in dashboard_exprs(dashboard):
+        assert "faust_" not in expr, title
 
 
 def _metrics_of(dashboard: dict[str, Any]) -> dict[str, str]:
@@ -115,10 +122,36 @@ def test_dashboard_shows_what_an_operator_needs(dashboard: dict[str, Any]) -> No
     lateness = used["nudge_fire_lateness_seconds_bucket"]
     for quantile in ("0.5", "0.9", "0.99"):
         assert f"histogram_quantile({quantile}," in lateness
-    # Conversions, treatment vs holdout.
+    # The worker's own loop: rebalances, batch, checkpoint and offset-commit latency.
+    assert "nudge_rebalances_total" in used
+    for name in (
+        "nudge_batch_duration_seconds_bucket",
+        "nudge_checkpoint_duration_seconds_bucket",
+        "nudge_offset_commit_duration_seconds_bucket",
+    ):
+        assert "histogram_quantile(0.99," in used[name], name
+    assert "nudge_held_decisions" in used
+    # Conversions, treatment vs holdout, per recipient; revenue per arm and per recipient.
     conversions = used["nudge_conversions_total"]
     assert 'arm="treatment"' in conversions and 'arm="holdout"' in conversions
-    assert "arm" in conversions
+    assert "nudge_recipients_total" in used
+    revenue = used["nudge_conversion_revenue_total"]
+    assert "sum by (trigger, arm)" in revenue
+    assert "/ sum by (trigger, arm) (increase(nudge_recipients_total" in revenue
+
+
+def test_per_recipient_panels_divide_by_recipients_of_the_same_arm(
+    dashboard: dict[str, Any],
+) -> None:
+    """Conversions and revenue per recipient: numerator and denominator grouped alike."""
+    panels = {p["title"]: p for p in dashboard_panels(dashboard)}
+    for title in ("Conversions per recipient by arm", "Revenue per recipient by arm"):
+        (target,) = panels[title]["targets"]
+        numerator, denominator = target["expr"].split(" / ")
+        assert numerator.startswith("sum by (trigger, arm) (increase("), title
+        assert denominator.startswith("sum by (trigger, arm) (increase(nudge_recipients_total"), (
+            title
+        )
 
 
 def test_provisioned_dashboard_is_the_file_grafana_loads() -> None:

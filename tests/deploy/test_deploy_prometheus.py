@@ -76,6 +76,8 @@ def test_the_required_alerts_exist_with_severity_and_text() -> None:
         "NudgeRedisErrors": "nudge_redis_errors_total",
         "NudgeWorkerNotReady": "nudge_ready",
         "NudgeNoEventsReceived": "nudge_events_total",
+        "NudgeRebalancingOften": "nudge_rebalances_total",
+        "NudgeCheckpointSlow": "nudge_checkpoint_duration_seconds_bucket",
     }
     for name, metric in required.items():
         assert metric in promql_metric_names(rules[name]["expr"]), name

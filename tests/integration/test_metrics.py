@@ -178,6 +178,21 @@ async def test_the_live_scrape_passes_promtool_before_and_after_traffic(
         if name == "nudge_decisions_total" and labels["status"] == "sent"
     )
     assert sent >= 6
+
+    def total(metric: str, **match: str) -> float:
+        return sum(
+            value
+            for name, labels, value in found
+            if name == metric and all(labels.get(k) == v for k, v in match.items())
+        )
+
+    # One-stage rules: every sent decision is the first stage of its episode, a recipient.
+    assert total("nudge_recipients_total", arm="treatment") == sent
+    # Each decision's lateness (fired_at - due_at) is observed once.
+    decided = total("nudge_decisions_total")
+    assert total("nudge_fire_lateness_seconds_count") == decided
+    assert total("nudge_conversions_total", arm="treatment") == 1
+    assert total("nudge_conversion_revenue_total", arm="treatment") == 25.0
     processed = sum(
         value
         for name, labels, value in found
