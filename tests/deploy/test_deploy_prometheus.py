@@ -4,13 +4,16 @@ use is one the worker really exports."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from stream.metrics import NudgeMetrics
 from tests.deploy.deploy_support import (
     ALERTS,
     SCRAPE_CONFIG,
@@ -110,3 +113,27 @@ def test_alerts_use_only_exported_metrics() -> None:
 )
 def test_metric_name_extraction(expr: str, names: set[str]) -> None:
     assert promql_metric_names(expr) == names
+
+
+def test_every_alert_is_documented_in_deploy_readme() -> None:
+    readme = (ALERTS.parents[1] / "README.md").read_text()
+    for rule in alert_rules(load_yaml(ALERTS)):
+        assert f"| `{rule['alert']}` |" in readme, rule["alert"]
+
+
+def test_every_metric_is_in_the_readme_list() -> None:
+    """README's "Observing it" names each family the worker registers, and nothing else."""
+    readme = (ALERTS.parents[2] / "README.md").read_text()
+    section = readme.split("### Observing it", 1)[1].split("\n## ", 1)[0]
+    registry = CollectorRegistry()
+    NudgeMetrics.create(registry)
+    families = {
+        f"{f.name}_total"
+        if f.type == "counter"
+        else f"{f.name}_info"
+        if f.type == "info"
+        else f.name
+        for f in registry.collect()
+    }
+    named = set(re.findall(r"`(nudge_[a-z_]+)`", section))
+    assert named == families
