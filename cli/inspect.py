@@ -56,6 +56,7 @@ def describe_state(state: UserState, rules: Rules, now: datetime) -> dict[str, A
             "opt_in_at": None if prefs is None else _ts(prefs.opt_in_at),
             "timezone": None if prefs is None else prefs.timezone,
         },
+        "time_zone_used": (prefs.timezone if prefs is not None else None) or rules.default_timezone,
         "last_activity": _ts(state.last_activity),
         "cart": {
             "lines": [
@@ -235,7 +236,8 @@ def render_text(view: Mapping[str, Any]) -> str:
         f"({_count(orders['count'], 'order')}, {orders['monetary']} total)",
         f"  marketing      {marketing[opt_in]}"
         + (f" since {prefs['opt_in_at']}" if prefs["opt_in_at"] else ""),
-        f"  time zone      {prefs['timezone'] or 'not stated (the rules default)'}",
+        f"  time zone      {view['time_zone_used']}"
+        + ("" if prefs["timezone"] else " (not stated: the rules default)"),
         f"  last activity  {_when(view['last_activity'], now)}",
     ]
     if view.get("variants"):
