@@ -55,18 +55,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
 from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
-from triggers.variants import (
-    OfferKey,
-    VariantTable,
-    offer_for,
-    offer_key_reason,
-    unknown_offer_keys,
-)
+from triggers.variants import OfferKey, VariantTable, check_offer_keys, offer_for
 
 __all__ = [
     "MAX_DURATION",
@@ -311,18 +304,8 @@ class Rules(_Strict):
 
     @model_validator(mode="after")
     def _offers_name_variants(self) -> Rules:
-        errors = [
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
-                loc=("offers", name, key),
-                input=key,
-            )
-            for name in OffersRules.model_fields
-            for key in unknown_offer_keys(getattr(self.offers, name), self.trigger(name).variants)
-            for reason in (offer_key_reason(name, key, self.trigger(name).variants),)
-        ]
-        if errors:
-            raise ValidationError.from_exception_data("Rules", errors)
+        tables = {name: getattr(self.offers, name) for name in OffersRules.model_fields}
+        check_offer_keys(tables, {name: self.trigger(name).variants for name in tables})
         return self
 
     def model_post_init(self, context: Any, /) -> None:

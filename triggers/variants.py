@@ -21,7 +21,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, Field, StrictInt, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from triggers.records import SEGMENT_NAMES
 
@@ -76,13 +77,28 @@ def offer_for(table: Mapping[str, str], variant: str | None, segment: str) -> st
     return table.get(segment, table.get("default"))
 
 
-def unknown_offer_keys(table: Mapping[str, str], variants: Mapping[str, int]) -> list[str]:
-    """The keys of a trigger's offers that name no segment, no variant and not ``default``."""
-    return [key for key in table if key not in RESERVED and key not in variants]
+def check_offer_keys(
+    offers: Mapping[str, Mapping[str, str]], variants: Mapping[str, Mapping[str, int]]
+) -> None:
+    """Refuse an ``offers.TRIGGER`` key that is not ``default``, a segment or a variant of
+    TRIGGER: a pydantic ``ValidationError`` located at ``offers.TRIGGER.KEY`` (inside a
+    model validator, so the rules' error reporting gives it its key path and line)."""
+    errors = [
+        InitErrorDetails(
+            type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
+            loc=("offers", trigger, key),
+            input=key,
+        )
+        for trigger, table in offers.items()
+        for key in table
+        if key not in RESERVED and key not in variants.get(trigger, {})
+        for reason in (_offer_key_reason(trigger, key, variants.get(trigger, {})),)
+    ]
+    if errors:
+        raise ValidationError.from_exception_data("Rules", errors)
 
 
-def offer_key_reason(trigger: str, key: str, variants: Mapping[str, int]) -> str:
-    """The error for an unknown offers key (lists what is allowed)."""
+def _offer_key_reason(trigger: str, key: str, variants: Mapping[str, int]) -> str:
     allowed = ", ".join(repr(name) for name in RESERVED)
     named = ", ".join(repr(name) for name in sorted(variants)) or "none"
     return f"unknown offer key {key!r}: use {allowed} or a variant of {trigger} (variants: {named})"
