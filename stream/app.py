@@ -211,7 +211,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     users.key_serializer = users.value_serializer = "raw"
 
     registry = CollectorRegistry()
-    metrics = NudgeMetrics.create(registry)
+    metrics = NudgeMetrics.create(registry, rules)
     app.sensors.add(CommitSensor(metrics))
     ledger = ContactLedger.from_url(
         settings.redis_url,
@@ -224,8 +224,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     def end_offset(topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
 
-    def polled_at(topic: str, partition: int) -> int | None:
-        return app.consumer.last_poll_ms(TP(topic, partition))  # type: ignore[attr-defined,no-any-return]
+    async def list_end_offsets(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        ends = await app.consumer.highwaters(*(TP(topic, p) for topic, p in tps))
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def ack(events: list[Any]) -> None:
         for event in events:
@@ -247,7 +248,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         ledger=ledger,
         metrics=metrics,
         end_offset=end_offset,
-        polled_at=polled_at,
+        list_end_offsets=list_end_offsets,
         ack=ack,
         max_message_bytes=settings.max_message_bytes,
         fire_grace_ms=int(settings.fire_grace_seconds * 1000),

@@ -32,6 +32,7 @@ from triggers.records import (
     Conversion,
     Decision,
 )
+from triggers.rules import Rules
 
 # `*_created` series add nothing for Nudge's users and double the scrape size.
 disable_created_metrics()
@@ -72,7 +73,10 @@ class NudgeMetrics:
     _lag_labels: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> NudgeMetrics:
+    def create(cls, registry: CollectorRegistry, rules: Rules | None = None) -> NudgeMetrics:
+        """The metrics in ``registry``; with ``rules``, the series of every A/B variant exist
+        from the start too."""
+
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(name, doc, list(labels), registry=registry)
 
@@ -101,19 +105,21 @@ class NudgeMetrics:
             ),
             conversions=counter(
                 "nudge_conversions_total",
-                "Orders attributed to a decision, by trigger and arm (treatment or holdout).",
-                ["trigger", "arm"],
+                "Orders attributed to a decision, by trigger, arm (treatment or holdout) and "
+                "A/B variant ('none' for a holdout or a trigger without variants).",
+                ["trigger", "arm", "variant"],
             ),
             revenue=counter(
                 "nudge_conversion_revenue_total",
-                "Revenue of the orders attributed to a decision, by trigger and arm.",
-                ["trigger", "arm"],
+                "Revenue of the orders attributed to a decision, by trigger, arm and variant.",
+                ["trigger", "arm", "variant"],
             ),
             recipients=counter(
                 "nudge_recipients_total",
                 "Episodes whose first stage reached the user (arm treatment: sent) or held "
-                "the user out (arm holdout): the denominator of conversions per recipient.",
-                ["trigger", "arm"],
+                "the user out (arm holdout), by variant: the denominator of conversions per "
+                "recipient.",
+                ["trigger", "arm", "variant"],
             ),
             lateness=histogram(
                 "nudge_fire_lateness_seconds",
@@ -183,10 +189,12 @@ class NudgeMetrics:
                 reasons = SUPPRESSION_REASONS if status == "suppressed" else ("none",)
                 for reason in reasons:
                     metrics.decisions.labels(trigger, status, reason)
+            variants = tuple(rules.trigger(trigger).variants) if rules is not None else ()
             for arm in ARMS:
-                metrics.conversions.labels(trigger, arm)
-                metrics.revenue.labels(trigger, arm)
-                metrics.recipients.labels(trigger, arm)
+                for variant in variants if arm == "treatment" and variants else ("none",):
+                    metrics.conversions.labels(trigger, arm, variant)
+                    metrics.revenue.labels(trigger, arm, variant)
+                    metrics.recipients.labels(trigger, arm, variant)
             metrics.lateness.labels(trigger)
         metrics.redis_up.set(0)
         return metrics
@@ -210,10 +218,12 @@ class NudgeMetrics:
                 late = (d.fired_at - d.due_at).total_seconds()
                 self.lateness.labels(d.trigger).observe(max(0.0, late))
                 if d.stage == 1 and d.status in _ARM_OF_STATUS:
-                    self.recipients.labels(d.trigger, _ARM_OF_STATUS[d.status]).inc()
+                    arm = _ARM_OF_STATUS[d.status]
+                    self.recipients.labels(d.trigger, arm, d.variant or "none").inc()
         for c in conversions:
-            self.conversions.labels(c.trigger, c.arm).inc()
-            self.revenue.labels(c.trigger, c.arm).inc(c.revenue)
+            variant = c.variant or "none"
+            self.conversions.labels(c.trigger, c.arm, variant).inc()
+            self.revenue.labels(c.trigger, c.arm, variant).inc(c.revenue)
 
     def batch_done(self, size: int, seconds: float, waiting: int) -> None:
         self.batch_size.observe(size)

@@ -136,22 +136,25 @@ def test_dashboard_shows_what_an_operator_needs(dashboard: dict[str, Any]) -> No
     assert 'arm="treatment"' in conversions and 'arm="holdout"' in conversions
     assert "nudge_recipients_total" in used
     revenue = used["nudge_conversion_revenue_total"]
-    assert "sum by (trigger, arm)" in revenue
-    assert "/ sum by (trigger, arm) (increase(nudge_recipients_total" in revenue
+    assert "sum by (trigger, arm, variant)" in revenue
+    assert "/ sum by (trigger, arm, variant) (increase(nudge_recipients_total" in revenue
 
 
-def test_per_recipient_panels_divide_by_recipients_of_the_same_arm(
+def test_per_recipient_panels_divide_by_recipients_of_the_same_group(
     dashboard: dict[str, Any],
 ) -> None:
-    """Conversions and revenue per recipient: numerator and denominator grouped alike."""
+    """Conversions and revenue per recipient: numerator and denominator grouped alike, by
+    trigger, arm and A/B variant."""
     panels = {p["title"]: p for p in dashboard_panels(dashboard)}
-    for title in ("Conversions per recipient by arm", "Revenue per recipient by arm"):
+    for title in (
+        "Conversions per recipient by arm and variant",
+        "Revenue per recipient by arm and variant",
+    ):
         (target,) = panels[title]["targets"]
         numerator, denominator = target["expr"].split(" / ")
-        assert numerator.startswith("sum by (trigger, arm) (increase("), title
-        assert denominator.startswith("sum by (trigger, arm) (increase(nudge_recipients_total"), (
-            title
-        )
+        by = "sum by (trigger, arm, variant) (increase("
+        assert numerator.startswith(by), title
+        assert denominator.startswith(by + "nudge_recipients_total"), title
 
 
 def test_provisioned_dashboard_is_the_file_grafana_loads() -> None:

@@ -27,7 +27,7 @@ RULES = """
 version: 3
 default_timezone: UTC
 triggers:
-  cart_abandonment:   {stages: [2s], cooldown: 1s}
+  cart_abandonment:   {stages: [2s], cooldown: 1s, variants: {short: 1, long: 1}}
   browse_abandonment: {stages: [2s], cooldown: 1s}
 contact_policy:
   frequency_cap: {max: 20, per: 1m}
@@ -133,9 +133,16 @@ async def test_the_live_scrape_passes_promtool_before_and_after_traffic(
         key = ("nudge_decisions_total",
                (("reason", "none"), ("status", "sent"), ("trigger", trigger)))  # fmt: skip
         assert start[key] == 0, key
+        variants = ("long", "short") if trigger == "cart_abandonment" else ("none",)
         for arm in ARMS:
-            for name in ("nudge_conversions_total", "nudge_conversion_revenue_total"):
-                assert start[(name, (("arm", arm), ("trigger", trigger)))] == 0
+            for variant in variants if arm == "treatment" else ("none",):
+                for name in (
+                    "nudge_conversions_total",
+                    "nudge_conversion_revenue_total",
+                    "nudge_recipients_total",
+                ):
+                    labels = (("arm", arm), ("trigger", trigger), ("variant", variant))
+                    assert start[(name, labels)] == 0, (name, labels)
     suppressed = [
         labels["reason"]
         for name, labels, _ in samples(before)
@@ -188,6 +195,10 @@ async def test_the_live_scrape_passes_promtool_before_and_after_traffic(
 
     # One-stage rules: every sent decision is the first stage of its episode, a recipient.
     assert total("nudge_recipients_total", arm="treatment") == sent
+    # The A/B variants of cart abandonment carry its recipients; browse has none.
+    cart = total("nudge_recipients_total", trigger="cart_abandonment", arm="treatment")
+    assert cart == 6
+    assert total("nudge_recipients_total", trigger="cart_abandonment", variant="none") == 0
     # Each decision's lateness (fired_at - due_at) is observed once.
     decided = total("nudge_decisions_total")
     assert total("nudge_fire_lateness_seconds_count") == decided
