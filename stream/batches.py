@@ -72,6 +72,9 @@ class Broker(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+ListEndOffsets = Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]]
+
+
 class LocalStore(Protocol):
     """The users table's local store (RocksDB)."""
 
@@ -141,6 +144,7 @@ class Batches:
         metrics: NudgeMetrics,
         end_offset: EndOffset,
         polled_at: PolledAt | None = None,
+        list_end_offsets: ListEndOffsets | None = None,
         ack: Callable[[list[Any]], Awaitable[None]],
         max_message_bytes: int,
         fire_grace_ms: int,
@@ -157,6 +161,16 @@ class Batches:
         self._metrics = metrics
         self._end_offset = end_offset
         self._polled_at = polled_at
+        # With ``list_end_offsets`` the ends are asked from the broker at each batch: a
+        # consumer's highwater is as old as its last fetch, which under load can be seconds
+        # older than its timestamp says. Asked at time R, an end offset covers everything
+        # produced before R: a topic read to it bounds nothing later than R.
+        self._list_ends = list_end_offsets
+        self._ends: dict[tuple[str, int], int] = {}
+        self._ends_at: dict[tuple[str, int], int] = {}
+        if list_end_offsets is not None:
+            self._end_offset = lambda topic, p: self._ends.get((topic, p))
+            self._polled_at = lambda topic, p: self._ends_at.get((topic, p))
         self._ack = ack
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
@@ -261,6 +275,7 @@ class Batches:
             ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
             part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), started)
 
+        await self._refresh_ends(touched)
         # Per partition: what may be applied, how far deadlines may fire, who is due.
         work: list[tuple[_Partition, list[Any], datetime, list[str]]] = []
         held_back = self._metrics.held_back
@@ -301,6 +316,22 @@ class Batches:
         await self._release_stragglers(now, out)
         await self._checkpoint(out, acks)
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
+
+    async def _refresh_ends(self, partitions: Iterable[int]) -> None:
+        if self._list_ends is None:
+            return
+        tps = [(topic, p) for p in partitions for topic in self._topics.inputs]
+        if not tps:
+            return
+        asked_at = to_millis(self._clock())
+        try:
+            ends = await self._list_ends(tps)
+        except Exception as exc:  # the previous answers stand: older, so more cautious
+            log.warning("could not read end offsets (%s); deadlines wait", type(exc).__name__)
+            return
+        self._ends.update(ends)
+        for tp in ends:
+            self._ends_at[tp] = asked_at
 
     @staticmethod
     def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:

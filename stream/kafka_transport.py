@@ -16,10 +16,6 @@ worker began those partitions at their end. Here such partitions are sought to t
 first offset, which is where ``consumer_auto_offset_reset="earliest"`` says reading
 starts when nothing was committed.
 
-The consumer tells when it last fetched a partition (``last_poll_ms``): its highwater is
-true as of then, which is what lets ``stream.watermark`` call a topic read to its end
-without trusting a highwater fetched before a pause.
-
 The producer is idempotent (as Java clients are by default since Kafka 3.0): when a
 broker restarts, a produce request whose acknowledgement was lost is retried, and
 without idempotence the retry could write a reminder, or a state change, twice.
@@ -34,23 +30,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 
-class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def last_poll_ms(self, tp: TP) -> int | None:
-        """When the partition's highwater was last fetched (epoch ms), None if never."""
-        consumer = self._ensure_consumer()
-        if not consumer.assignment() or tp not in consumer.assignment():
-            return None
-        return consumer.last_poll_timestamp(tp)  # type: ignore[no-any-return]
-
-
 class Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> ConsumerThread:
-        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    def last_poll_ms(self, tp: TP) -> int | None:
-        """When the consumer last fetched ``tp``: its highwater is true as of then."""
-        return self._thread.last_poll_ms(tp)  # type: ignore[attr-defined,no-any-return]
-
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
         consumed = self.app.topics.acking_topics  # the agents' sources, not changelogs

@@ -113,7 +113,7 @@ async def produce(
                     topics[item["type"]],
                     orjson.dumps(item),
                 )
-            await producer.send(topic, value=value, key=key)
+            await _send_patiently(producer, topic, key, value, settings, stop)
             sent += 1
             ahead = 0.0 if realtime else started + sent / rate - time.monotonic()
             if ahead > 0:
@@ -133,6 +133,27 @@ async def produce(
             await asyncio.wait_for(producer.stop(), settings.kafka_startup_timeout_seconds)
     print(f"simulate: produced {sent} events", file=sys.stderr)
     return sent
+
+
+async def _send_patiently(
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Send one record; a broker that goes away mid-run (a restart) is waited for, as a
+    shop's producer would, up to the start-up deadline."""
+    give_up = time.monotonic() + settings.kafka_startup_timeout_seconds
+    while True:
+        try:
+            await producer.send(topic, value=value, key=key)
+            return
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > give_up or stop.is_set():
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _route_line(

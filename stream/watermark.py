@@ -12,13 +12,15 @@ So each partition keeps, per input topic, the messages read but not yet applied
 is earlier than it, as far as the worker knows:
 
 - messages waiting: the time of the first one;
-- none waiting and the topic read to its end offset: the time the consumer last fetched
-  it (what was produced since may still be unread);
-- none waiting but the topic behind its end (the consumer's last known end offset,
-  at least the one read when the partition was assigned): the time of the last message read from
-  it (each topic partition is written in about the order of its events), or, before
-  anything was read, the start of time (unknown: for at most ``unknown_grace`` after
-  an assignment).
+- none waiting and the topic read to its end offset: the time that end offset was
+  asked (what was produced since may still be unread). The live worker asks the broker
+  for the end offsets at every batch (``Batches``): a consumer's highwater is as old as
+  its last fetch, which under load is older than it looks;
+- none waiting but the topic behind its end: the time of the last message read from it
+  (each topic partition is written in about the order of its events), or, before
+  anything was read from it, the start of time;
+- no end offset or position known at all: the start of time for ``unknown_grace`` after
+  the assignment, no bound after that (a partition must never stall for good).
 
 :meth:`Watermark.release` hands out waiting messages in event-time order while the
 earliest is not later than every other topic's bound (or has waited ``max_hold``:
@@ -108,10 +110,12 @@ class Watermark:
         if end is not None and position is not None and position >= end:
             return FOREVER  # read to its end: holds nothing unread
         fresh = now_ms - self._assigned_ms < self._unknown_grace_ms
-        if end is not None and position is not None and state.last_ts is not None:
-            return state.last_ts  # behind: what is still unread comes after what was read
-        # Behind with nothing read yet, or unknown (no end offset fetched, no position):
-        # hold for a short while after the assignment at most, never for good.
+        if end is not None and position is not None:
+            # Behind: what is still unread comes after what was read; with nothing read
+            # yet, it may be anything.
+            return state.last_ts if state.last_ts is not None else NEVER
+        # Unknown (no end offset, no position): hold for a short while after the
+        # assignment at most, never for good.
         return NEVER if fresh else FOREVER
 
     def release(self, end_offset: EndOffset, now: float, now_ms: int) -> list[Any]:

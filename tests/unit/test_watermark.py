@@ -215,3 +215,17 @@ def test_every_message_leaves_once_in_offset_order_and_in_time_order_when_read_i
         assert [o for t, o in released if t == topic] == list(range(len(per_topic[topic])))
     times = [per_topic[t][o] for t, o in released]
     assert times == sorted(times)
+
+
+def test_a_topic_found_behind_long_after_the_assignment_holds_until_read() -> None:
+    """A topic quiet since the assignment and then found behind (an order produced, not yet
+    fetched) bounds everything until it is read, however long after the assignment."""
+    hour = 60 * MIN
+    part = Input(unknown_grace_ms=10_000)
+    assert part.horizon(T0 + hour) == T0 + hour  # the order topic is quiet: read to its end
+    part.produce(C)  # an order at 01:00, fetched after the cart event below
+    part.read_one(B, T0 + hour + 500)
+    assert part.release(T0 + hour + 600) == []  # it may be later than the unread order
+    assert part.horizon(T0 + hour + 600) == NEVER
+    part.read_one(C, T0 + hour)
+    assert part.release(T0 + hour + 700) == [(C, 0), (B, 0)]
