@@ -25,15 +25,17 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream import kafka_transport
+from stream.admin import register_admin
 from stream.batches import Batches, Topics
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import CommitSensor, NudgeMetrics
 from stream.recent_sends import recently_sent
 from stream.settings import Settings
-from stream.user_rows import wake_times
+from stream.user_rows import unpack_row, wake_times
 from triggers.driver import Driver
 from triggers.rules import Rules
+from triggers.state import UserState
 
 log = logging.getLogger("nudge.app")
 
@@ -353,6 +355,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         body = generate_latest(registry)
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})  # type: ignore[return-value]
+
+    def lookup(user_id: str) -> UserState | None:
+        row = users.data.get(user_id.encode())
+        return None if row is None else unpack_row(row)[0]
+
+    register_admin(app, settings, lookup, rules)  # off unless NUDGE_ADMIN_TOKEN is set
 
     @app.page("/healthz")
     async def healthz(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
