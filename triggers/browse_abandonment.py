@@ -9,15 +9,24 @@ product already in the cart does not arm (cart abandonment covers it).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from pydantic import field_validator
 
 from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import ProductViewed
-from triggers.rules import BrowseAbandonmentRules
+from triggers.rules_types import Duration, Int, Stages, TriggerRules, check_increasing
 from triggers.state import Cart, Pending, View
 from triggers.timestamps import format_timestamp
 
 NAME = "browse_abandonment"
+
+
+class BrowseAbandonmentRules(TriggerRules):
+    stages: Stages = (timedelta(hours=2),)
+    cooldown: Duration = timedelta(hours=24)
+    priority: Int = 50
+    _increasing = field_validator("stages")(check_increasing)
 
 
 def after_view(

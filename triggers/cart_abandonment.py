@@ -14,15 +14,26 @@ it is not older than the latest cart activity (topics are not ordered).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from pydantic import Field, field_validator
 
 from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import CartCleared, CartItemAdded, CartItemRemoved, CheckoutStarted
-from triggers.rules import CartAbandonmentRules
+from triggers.rules_types import Duration, Int, Stages, TriggerRules, check_increasing
 from triggers.state import MAX_CART_LINES, RECENT_ADDS, Cart, CartLine, Pending
 from triggers.timestamps import format_timestamp
 
 NAME = "cart_abandonment"
+
+
+class CartAbandonmentRules(TriggerRules):
+    stages: Stages = (timedelta(hours=1), timedelta(hours=24))
+    min_cart_value: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cooldown: Duration = timedelta(hours=24)
+    priority: Int = 100
+    _increasing = field_validator("stages")(check_increasing)
+
 
 CartEvent = CartItemAdded | CartItemRemoved | CartCleared | CheckoutStarted
 

@@ -16,12 +16,22 @@ gives the uniform view the firing loop works on.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
-from triggers.rules import DormancyRules
+from pydantic import field_validator
+
+from triggers.rules_types import Int, Stages, TriggerRules, check_increasing
 from triggers.state import OrderHistory, Pending
 from triggers.timestamps import format_timestamp
 
 NAME = "dormancy"
+
+
+class DormancyRules(TriggerRules):
+    stages: Stages = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
+    audience: Literal["customers", "all"] = "customers"
+    priority: Int = 40
+    _increasing = field_validator("stages")(check_increasing)
 
 
 def eligible(history: OrderHistory, rules: DormancyRules) -> bool:

@@ -51,6 +51,7 @@ from triggers.firing import fire_due, firing_rules, next_due
 from triggers.frozen import frozen_record
 from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
 from triggers.records import Conversion, Decision
+from triggers.registry import KINDS
 from triggers.rules import Rules
 from triggers.state import (
     Cart,
@@ -111,6 +112,12 @@ class Engine:
         self._cap_window = rules.contact_policy.frequency_cap.per
         self._cooldown = self._firing.cooldown
         self._attribution_window = rules.contact_policy.attribution_window
+        # triggers with their own event hook (registry), enabled by the rules
+        self._reactors = [
+            (kind.react, rules.trigger(kind.name))
+            for kind in KINDS
+            if kind.react is not None and rules.trigger(kind.name).enabled
+        ]
         self._handlers = {
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,
@@ -140,6 +147,8 @@ class Engine:
         new_state, records = self._handlers[type(event)](
             state, event, remember(state.seen, digest), now
         )
+        if self._reactors:
+            new_state = self._react(state, new_state, event)
         return Step(new_state, records, self.next_due(new_state), PROCESSED)
 
     def _finish(
@@ -345,6 +354,14 @@ class Engine:
             state.contacts,
         )
         return new_state, ()
+
+    def _react(self, before: UserState, after: UserState, event: Event) -> UserState:
+        """The registered triggers with a ``react`` hook see the event (triggers.registry)."""
+        pending = after.pending
+        zone = self.rules.default_timezone
+        for react, section in self._reactors:
+            pending = react(before, replace(after, pending=pending), event, section, zone)
+        return after if pending is after.pending else replace(after, pending=pending)
 
     # --- time --------------------------------------------------------------------------
 

@@ -28,19 +28,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from triggers import (
-    browse_abandonment,
-    cart_abandonment,
-    dormancy,
-    first_purchase_followup,
-    lapsing,
-    replenishment,
-)
+from triggers import dormancy
 from triggers.contact_policy import HOLDOUT, SUPPRESSED, judge, record_contact
 from triggers.episodes import next_stage, trigger_id
 from triggers.frozen import frozen_record
 from triggers.quiet_hours import quiet_until
-from triggers.records import TRIGGER_NAMES, Decision
+from triggers.records import Decision
+from triggers.registry import KINDS, ContextOf, Follow
 from triggers.rules import Rules
 from triggers.segments import segment_of
 from triggers.state import Pending, UserState
@@ -60,27 +54,27 @@ class FiringRules:
     offers: dict[str, dict[str, str]]
     default_zone: ZoneInfo
     variants: dict[str, tuple[tuple[str, int], ...]]  # (name, weight) in name order
+    sections: dict[str, object]  # the trigger's rules section
+    contexts: dict[str, ContextOf]
+    follows: dict[str, Follow]  # triggers whose next stage is not the next of `stages`
 
 
 def firing_rules(rules: Rules) -> FiringRules:
-    triggers = rules.triggers
+    """Per trigger name, from the registry (triggers.registry) and the rules."""
+    sections = {kind.name: rules.trigger(kind.name) for kind in KINDS}
     return FiringRules(
         rules,
         rules.version_label,
-        {
-            cart_abandonment.NAME: triggers.cart_abandonment.stages,
-            browse_abandonment.NAME: triggers.browse_abandonment.stages,
-            replenishment.NAME: (),  # one stage, due computed from the interval
-            first_purchase_followup.NAME: triggers.first_purchase_followup.stages,
-            lapsing.NAME: (),  # one stage, due computed from the mean gap
-            dormancy.NAME: triggers.dormancy.stages,
-        },
-        {name: rules.trigger(name).priority for name in TRIGGER_NAMES},
-        {name: rules.trigger(name).cooldown for name in TRIGGER_NAMES},
-        {name: rules.trigger(name).enabled for name in TRIGGER_NAMES},
-        {name: getattr(rules.offers, name) for name in TRIGGER_NAMES},
+        {kind.name: kind.stages(sections[kind.name]) for kind in KINDS},
+        {name: section.priority for name, section in sections.items()},
+        {name: section.cooldown for name, section in sections.items()},
+        {name: section.enabled for name, section in sections.items()},
+        {name: rules.offers.table(name) for name in sections},
         ZoneInfo(rules.default_timezone),
-        {name: weighted(rules.trigger(name).variants) for name in TRIGGER_NAMES},
+        {name: weighted(section.variants) for name, section in sections.items()},
+        sections,  # type: ignore[arg-type]
+        {kind.name: kind.context for kind in KINDS},
+        {kind.name: kind.follow for kind in KINDS if kind.follow is not None},
     )
 
 
@@ -163,7 +157,11 @@ def fire_due(
                 policy.frequency_cap.per,
                 decision.variant,
             )
-        following = next_stage(item, fr.stages[item.trigger])
+        follow = fr.follows.get(item.trigger)
+        if follow is None:
+            following = next_stage(item, fr.stages[item.trigger])
+        else:
+            following = follow(state, item, fr.sections[item.trigger], fr.rules.default_timezone)
         if following is not None:
             if following.send_at <= until:  # already due: deferred if due in quiet hours
                 following = _at_send_time(fr, state, following)
@@ -264,14 +262,4 @@ def _decision(
 
 def _context(fr: FiringRules, state: UserState, item: Pending, now: datetime) -> dict:
     trigger = item.trigger
-    if trigger == cart_abandonment.NAME:
-        return cart_abandonment.context(state.cart)
-    if trigger == browse_abandonment.NAME:
-        return browse_abandonment.context(state.viewed)
-    if trigger == replenishment.NAME:
-        return replenishment.context(state.history, item.subject, fr.rules.triggers.replenishment)
-    if trigger == first_purchase_followup.NAME:
-        return first_purchase_followup.context(state.history, item.subject)
-    if trigger == lapsing.NAME:
-        return lapsing.context(state.history)
-    return dormancy.context(state.last_activity, now)
+    return fr.contexts[trigger](state, item, now, fr.sections[trigger])

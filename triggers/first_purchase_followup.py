@@ -8,14 +8,24 @@ the first order's id.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from pydantic import field_validator
+
 from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import OrderPlaced
 from triggers.order_history import find_order
-from triggers.rules import FirstPurchaseFollowupRules
+from triggers.rules_types import Int, Stages, TriggerRules, check_increasing
 from triggers.state import OrderHistory, Pending
 from triggers.timestamps import format_timestamp
 
 NAME = "first_purchase_followup"
+
+
+class FirstPurchaseFollowupRules(TriggerRules):
+    stages: Stages = (timedelta(days=3),)
+    priority: Int = 60
+    _increasing = field_validator("stages")(check_increasing)
 
 
 def after_order_placed(

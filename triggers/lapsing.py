@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from pydantic import Field
+
 from triggers.episodes import Target, find_trigger, open_episode, rearm
 from triggers.order_history import mean_gap
-from triggers.rules import LapsingRules
+from triggers.rules_types import MAX_INT, Int, TriggerRules
 from triggers.state import OrderHistory, Pending
 from triggers.timestamps import format_timestamp, scaled
 
 NAME = "lapsing"
+
+
+class LapsingRules(TriggerRules):
+    factor: float = Field(default=1.5, gt=0, le=100, allow_inf_nan=False)
+    min_orders: int = Field(default=3, ge=2, le=MAX_INT)  # a mean gap needs two orders
+    priority: Int = 70
 
 
 def target(history: OrderHistory, rules: LapsingRules) -> Target | None:

@@ -17,18 +17,21 @@ import orjson
 from triggers.frozen import frozen_record
 from triggers.timestamps import format_timestamp
 
-TRIGGER_NAMES = (
-    "cart_abandonment",
-    "browse_abandonment",
-    "replenishment",
-    "first_purchase_followup",
-    "lapsing",
-    "dormancy",
-)
 SEGMENT_NAMES = ("prospect", "new", "potential", "core", "dormant", "churned")
 STATUSES = ("sent", "holdout", "suppressed")
 SUPPRESSION_REASONS = ("stale", "opted_out", "cooldown", "frequency_cap")
 ARMS = ("treatment", "holdout")
+
+
+def __getattr__(name: str) -> object:
+    """``TRIGGER_NAMES``: the built-in triggers, in registry order (:mod:`triggers.registry`,
+    which imports this module: it is looked up on first use)."""
+    if name == "TRIGGER_NAMES":
+        from triggers.registry import NAMES
+
+        globals()["TRIGGER_NAMES"] = NAMES
+        return NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @frozen_record

@@ -16,13 +16,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from pydantic import Field
+
 from triggers.episodes import Target, find_slot, open_episode, rearm
 from triggers.order_history import mean_gap, purchases_of
-from triggers.rules import ReplenishmentRules
+from triggers.rules_types import Int, IntervalTable, TriggerRules
 from triggers.state import OrderHistory, Pending, ProductPurchases
 from triggers.timestamps import format_timestamp, scaled
 
 NAME = "replenishment"
+
+
+class ReplenishmentRules(TriggerRules):
+    fire_at_fraction: float = Field(default=0.9, gt=0, le=10, allow_inf_nan=False)
+    products: IntervalTable = Field(default_factory=dict)
+    categories: IntervalTable = Field(default_factory=dict)
+    learn_from_history: bool = True
+    min_purchases: int = Field(default=2, ge=2, le=8)  # the state keeps 8 purchases per product
+    priority: Int = 80
 
 
 def interval_of(

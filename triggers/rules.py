@@ -37,29 +37,40 @@ times are bounded too, see :mod:`triggers.timestamps`):
 from __future__ import annotations
 
 import hashlib
-import re
-from datetime import time, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
+from triggers.registry import KINDS
 from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
-from triggers.variants import OfferKey, VariantTable, check_offer_keys, offer_for
+from triggers.rules_types import (
+    MAX_INT,
+    Duration,
+    OfferTable,
+    PositiveDuration,
+    TimeOfDay,
+    TriggerRules,
+    Version,
+)
+from triggers.rules_types import (
+    Strict as _Strict,
+)
+from triggers.rules_types import (
+    show as _show,
+)
+from triggers.variants import check_offer_keys, offer_for
 
 __all__ = [
     "MAX_DURATION",
@@ -72,162 +83,12 @@ __all__ = [
 ]
 
 
-MAX_INT = 10**9  # the bound of the rules' integers (priority, counts)
-
-
-def _show(value: object) -> str:
-    """A short, safe rendering of a value for an error message (never a huge repr)."""
-    if isinstance(value, bool | float | str) or value is None:
-        text = repr(value)
-    elif isinstance(value, int):
-        text = repr(value) if value.bit_length() <= 200 else "a very large integer"
-    else:
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= 64 else text[:60] + "..."
-
-
-def _to_duration(value: object) -> timedelta:
-    if isinstance(value, bool) or not isinstance(value, int | str | timedelta):
-        raise ValueError(
-            f"not a duration: {_show(value)} (use integer seconds or a string like 90s, 1h30m, 3d)"
-        )
-    return parse_duration(value)  # type: ignore[arg-type]
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than zero")
-    return value
-
-
-def _to_time(value: object) -> time:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\d?\d:\d\d", value):
-        hours, minutes = (int(part) for part in value.split(":"))
-        if hours < 24 and minutes < 60:
-            return time(hours, minutes)
-    raise ValueError(f'expected a time of day "HH:MM" (00:00 to 23:59), got {_show(value)}')
-
-
-def _string_keys(value: object) -> object:
-    if isinstance(value, dict):
-        keys = [str(key) if isinstance(key, int) else key for key in value]
-        if len(set(keys)) < len(keys):
-            seen: set = set()
-            twice = next(key for key in keys if key in seen or seen.add(key))
-            raise ValueError(f"duplicate key {_show(twice)} (an integer key is read as a string)")
-        return dict(zip(keys, value.values(), strict=True))
-    return value
-
-
-def _to_version(value: object) -> object:
-    if type(value) is int:
-        if -(2**63) <= value < 2**63:
-            return value
-        raise ValueError("an integer version must fit in 64 bits")
-    if type(value) is str:
-        if not 0 < len(value) <= 64:
-            raise ValueError("a version string must be 1..64 characters")
-        if not value.isprintable():
-            raise ValueError(
-                f"a version string cannot hold control, format or line-separator characters, "
-                f"got {_show(value)}"
-            )
-        return value
-    raise ValueError(f"must be an integer or a string, got {_show(value)}")
-
-
-Duration = Annotated[
-    timedelta, BeforeValidator(_to_duration), PlainSerializer(format_duration, return_type=str)
-]
-PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
-TimeOfDay = Annotated[
-    time, BeforeValidator(_to_time), PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str)
-]
-Stages = Annotated[tuple[PositiveDuration, ...], Field(min_length=1, max_length=10)]
-IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(_string_keys)]
-Int = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
-Version = Annotated[int | str, BeforeValidator(_to_version)]
-# segment, variant or "default" -> offer code; the keys are checked against the variants by Rules
-OfferTable = Annotated[dict[OfferKey, str], BeforeValidator(_string_keys)]
-Variants = Annotated[VariantTable, BeforeValidator(_string_keys)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-def _check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
-    for index in range(1, len(stages)):
-        if stages[index] <= stages[index - 1]:
-            raise ValueError(
-                f"stages must be increasing: stages[{index}] ({format_duration(stages[index])}) "
-                f"is not after stages[{index - 1}] ({format_duration(stages[index - 1])})"
-            )
-    return stages
-
-
-class TriggerRules(_Strict):
-    """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode;
-    ``variants`` are A/B variants, name -> weight (:mod:`triggers.variants`)."""
-
-    enabled: bool = True
-    priority: Int = 0
-    cooldown: Duration = timedelta(0)
-    variants: Variants = Field(default_factory=dict)
-
-
-class CartAbandonmentRules(TriggerRules):
-    stages: Stages = (timedelta(hours=1), timedelta(hours=24))
-    min_cart_value: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    cooldown: Duration = timedelta(hours=24)
-    priority: Int = 100
-    _increasing = field_validator("stages")(_check_increasing)
-
-
-class BrowseAbandonmentRules(TriggerRules):
-    stages: Stages = (timedelta(hours=2),)
-    cooldown: Duration = timedelta(hours=24)
-    priority: Int = 50
-    _increasing = field_validator("stages")(_check_increasing)
-
-
-class ReplenishmentRules(TriggerRules):
-    fire_at_fraction: float = Field(default=0.9, gt=0, le=10, allow_inf_nan=False)
-    products: IntervalTable = Field(default_factory=dict)
-    categories: IntervalTable = Field(default_factory=dict)
-    learn_from_history: bool = True
-    min_purchases: int = Field(default=2, ge=2, le=8)  # the state keeps 8 purchases per product
-    priority: Int = 80
-
-
-class FirstPurchaseFollowupRules(TriggerRules):
-    stages: Stages = (timedelta(days=3),)
-    priority: Int = 60
-    _increasing = field_validator("stages")(_check_increasing)
-
-
-class LapsingRules(TriggerRules):
-    factor: float = Field(default=1.5, gt=0, le=100, allow_inf_nan=False)
-    min_orders: int = Field(default=3, ge=2, le=MAX_INT)  # a mean gap needs two orders
-    priority: Int = 70
-
-
-class DormancyRules(TriggerRules):
-    stages: Stages = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
-    audience: Literal["customers", "all"] = "customers"
-    priority: Int = 40
-    _increasing = field_validator("stages")(_check_increasing)
-
-
-class TriggersRules(_Strict):
-    cart_abandonment: CartAbandonmentRules = CartAbandonmentRules()
-    browse_abandonment: BrowseAbandonmentRules = BrowseAbandonmentRules()
-    replenishment: ReplenishmentRules = ReplenishmentRules()
-    first_purchase_followup: FirstPurchaseFollowupRules = FirstPurchaseFollowupRules()
-    lapsing: LapsingRules = LapsingRules()
-    dormancy: DormancyRules = DormancyRules()
+# The ``triggers`` section: one key per registered trigger (triggers.registry), in order.
+TriggersRules = create_model(
+    "TriggersRules",
+    __base__=_Strict,
+    **{kind.name: (kind.rules, kind.rules()) for kind in KINDS},  # type: ignore[call-overload]
+)
 
 
 class FrequencyCapRules(_Strict):
@@ -270,18 +131,22 @@ class SegmentRules(_Strict):
         return self
 
 
-class OffersRules(_Strict):
+class _OffersBase(_Strict):
     """trigger -> variant, segment or ``default`` -> offer code."""
 
-    cart_abandonment: OfferTable = Field(default_factory=dict)
-    browse_abandonment: OfferTable = Field(default_factory=dict)
-    replenishment: OfferTable = Field(default_factory=dict)
-    first_purchase_followup: OfferTable = Field(default_factory=dict)
-    lapsing: OfferTable = Field(default_factory=dict)
-    dormancy: OfferTable = Field(default_factory=dict)
-
     def offer(self, trigger: str, segment: str, variant: str | None = None) -> str | None:
-        return offer_for(getattr(self, trigger), variant, segment)
+        return offer_for(self.table(trigger), variant, segment)
+
+    def table(self, trigger: str) -> dict[str, str]:
+        """The offers of a trigger: variant, segment or ``default`` -> offer code."""
+        return getattr(self, trigger)
+
+
+OffersRules = create_model(
+    "OffersRules",
+    __base__=_OffersBase,
+    **{kind.name: (OfferTable, Field(default_factory=dict)) for kind in KINDS},  # type: ignore[call-overload]
+)
 
 
 class Rules(_Strict):
