@@ -16,6 +16,7 @@ import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.kafka_auth import aiokafka_kwargs
 from stream.settings import Settings
@@ -32,9 +33,12 @@ async def recently_sent(settings: Settings, window_seconds: float) -> set[str]:
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fresh metadata
-        partitions = consumer.partitions_for_topic(settings.topic_triggers) or set()
-        tps = [TopicPartition(settings.topic_triggers, p) for p in sorted(partitions)]
+        # A consumer without a subscription has no metadata for the topic: ask the admin API
+        # (an existing output topic may have any partition count).
+        tps = [
+            TopicPartition(settings.topic_triggers, p)
+            for p in range(await _partition_count(settings))
+        ]
         if not tps:
             return set()
         consumer.assign(tps)
@@ -66,3 +70,13 @@ async def recently_sent(settings: Settings, window_seconds: float) -> set[str]:
         return ids
     finally:
         await consumer.stop()
+
+
+async def _partition_count(settings: Settings) -> int:
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([settings.topic_triggers])
+    finally:
+        await admin.close()
+    return len(described.get("partitions") or [])
