@@ -20,18 +20,21 @@ user it is a fresh empty state) and ``fired`` for ``on_time``.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from msgspec.structs import replace
 
 from triggers import (
     browse_abandonment,
     cart_abandonment,
+    custom,
     dormancy,
     first_purchase_followup,
     lapsing,
     replenishment,
 )
 from triggers.attribution import attribute
+from triggers.catalog import CatalogChanged
 from triggers.contact_policy import pruned
 from triggers.events import (
     CartCleared,
@@ -118,6 +121,11 @@ class Engine:
             for kind in KINDS
             if kind.react is not None and rules.trigger(kind.name).enabled
         ]
+        self._reactors += [
+            (partial(custom.react, name), section)
+            for name, section in rules.triggers.custom.items()  # type: ignore[attr-defined]
+            if section.enabled
+        ]
         self._handlers = {
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,
@@ -130,11 +138,14 @@ class Engine:
             OrderPlaced: self._order_placed,
             OrderCancelled: self._order_cancelled,
             PreferencesUpdated: self._preferences_updated,
+            CatalogChanged: self._catalog_changed,
         }
 
     # --- events ------------------------------------------------------------------------
 
-    def on_event(self, state: UserState | None, event: Event, now: datetime) -> Step:
+    def on_event(
+        self, state: UserState | None, event: Event | CatalogChanged, now: datetime
+    ) -> Step:
         if state is None:
             state = UserState(event.user_id)
         elif state.user_id != event.user_id:
@@ -201,6 +212,12 @@ class Engine:
             send_at,
             state.held,
         )
+
+    def _catalog_changed(
+        self, state: UserState, event: CatalogChanged, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        """Not activity: only remembered (the catalog triggers' hooks act on it)."""
+        return replace(state, seen=seen), ()
 
     def _activity_only(
         self, state: UserState, event: Event, seen: bytes, now: datetime

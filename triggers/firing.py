@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from triggers import dormancy
 from triggers.contact_policy import HOLDOUT, SUPPRESSED, judge, record_contact
+from triggers.custom import context as custom_context
 from triggers.episodes import next_stage, trigger_id
 from triggers.frozen import frozen_record
 from triggers.quiet_hours import quiet_until
@@ -60,20 +61,27 @@ class FiringRules:
 
 
 def firing_rules(rules: Rules) -> FiringRules:
-    """Per trigger name, from the registry (triggers.registry) and the rules."""
-    sections = {kind.name: rules.trigger(kind.name) for kind in KINDS}
+    """Per trigger name, from the registry (triggers.registry) and the rules (custom ones)."""
+    sections = {name: rules.trigger(name) for name in rules.trigger_names()}
+    custom = rules.triggers.custom  # type: ignore[attr-defined]
     return FiringRules(
         rules,
         rules.version_label,
-        {kind.name: kind.stages(sections[kind.name]) for kind in KINDS},
+        {
+            **{kind.name: kind.stages(sections[kind.name]) for kind in KINDS},
+            **{name: section.stages for name, section in custom.items()},
+        },
         {name: section.priority for name, section in sections.items()},
         {name: section.cooldown for name, section in sections.items()},
         {name: section.enabled for name, section in sections.items()},
-        {name: rules.offers.table(name) for name in sections},
+        {name: rules.offers_of(name) for name in sections},
         ZoneInfo(rules.default_timezone),
         {name: weighted(section.variants) for name, section in sections.items()},
         sections,  # type: ignore[arg-type]
-        {kind.name: kind.context for kind in KINDS},
+        {
+            **{kind.name: kind.context for kind in KINDS},
+            **dict.fromkeys(custom, custom_context),
+        },
         {kind.name: kind.follow for kind in KINDS if kind.follow is not None},
     )
 

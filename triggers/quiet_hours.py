@@ -20,7 +20,7 @@ past it:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 _MS = timedelta(milliseconds=1)
@@ -71,3 +71,14 @@ def _after_gap(zone: ZoneInfo, wall: datetime) -> datetime:
         else:
             before = middle
     return after
+
+
+def local_instant(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """The instant (aware UTC) of the wall time ``clock`` on ``day`` in ``zone``: the first
+    of the two in a fall-back overlap, and in a spring-forward gap that skips it the first
+    instant whose wall clock is at or past it (the end of the gap), as for quiet hours."""
+    wall = datetime.combine(day, clock, tzinfo=zone)
+    instant = wall.astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) != wall.replace(tzinfo=None):
+        return _after_gap(zone, wall)
+    return instant

@@ -10,6 +10,9 @@ event hooks (:mod:`triggers.engine`). Stored states name triggers by the separat
 append-only code table ``triggers.state.TRIGGER_CODES``: a new trigger also gets the
 next code there (one without a code is stored by name, which works but is larger).
 
+Custom triggers (:mod:`triggers.custom`) are not listed: the rules file names them
+(``triggers.custom.NAME``), and the engine and firing add them next to these.
+
 The six original triggers keep the facts they share (cart, order history, latest
 view, activity) in the engine's per-event handlers and have no ``react`` hook; a
 trigger with a ``react`` hook is told about every processed event after those facts
@@ -24,8 +27,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from triggers import (
+    birthday,
     browse_abandonment,
     cart_abandonment,
+    catalog,
     dormancy,
     first_purchase_followup,
     lapsing,
@@ -51,6 +56,9 @@ class TriggerKind:
     context: ContextOf  # the decision's ``context``
     react: React | None = None  # called for every processed event (None: the engine's own)
     follow: Follow | None = None  # None: the next of ``stages`` (episodes.next_stage)
+    # added with contract section 7: its rules section and offers, left at their defaults,
+    # are left out of the rules' content hash (rules_version stays what it was)
+    added: bool = False
 
 
 def _no_stages(_rules: Any) -> tuple[timedelta, ...]:
@@ -99,6 +107,31 @@ KINDS: tuple[TriggerKind, ...] = (
         dormancy.DormancyRules,
         _stages,
         lambda state, item, now, rules: dormancy.context(state.last_activity, now),
+    ),
+    TriggerKind(
+        birthday.NAME,
+        birthday.BirthdayRules,
+        _no_stages,  # one stage a year, re-armed by ``follow``
+        birthday.context,
+        react=birthday.react,
+        follow=birthday.follow,
+        added=True,
+    ),
+    TriggerKind(
+        catalog.BACK_IN_STOCK,
+        catalog.BackInStockRules,
+        _stages,
+        catalog.context_back_in_stock,
+        react=catalog.react_back_in_stock,
+        added=True,
+    ),
+    TriggerKind(
+        catalog.PRICE_DROP,
+        catalog.PriceDropRules,
+        _stages,
+        catalog.context_price_drop,
+        react=catalog.react_price_drop,
+        added=True,
     ),
 )
 

@@ -51,10 +51,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from triggers.catalog_interest import CatalogBook
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Driver
 from triggers.engine import NO_FACTS, PROCESSED, TEST, OutsideFacts
-from triggers.events import Event, InvalidEvent, parse_event
+from triggers.events import (
+    CartItemAdded,
+    Event,
+    InvalidEvent,
+    OrderPlaced,
+    ProductUpdated,
+    ProductViewed,
+    WishlistAdded,
+    parse_catalog_event,
+    parse_event,
+)
 from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision
 from triggers.rules import Rules
 from triggers.state import UserState
@@ -93,6 +104,11 @@ class ReplaySummary:
             self.conversions += 1
             self.arms[record.arm] += 1
 
+    def triggers(self) -> list[str]:
+        """The built-in triggers, then the custom ones that decided something, by name."""
+        custom = {trigger for trigger, _ in self.decisions} - set(TRIGGER_NAMES)
+        return [*TRIGGER_NAMES, *sorted(custom)]
+
     def lines(self) -> list[str]:
         out = [
             f"events read  {self.events_read}",
@@ -103,7 +119,7 @@ class ReplaySummary:
             f"users        {self.users}",
             "decisions    " + "".join(f"{status:>12}" for status in STATUSES),
         ]
-        for trigger in TRIGGER_NAMES:
+        for trigger in self.triggers():
             counts = [self.decisions[trigger, status] for status in STATUSES]
             out.append(f"  {trigger:<25}" + "".join(f"{n:>12}" for n in counts))
         if self.reasons:
@@ -147,20 +163,27 @@ class Replay:
         self.errors: list[str] = []
         self._carry: list[Record] = []
         self._deadlines = Deadlines()  # the same structure as the live service's index
+        triggers = rules.triggers
+        self.catalog = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
         """Parse and apply one line; raises InvalidEvent (counted) for a bad one, and
         (``keep_going``) ``InvalidEvent("processing_error")`` for one that fails."""
         self.summary.events_read += 1
         try:
-            event = parse_event(raw)
+            try:
+                event: Event | ProductUpdated = parse_event(raw)
+            except InvalidEvent as exc:
+                if exc.reason != "unknown_type" or b"product_updated" not in _as_bytes(raw):
+                    raise
+                event = parse_catalog_event(raw)  # a catalog line (no user_id)
         except InvalidEvent as exc:
             self.summary.invalid += 1
             self.summary.invalid_reasons[exc.reason] += 1
             raise
         return self.feed_event(event)
 
-    def feed_event(self, event: Event) -> list[Record]:
+    def feed_event(self, event: Event | ProductUpdated) -> list[Record]:
         out: list[Record] = self._fire_until(event.ts)
         if self._carry:
             out[:0] = self._carry
@@ -178,6 +201,9 @@ class Replay:
 
     def _apply(self, event: Event, out: list[Record]) -> None:
         """Apply one event at ``max(clock, ts)``; commits nothing if the engine raises."""
+        if type(event) is ProductUpdated:
+            self._apply_catalog(event, out)
+            return
         ts = event.ts
         clock = self.clock
         if clock is None or ts > clock:
@@ -200,6 +226,56 @@ class Replay:
         self.states[user_id] = advance.state
         self._collect(advance.records, out)
         self._deadlines.set(user_id, due_millis(advance.wake))
+        if self.catalog.enabled:
+            self._note_interest(event)
+
+    def _note_interest(self, event: Event) -> None:
+        kind = type(event)
+        if kind is ProductViewed or kind is WishlistAdded:
+            self.catalog.note_interest(event.user_id, event.product_id, event.ts, event.price)  # type: ignore[union-attr]
+        elif kind is CartItemAdded:
+            self.catalog.note_interest(
+                event.user_id,
+                event.product_id,  # type: ignore[union-attr]
+                event.ts,
+                event.unit_price,  # type: ignore[union-attr]
+            )
+        elif kind is OrderPlaced:
+            products = [line.product_id for line in event.items]  # type: ignore[union-attr]
+            self.catalog.note_order(event.user_id, products, event.ts)
+
+    def _apply_catalog(self, event: ProductUpdated, out: list[Record]) -> None:
+        """A catalog event: each user concerned gets its CatalogChanged, in user-id order, at
+        the catalog event's time (triggers.catalog_interest); the user states all or none."""
+        summary = self.summary
+        if event.test:
+            summary.test += 1
+            return
+        if event.event_id in self.catalog.seen:
+            summary.duplicate += 1
+            return
+        clock = self.clock
+        if clock is None or event.ts > clock:
+            clock = event.ts
+        if not self.catalog.enabled:
+            self.clock = clock
+            summary.processed += 1
+            return
+        changes = self.catalog.apply(event)
+        advanced = []
+        for change in changes:
+            state = self.states.get(change.user_id)
+            facts = self._facts(change.user_id)
+            advance = self.driver.event(state, change, clock, facts, clock)  # type: ignore[arg-type]
+            advanced.append((change.user_id, advance))
+        self.clock = clock
+        summary.processed += 1
+        for user_id, advance in advanced:
+            if advance.outcome != PROCESSED:
+                continue
+            self.states[user_id] = advance.state
+            self._collect(advance.records, out)
+            self._deadlines.set(user_id, due_millis(advance.wake))
 
     def take_errors(self) -> list[str]:
         """The stages that could not fire since the last call (``keep_going``)."""
@@ -261,6 +337,10 @@ class Replay:
                 self._collect(advance.records, out)
                 deadlines.set(user_id, due_millis(advance.wake))
         return out
+
+
+def _as_bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
 
 
 def describe_error(exc: BaseException) -> str:

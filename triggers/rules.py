@@ -39,10 +39,11 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
+    AfterValidator,
     Field,
     PrivateAttr,
     ValidationError,
@@ -51,9 +52,10 @@ from pydantic import (
     model_validator,
 )
 
+from triggers.custom import CustomRules, check_name
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
-from triggers.registry import KINDS
+from triggers.registry import KIND_BY_NAME, KINDS, NAMES
 from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
 from triggers.rules_types import (
     MAX_INT,
@@ -83,11 +85,15 @@ __all__ = [
 ]
 
 
-# The ``triggers`` section: one key per registered trigger (triggers.registry), in order.
+CustomName = Annotated[str, AfterValidator(lambda name: check_name(name, NAMES))]
+
+# The ``triggers`` section: one key per registered trigger (triggers.registry), in order,
+# then ``custom``: the rules file's own triggers (triggers.custom), by name.
 TriggersRules = create_model(
     "TriggersRules",
     __base__=_Strict,
     **{kind.name: (kind.rules, kind.rules()) for kind in KINDS},  # type: ignore[call-overload]
+    custom=(dict[CustomName, CustomRules], Field(default_factory=dict, max_length=100)),
 )
 
 
@@ -171,6 +177,10 @@ class Rules(_Strict):
     def _offers_name_variants(self) -> Rules:
         tables = {name: getattr(self.offers, name) for name in OffersRules.model_fields}
         check_offer_keys(tables, {name: self.trigger(name).variants for name in tables})
+        for name, section in self.triggers.custom.items():  # type: ignore[attr-defined]
+            check_offer_keys(
+                {name: section.offers}, {name: section.variants}, ("triggers", "custom")
+            )
         return self
 
     def model_post_init(self, context: Any, /) -> None:
@@ -178,6 +188,13 @@ class Rules(_Strict):
         for section in data["triggers"].values():  # no variants means what it meant before
             if isinstance(section, dict) and section.get("variants") == {}:
                 del section["variants"]
+        for kind in KINDS:  # triggers added later, left at their defaults, mean what they did
+            if kind.added and self.trigger(kind.name) == kind.rules():
+                del data["triggers"][kind.name]
+            if kind.added and not data["offers"][kind.name]:
+                del data["offers"][kind.name]
+        if not data["triggers"]["custom"]:
+            del data["triggers"]["custom"]
         canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(canonical, digest_size=4).hexdigest()
         self._version_label = f"{self.version}+{digest}"
@@ -188,7 +205,20 @@ class Rules(_Strict):
         return self._version_label
 
     def trigger(self, name: str) -> TriggerRules:
-        return getattr(self.triggers, name)
+        """The rules section of a registered or custom trigger (KeyError if none)."""
+        if name in KIND_BY_NAME:
+            return getattr(self.triggers, name)
+        return self.triggers.custom[name]  # type: ignore[attr-defined]
+
+    def trigger_names(self) -> tuple[str, ...]:
+        """Every trigger the rules know: the registered ones, then the custom ones."""
+        return (*NAMES, *self.triggers.custom)  # type: ignore[attr-defined]
+
+    def offers_of(self, name: str) -> dict[str, str]:
+        """A trigger's offers: ``offers.NAME``, or a custom trigger's own ``offers``."""
+        if name in KIND_BY_NAME:
+            return self.offers.table(name)
+        return self.triggers.custom[name].offers  # type: ignore[attr-defined]
 
 
 class RulesError(ValueError):

@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from triggers.event_fields import REASONS, Amount, Id
 from triggers.events import Event, ProductUpdated
-from triggers.records import ARMS, SEGMENT_NAMES, STATUSES, SUPPRESSION_REASONS, TRIGGER_NAMES
+from triggers.records import ARMS, SEGMENT_NAMES, STATUSES, SUPPRESSION_REASONS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -115,6 +115,39 @@ class DormancyContext(msgspec.Struct, **_DOC):
     days_inactive: int | None
 
 
+class BirthdayContext(msgspec.Struct, **_DOC):
+    """The user's birthday and how many days before it the greeting goes out."""
+
+    birthday: Annotated[str, Meta(pattern=r"^[0-9]{2}-[0-9]{2}$", description="MM-DD")]
+    days_before: Annotated[int, Meta(ge=0)]
+
+
+class BackInStockContext(msgspec.Struct, **_DOC):
+    """The product back in stock."""
+
+    product_id: str
+    category: str | None
+
+
+class PriceDropContext(msgspec.Struct, **_DOC):
+    """The product, the lowest price the user saw and its new price."""
+
+    product_id: str
+    category: str | None
+    old_price: float
+    new_price: float
+
+
+class CustomContext(msgspec.Struct, **_DOC):
+    """A custom trigger's arming event: its type, and its product, category and price
+    where present (for an order: the first line that matched)."""
+
+    type: str
+    product_id: str | UnsetType = UNSET
+    category: str | UnsetType = UNSET
+    price: float | UnsetType = UNSET
+
+
 # --- output records ---------------------------------------------------------------------
 
 
@@ -161,6 +194,43 @@ class DormancyDecision(Decision, tag="dormancy", **_DOC):
     context: DormancyContext
 
 
+class BirthdayDecision(Decision, tag="birthday", **_DOC):
+    context: BirthdayContext
+
+
+class BackInStockDecision(Decision, tag="back_in_stock", **_DOC):
+    context: BackInStockContext
+
+
+class PriceDropDecision(Decision, tag="price_drop", **_DOC):
+    context: PriceDropContext
+
+
+#: A custom trigger's name (the rules' ``triggers.custom.NAME``, never a built-in one).
+CustomName = Annotated[
+    str, Meta(pattern=r"^[a-z0-9_]{1,64}$", description="a built-in or custom trigger")
+]
+
+
+class CustomDecision(msgspec.Struct, **_DOC):
+    """A decision of a custom trigger (``trigger`` is its name in the rules)."""
+
+    kind: Literal["decision"]
+    trigger_id: TriggerId
+    trigger: CustomName
+    stage: Annotated[int, Meta(ge=1, description="1-based")]
+    user_id: Id
+    due_at: Rfc3339Utc
+    fired_at: Rfc3339Utc
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    reason: Literal[SUPPRESSION_REASONS] | None  # type: ignore[valid-type]
+    segment: Literal[SEGMENT_NAMES]  # type: ignore[valid-type]
+    offer: str | None
+    context: CustomContext
+    rules_version: str
+    variant: Variant | None = None
+
+
 #: One decision model per trigger (a new trigger adds its context and decision above).
 DECISIONS: dict[str, type[Decision]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -171,6 +241,9 @@ DECISIONS: dict[str, type[Decision]] = {
         FirstPurchaseFollowupDecision,
         LapsingDecision,
         DormancyDecision,
+        BirthdayDecision,
+        BackInStockDecision,
+        PriceDropDecision,
     )
 }
 AnyDecision = (
@@ -180,6 +253,9 @@ AnyDecision = (
     | FirstPurchaseFollowupDecision
     | LapsingDecision
     | DormancyDecision
+    | BirthdayDecision
+    | BackInStockDecision
+    | PriceDropDecision
 )
 
 
@@ -189,7 +265,7 @@ class Conversion(msgspec.Struct, **_DOC):
 
     kind: Literal["conversion"]
     trigger_id: TriggerId
-    trigger: Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
+    trigger: CustomName
     user_id: Id
     arm: Literal[ARMS]  # type: ignore[valid-type]
     order_id: Id
@@ -217,15 +293,18 @@ class DeadLetter(msgspec.Struct, **_DOC):
 
 
 _DECISION = msgspec.json.Decoder(AnyDecision)
+_CUSTOM_DECISION = msgspec.json.Decoder(CustomDecision)
 _CONVERSION = msgspec.json.Decoder(Conversion)
 
 
-def decode_output_record(raw: bytes | str) -> Decision | Conversion:
+def decode_output_record(raw: bytes | str) -> Decision | CustomDecision | Conversion:
     """An output record read back into its documentation model: raises
     ``msgspec.ValidationError`` where it breaks its schema (an unknown field too)."""
     kind = orjson.loads(raw).get("kind")
     if kind == "decision":
-        return _DECISION.decode(raw)
+        if orjson.loads(raw).get("trigger") in DECISIONS:
+            return _DECISION.decode(raw)
+        return _CUSTOM_DECISION.decode(raw)
     if kind == "conversion":
         return _CONVERSION.decode(raw)
     raise msgspec.ValidationError(f"not an output record kind: {kind!r}")
@@ -262,6 +341,12 @@ def schema_document(name: str) -> dict[str, Any]:
     """The JSON Schema document ``name`` (a key of :data:`SCHEMAS`)."""
     model, title, description = SCHEMAS[name]
     body = msgspec.json.schema(model)
+    if name == "decision":  # the built-in triggers by their tag, or a custom trigger
+        custom = msgspec.json.schema(CustomDecision)
+        body["anyOf"].append({"$ref": custom["$ref"]})
+        body["$defs"].update(custom["$defs"])
+        trigger = body["$defs"]["CustomDecision"]["properties"]["trigger"]
+        trigger["not"] = {"enum": list(DECISIONS)}
     return {"$schema": DRAFT, "title": title, "description": description, **body}
 
 

@@ -84,6 +84,9 @@ TRIGGER_CODES: dict[str, int] = {
     "first_purchase_followup": 3,
     "lapsing": 4,
     "dormancy": 5,
+    "birthday": 6,
+    "back_in_stock": 7,
+    "price_drop": 8,
 }
 TRIGGER_BY_CODE: dict[int, str] = {code: name for name, code in TRIGGER_CODES.items()}
 

@@ -78,15 +78,18 @@ def offer_for(table: Mapping[str, str], variant: str | None, segment: str) -> st
 
 
 def check_offer_keys(
-    offers: Mapping[str, Mapping[str, str]], variants: Mapping[str, Mapping[str, int]]
+    offers: Mapping[str, Mapping[str, str]],
+    variants: Mapping[str, Mapping[str, int]],
+    under: tuple[str, ...] = (),
 ) -> None:
     """Refuse an ``offers.TRIGGER`` key that is not ``default``, a segment or a variant of
     TRIGGER: a pydantic ``ValidationError`` located at ``offers.TRIGGER.KEY`` (inside a
-    model validator, so the rules' error reporting gives it its key path and line)."""
+    model validator, so the rules' error reporting gives it its key path and line).
+    ``under`` set: the tables are a custom trigger's own, at ``UNDER.TRIGGER.offers.KEY``."""
     errors = [
         InitErrorDetails(
             type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
-            loc=("offers", trigger, key),
+            loc=(*under, trigger, "offers", key) if under else ("offers", trigger, key),
             input=key,
         )
         for trigger, table in offers.items()

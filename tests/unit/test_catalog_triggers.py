@@ -1,0 +1,194 @@
+"""Back in stock and price drop (contract 7.3) in replay: a mixed JSON Lines stream of user
+and catalog events; event time decides who is a recipient; an order of the product or the
+product going back (out of stock, price up) cancels."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.timelines import Timeline, at, iso, make_rules
+from triggers.records import Decision, record_to_json
+from triggers.replay import replay_lines
+
+pytestmark = pytest.mark.unit
+
+BOTH = {
+    "back_in_stock": {"enabled": True, "stages": ["2h"]},
+    "price_drop": {"enabled": True, "stages": ["1h"], "min_drop_percent": 10},
+}
+
+
+def catalog(t: Timeline, ts: Any, event_id: str, product: str = "p1", **fields: Any) -> list:
+    line = orjson.dumps(
+        {"event_id": event_id, "type": "product_updated", "ts": iso(ts), "product_id": product}
+        | fields
+    )
+    out = t.replay.feed_line(line)
+    t.records += out
+    return out
+
+
+def timeline(**triggers: Any) -> Timeline:
+    return Timeline(make_rules(only=(), triggers=triggers or BOTH))
+
+
+def test_a_restock_with_three_interested_users() -> None:
+    t = timeline()
+    catalog(t, at(0), "c0", in_stock=False, price=100, category="shoes")
+    t.view(at(hours=1), "p1", user="u1", price=100)
+    t.send("wishlist_added", at(hours=2), user="u2", product_id="p1", price=100)
+    t.add(at(hours=3), "p1", price=100.0, user="u3")
+    catalog(t, at(hours=5), "c1", in_stock=True)
+    t.order(at(hours=6), "o1", ["p1"], user="u1")  # ordered after the restock: cancelled
+    t.view(at(hours=5, minutes=30), "p1", user="u4")  # viewed after the restock: not a recipient
+    t.advance(at(days=1))
+    decisions = t.decisions("back_in_stock")
+    assert [(d.user_id, iso(d.due_at), d.status) for d in decisions] == [
+        ("u2", "2026-11-23T09:00:00Z", "sent"),
+        ("u3", "2026-11-23T09:00:00Z", "sent"),
+    ]
+    assert decisions[0].context == {"product_id": "p1", "category": "shoes"}
+    assert decisions[0].trigger_id != decisions[1].trigger_id
+
+
+def test_interest_outside_the_window_or_a_product_out_of_stock_again() -> None:
+    t = timeline(back_in_stock={"enabled": True, "stages": ["2h"], "interest_window": "1d"})
+    catalog(t, at(0), "c0", in_stock=False)
+    t.view(at(0), "p1", user="old")
+    t.view(at(days=2), "p1", user="u1")
+    catalog(t, at(days=2, hours=1), "c1", in_stock=True)
+    assert sorted(p.trigger for p in t.state("u1").pending) == ["back_in_stock"]
+    assert t.state("old").pending == ()
+    catalog(t, at(days=2, hours=2), "c2", in_stock=False)  # gone again before the stage
+    t.advance(at(days=4))
+    assert t.decisions("back_in_stock") == []
+
+
+def test_first_stock_event_of_a_product_is_no_restock_and_duplicates_change_nothing() -> None:
+    t = timeline()
+    t.view(at(0), "p1", user="u1")
+    catalog(t, at(hours=1), "c1", in_stock=True)  # stock was unknown
+    assert t.state("u1").pending == ()
+    catalog(t, at(hours=2), "c2", in_stock=False)
+    catalog(t, at(hours=3), "c3", in_stock=True)
+    catalog(t, at(hours=3), "c3", in_stock=True)  # re-sent
+    t.advance(at(days=1))
+    assert len(t.decisions("back_in_stock")) == 1
+    assert t.replay.summary.duplicate == 1
+
+
+def test_a_price_drop_and_a_price_that_rises_back() -> None:
+    t = timeline()
+    catalog(t, at(0), "c0", price=100, in_stock=True, category="coats")
+    t.view(at(hours=1), "p1", user="u1", price=100)
+    t.view(at(hours=1), "p1", user="u2", price=95)
+    catalog(t, at(hours=2), "c1", price=88)  # 12% below 100, 7.4% below 95
+    assert [p.trigger for p in t.state("u1").pending] == ["price_drop"]
+    assert t.state("u2").pending == ()
+    catalog(t, at(hours=2, minutes=30), "c2", price=100)  # back up before the 1h stage
+    t.advance(at(days=1))
+    assert t.decisions("price_drop") == []
+    catalog(t, at(days=1), "c3", price=80)  # 20% below what u1 saw, 15.8% below u2's
+    t.advance(at(days=2))
+    decision, other = t.decisions("price_drop")
+    assert (decision.user_id, other.user_id) == ("u1", "u2")
+    assert other.context["old_price"] == 95
+    assert decision.context == {
+        "product_id": "p1",
+        "category": "coats",
+        "old_price": 100,
+        "new_price": 80,
+    }
+    assert iso(decision.due_at) == iso(at(days=1, hours=1))
+
+
+def test_a_price_rise_that_stays_below_the_price_seen_keeps_the_drop() -> None:
+    t = timeline()
+    catalog(t, at(0), "c0", price=100)
+    t.view(at(hours=1), "p1", user="u1", price=100)
+    catalog(t, at(hours=2), "c1", price=70)
+    catalog(t, at(hours=2, minutes=10), "c2", price=80)
+    t.advance(at(days=1))
+    assert [d.user_id for d in t.decisions("price_drop")] == ["u1"]
+
+
+def test_off_by_default_catalog_lines_are_read_and_change_nothing() -> None:
+    t = Timeline(make_rules())
+    catalog(t, at(0), "c0", in_stock=False)
+    t.view(at(hours=1), "p1", user="u1")
+    catalog(t, at(hours=2), "c1", in_stock=True)
+    assert t.replay.summary.processed == 3 and t.replay.summary.invalid == 0
+    assert [p.trigger for p in t.state("u1").pending] == ["browse_abandonment"]
+
+
+def test_a_catalog_line_with_a_bad_field_is_reported_as_the_catalog_parser_says() -> None:
+    result = replay_lines(
+        [
+            b'{"event_id":"c","type":"product_updated","ts":"2026-01-01T00:00:00Z","price":-1,'
+            b'"product_id":"p"}'
+        ],
+        make_rules(),
+    )
+    assert [reason for _, reason, _ in result.invalid] == ["invalid_value"]
+
+
+EVENT = st.tuples(
+    st.sampled_from(["view", "order", "restock", "unstock", "price"]),
+    st.integers(0, 12),  # hours: small, so orders fall between arming and due
+    st.sampled_from(["u1", "u2"]),
+    st.sampled_from(["p1", "p1", "p2"]),
+    st.integers(50, 120),
+)
+
+
+def _lines(script: list[tuple[str, int, str, str, int]]) -> list[bytes]:
+    lines = []
+    for n, (kind, hours, user, product, price) in enumerate(script):
+        ts = iso(at(hours=hours))
+        base = {"event_id": f"e{n}", "ts": ts}
+        if kind == "view":
+            body = {
+                "type": "product_viewed",
+                "user_id": user,
+                "product_id": product,
+                "price": price,
+            }
+        elif kind == "order":
+            items = [{"product_id": product, "quantity": 1, "unit_price": price}]
+            body = {"type": "order_placed", "user_id": user, "order_id": f"o{n}", "items": items}
+        else:
+            body = {"type": "product_updated", "product_id": product}
+            body |= {"in_stock": kind == "restock"} if kind != "price" else {"price": price}
+        lines.append(orjson.dumps(base | body))
+    return lines
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(EVENT, max_size=40))
+def test_no_reminder_after_an_order_of_the_product_and_same_input_same_output(
+    script: list[tuple[str, int, str, str, int]],
+) -> None:
+    rules = make_rules(only=(), triggers=BOTH)
+    lines = _lines(sorted(script, key=lambda e: e[1]))
+    first = replay_lines(lines, rules, until=at(days=2))
+    again = replay_lines(lines, rules, until=at(days=2))
+    assert [record_to_json(r) for r in first.records] == [record_to_json(r) for r in again.records]
+    orders: dict[tuple[str, str], list] = {}
+    for kind, hours, user, product, _ in script:
+        if kind == "order":
+            orders.setdefault((user, product), []).append(at(hours=hours))
+    for record in first.records:
+        if isinstance(record, Decision) and record.status == "sent":
+            product = record.context["product_id"]
+            armed = record.due_at - (
+                timedelta(hours=2) if record.trigger == "back_in_stock" else timedelta(hours=1)
+            )
+            for ordered in orders.get((record.user_id, product), []):
+                # (an order at the due time itself comes after: stages due by T fire first)
+                assert not armed < ordered < record.fired_at, (record, ordered)
