@@ -135,6 +135,9 @@ async def produce(
     return sent
 
 
+MID_RUN_PATIENCE_SECONDS = 120.0
+
+
 async def _send_patiently(
     producer: AIOKafkaProducer,
     topic: str,
@@ -144,8 +147,10 @@ async def _send_patiently(
     stop: asyncio.Event,
 ) -> None:
     """Send one record; a broker that goes away mid-run (a restart) is waited for, as a
-    shop's producer would, up to the start-up deadline."""
-    give_up = time.monotonic() + settings.kafka_startup_timeout_seconds
+    shop's producer would (Kafka clients' default delivery timeout: 2 minutes)."""
+    give_up = time.monotonic() + max(
+        MID_RUN_PATIENCE_SECONDS, settings.kafka_startup_timeout_seconds
+    )
     while True:
         try:
             await producer.send(topic, value=value, key=key)
