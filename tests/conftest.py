@@ -71,12 +71,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def cpu_hog(request: pytest.FixtureRequest) -> Iterator[None]:
-    """``NUDGE_CPU_HOG=N``: N busy-loop processes run beside every test on real services.
+    """``TEST_CPU_HOG=N``: N busy-loop processes run beside every test on real services.
 
     Exactness must hold on a busy machine, not only an idle one: the fault suites are run
-    with ``NUDGE_CPU_HOG=2`` on a 2-core machine (docs/reliability.md). Off by default.
+    with ``TEST_CPU_HOG=2`` on a 2-core machine (docs/reliability.md). Off by default.
     """
-    count = int(os.environ.get("NUDGE_CPU_HOG", "0") or 0)
+    count = int(os.environ.get("TEST_CPU_HOG", "0") or 0)
     if count <= 0 or request.node.get_closest_marker("integration") is None:
         yield
         return
