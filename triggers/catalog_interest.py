@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from triggers.catalog import BackInStockRules, CatalogChanged, PriceDropRules
-from triggers.events import ProductUpdated
+from triggers.events import (
+    CartItemAdded,
+    Event,
+    OrderPlaced,
+    ProductUpdated,
+    ProductViewed,
+    WishlistAdded,
+)
 from triggers.state import Amount
 
 MAX_PRICES = 16  # distinct prices remembered per (user, product); the oldest goes first
@@ -61,6 +68,19 @@ class CatalogBook:
     def window(self) -> timedelta:
         windows = [r.interest_window for r in (self.back, self.drop) if r.enabled]
         return max(windows, default=timedelta(0))
+
+    def note_event(self, event: Event) -> None:
+        """Keep what a processed user event says about interest (views, cart adds,
+        wishlists) or removes from it (orders)."""
+        kind = type(event)
+        if kind is ProductViewed or kind is WishlistAdded:
+            self.note_interest(event.user_id, event.product_id, event.ts, event.price)  # type: ignore[union-attr]
+        elif kind is CartItemAdded:
+            price = event.unit_price  # type: ignore[union-attr]
+            self.note_interest(event.user_id, event.product_id, event.ts, price)  # type: ignore[union-attr]
+        elif kind is OrderPlaced:
+            products = [line.product_id for line in event.items]  # type: ignore[union-attr]
+            self.note_order(event.user_id, products, event.ts)
 
     def note_interest(
         self, user_id: str, product_id: str, ts: datetime, price: Amount | None

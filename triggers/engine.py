@@ -20,14 +20,12 @@ user it is a fresh empty state) and ``fired`` for ``on_time``.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 
 from msgspec.structs import replace
 
 from triggers import (
     browse_abandonment,
     cart_abandonment,
-    custom,
     dormancy,
     first_purchase_followup,
     lapsing,
@@ -54,7 +52,7 @@ from triggers.firing import fire_due, firing_rules, next_due
 from triggers.frozen import frozen_record
 from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
 from triggers.records import Conversion, Decision
-from triggers.registry import KINDS
+from triggers.registry import reactors
 from triggers.rules import Rules
 from triggers.state import (
     Cart,
@@ -115,17 +113,7 @@ class Engine:
         self._cap_window = rules.contact_policy.frequency_cap.per
         self._cooldown = self._firing.cooldown
         self._attribution_window = rules.contact_policy.attribution_window
-        # triggers with their own event hook (registry), enabled by the rules
-        self._reactors = [
-            (kind.react, rules.trigger(kind.name))
-            for kind in KINDS
-            if kind.react is not None and rules.trigger(kind.name).enabled
-        ]
-        self._reactors += [
-            (partial(custom.react, name), section)
-            for name, section in rules.triggers.custom.items()  # type: ignore[attr-defined]
-            if section.enabled
-        ]
+        self._reactors = reactors(rules)  # triggers with their own event hook
         self._handlers = {
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,

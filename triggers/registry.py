@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from triggers import (
@@ -31,6 +32,7 @@ from triggers import (
     browse_abandonment,
     cart_abandonment,
     catalog,
+    custom,
     dormancy,
     first_purchase_followup,
     lapsing,
@@ -137,3 +139,17 @@ KINDS: tuple[TriggerKind, ...] = (
 
 KIND_BY_NAME: dict[str, TriggerKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(KIND_BY_NAME)
+
+
+def reactors(rules: Any) -> list[tuple[React, Any]]:
+    """(react, rules section) of every enabled trigger with an event hook: the registered
+    ones in registry order, then the rules' custom triggers (triggers.custom) by name."""
+    out: list[tuple[React, Any]] = [
+        (kind.react, rules.trigger(kind.name))
+        for kind in KINDS
+        if kind.react is not None and rules.trigger(kind.name).enabled
+    ]
+    for name, section in sorted(rules.triggers.custom.items()):
+        if section.enabled:
+            out.append((partial(custom.react, name), section))
+    return out

@@ -56,13 +56,9 @@ from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Driver
 from triggers.engine import NO_FACTS, PROCESSED, TEST, OutsideFacts
 from triggers.events import (
-    CartItemAdded,
     Event,
     InvalidEvent,
-    OrderPlaced,
     ProductUpdated,
-    ProductViewed,
-    WishlistAdded,
     parse_catalog_event,
     parse_event,
 )
@@ -227,22 +223,7 @@ class Replay:
         self._collect(advance.records, out)
         self._deadlines.set(user_id, due_millis(advance.wake))
         if self.catalog.enabled:
-            self._note_interest(event)
-
-    def _note_interest(self, event: Event) -> None:
-        kind = type(event)
-        if kind is ProductViewed or kind is WishlistAdded:
-            self.catalog.note_interest(event.user_id, event.product_id, event.ts, event.price)  # type: ignore[union-attr]
-        elif kind is CartItemAdded:
-            self.catalog.note_interest(
-                event.user_id,
-                event.product_id,  # type: ignore[union-attr]
-                event.ts,
-                event.unit_price,  # type: ignore[union-attr]
-            )
-        elif kind is OrderPlaced:
-            products = [line.product_id for line in event.items]  # type: ignore[union-attr]
-            self.catalog.note_order(event.user_id, products, event.ts)
+            self.catalog.note_event(event)
 
     def _apply_catalog(self, event: ProductUpdated, out: list[Record]) -> None:
         """A catalog event: each user concerned gets its CatalogChanged, in user-id order, at
