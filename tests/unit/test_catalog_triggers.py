@@ -192,3 +192,29 @@ def test_no_reminder_after_an_order_of_the_product_and_same_input_same_output(
             for ordered in orders.get((record.user_id, product), []):
                 # (an order at the due time itself comes after: stages due by T fire first)
                 assert not armed < ordered < record.fired_at, (record, ordered)
+
+
+def test_states_with_catalog_and_custom_stages_round_trip() -> None:
+    from triggers.state import decode_state, encode_state
+
+    rules = make_rules(
+        only=(),
+        triggers=BOTH
+        | {
+            "birthday": {"enabled": True},
+            "custom": {"x": {"enabled": True, "when": {"type": "product_viewed"}}},
+        },
+    )
+    t = Timeline(rules)
+    t.send("preferences_updated", at(0), birthday="02-29")
+    catalog(t, at(0), "c0", in_stock=False, price=100)
+    t.view(at(hours=1), "p1", price=100)
+    catalog(t, at(hours=1), "c1", in_stock=True, price=50)
+    state = t.state()
+    assert sorted(p.trigger for p in state.pending) == [
+        "back_in_stock",
+        "birthday",
+        "price_drop",
+        "x",
+    ]
+    assert decode_state(encode_state(state)) == state
