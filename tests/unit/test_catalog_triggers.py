@@ -140,7 +140,7 @@ def test_a_catalog_line_with_a_bad_field_is_reported_as_the_catalog_parser_says(
 
 EVENT = st.tuples(
     st.sampled_from(["view", "order", "restock", "unstock", "price"]),
-    st.integers(0, 12),  # hours: small, so orders fall between arming and due
+    st.integers(0, 72),  # tens of minutes: within 12h, so orders fall between arming and due
     st.sampled_from(["u1", "u2"]),
     st.sampled_from(["p1", "p1", "p2"]),
     st.integers(50, 120),
@@ -150,7 +150,7 @@ EVENT = st.tuples(
 def _lines(script: list[tuple[str, int, str, str, int]]) -> list[bytes]:
     lines = []
     for n, (kind, hours, user, product, price) in enumerate(script):
-        ts = iso(at(hours=hours))
+        ts = iso(at(minutes=10 * hours))
         base = {"event_id": f"e{n}", "ts": ts}
         if kind == "view":
             body = {
@@ -170,19 +170,23 @@ def _lines(script: list[tuple[str, int, str, str, int]]) -> list[bytes]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(EVENT, max_size=40))
+@given(st.lists(EVENT, min_size=10, max_size=40))
 def test_no_reminder_after_an_order_of_the_product_and_same_input_same_output(
     script: list[tuple[str, int, str, str, int]],
 ) -> None:
     rules = make_rules(only=(), triggers=BOTH)
-    lines = _lines(sorted(script, key=lambda e: e[1]))
+    # every product starts out of stock at a known price: restocks and drops can happen
+    start = [("unstock", 0, "u1", p, 0) for p in ("p1", "p2")]
+    start += [("price", 0, "u1", p, 120) for p in ("p1", "p2")]
+    script = start + sorted(script, key=lambda e: e[1])
+    lines = _lines(script)
     first = replay_lines(lines, rules, until=at(days=2))
     again = replay_lines(lines, rules, until=at(days=2))
     assert [record_to_json(r) for r in first.records] == [record_to_json(r) for r in again.records]
     orders: dict[tuple[str, str], list] = {}
     for kind, hours, user, product, _ in script:
         if kind == "order":
-            orders.setdefault((user, product), []).append(at(hours=hours))
+            orders.setdefault((user, product), []).append(at(minutes=10 * hours))
     for record in first.records:
         if isinstance(record, Decision) and record.status == "sent":
             product = record.context["product_id"]
