@@ -144,11 +144,8 @@ async def plain_drain(group: WorkerGroup, n: int) -> Drain:
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of processes (all their threads), from ``/proc/PID/stat``."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    fields = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in pids]
+    return sum(int(f[11]) + int(f[12]) for f in fields) / CLOCK_TICKS
 
 
 def watch(
