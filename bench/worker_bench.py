@@ -82,11 +82,11 @@ class Drain:
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds
+        return self.events / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def cpu_per_1k(self) -> float:
-        return 1000 * self.cpu / self.events
+        return 1000 * self.cpu / self.events if self.events > 0 else float("nan")
 
 
 def synthetic(users: int, limit: int, seed: int) -> list[dict[str, object]]:
@@ -151,24 +151,25 @@ def cpu_seconds(pids: list[int]) -> float:
 def watch(
     name: str, count: Callable[[], float], procs: list[subprocess.Popen[bytes]], n: int, poll: float
 ) -> Drain:
-    """Poll a subprocess contender's progress until it has processed ``n`` events."""
-    pids = [p.pid for p in procs]
-    first: tuple[float, float, float] | None = None
-    last_change, last_count = time.monotonic(), -1.0
+    """Poll a contender's progress until it has processed ``n`` events (or is stuck for 120 s);
+    events re-processed after a rebalance do not count as throughput."""
+    first = last = (time.perf_counter(), -1.0, 0.0)  # time, count, CPU: first and last change
     while True:
         seen = count()
-        now, cpu = time.perf_counter(), cpu_seconds(pids)
-        if first is None and seen > 0:
+        now, cpu = time.perf_counter(), cpu_seconds([p.pid for p in procs])
+        if first[1] <= 0 < seen:
             first = (now, seen, cpu)
-        if seen >= n and first is not None:
-            # Counted up to n: events re-processed after a rebalance do not count as throughput.
-            drain = Drain(name, n - first[1], now - first[0], cpu - first[2])
-            print(f"{name}: {drain.rate:,.0f} events/s", file=sys.stderr)
+        if now - last[0] > 120 and first[1] <= 0:
+            raise SystemExit(f"{name}: nothing processed in 120 s")
+        stuck = now - last[0] > 120
+        if seen >= n or stuck:
+            end = last if stuck else (now, float(n), cpu)
+            drain = Drain(name, end[1] - first[1], end[0] - first[0], end[2] - first[2])
+            drain.note = f"stuck at {seen:,.0f} of {n:,} for 120 s" if stuck else ""
+            print(f"{name}: {drain.rate:,.0f} events/s {drain.note}", file=sys.stderr)
             return drain
-        if seen != last_count:
-            last_change, last_count = time.monotonic(), seen
-        elif time.monotonic() - last_change > 120:
-            raise SystemExit(f"{name}: stuck at {seen} of {n} events")
+        if seen != last[1]:
+            last = (now, seen, cpu)
         for proc in procs:
             if proc.poll() is not None:
                 raise SystemExit(f"{name}: process {proc.pid} exited with {proc.returncode}")
@@ -220,7 +221,7 @@ def worker_drain(group: WorkerGroup, processes: int, n: int) -> Drain:
 
     name = f"nudge worker, RocksDB, {processes} process{'es' if processes > 1 else ''}"
     drain = watch(name, count, [w.proc for w in workers], n, POLL["worker"])
-    if processes > 1:
+    if processes > 1 and not drain.note:
         time.sleep(3)  # committed offsets; anything re-processed after a rebalance shows up
         split = [processed(w.metrics()) for w in workers]
         drain.note = f"events per process {' / '.join(f'{c:,.0f}' for c in split)}"
