@@ -223,9 +223,6 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     input_topics = set(settings.input_topics)
 
-    def end_offset(topic: str, partition: int) -> int | None:
-        return app.consumer.highwater(TP(topic, partition))
-
     async def list_end_offsets(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         ends = await app.consumer.highwaters(*(TP(topic, p) for topic, p in tps))
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
@@ -249,7 +246,6 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         broker=_Broker(app),
         ledger=ledger,
         metrics=metrics,
-        end_offset=end_offset,
         list_end_offsets=list_end_offsets,
         ack=ack,
         max_message_bytes=settings.max_message_bytes,
@@ -268,15 +264,11 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
         try:
             starts: dict[tuple[str, int], int] | None = await start_offsets(app, settings, owned)
-            ends: dict[tuple[str, int], int] | None = {
-                (tp.topic, tp.partition): offset
-                for tp, offset in (await app.consumer.highwaters(*owned)).items()
-            }
         except Exception:
-            log.exception("could not read committed or end offsets; deadlines follow the clock")
-            starts = ends = None
+            log.exception("could not read committed offsets; deadlines wait for the input")
+            starts = None
         partitions_owned = {tp.partition for tp in owned}
-        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts, ends)
+        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts)
         log.info("assigned %d partitions, %d pending deadlines", len(partitions_owned), pending)
         try:
             batches.recently_sent = await recently_sent(

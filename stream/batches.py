@@ -35,7 +35,7 @@ from stream.contact_ledger import RedisUnavailable
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.user_rows import unpack_row
-from stream.watermark import UNORDERED, EndOffset, PolledAt, Watermark
+from stream.watermark import UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Advance, Driver
 from triggers.engine import OutsideFacts
@@ -142,9 +142,7 @@ class Batches:
         broker: Broker,
         ledger: Ledger,
         metrics: NudgeMetrics,
-        end_offset: EndOffset,
-        polled_at: PolledAt | None = None,
-        list_end_offsets: ListEndOffsets | None = None,
+        list_end_offsets: ListEndOffsets,
         ack: Callable[[list[Any]], Awaitable[None]],
         max_message_bytes: int,
         fire_grace_ms: int,
@@ -159,18 +157,11 @@ class Batches:
         self._broker = broker
         self._ledger = ledger
         self._metrics = metrics
-        self._end_offset = end_offset
-        self._polled_at = polled_at
-        # With ``list_end_offsets`` the ends are asked from the broker at each batch: a
-        # consumer's highwater is as old as its last fetch, which under load can be seconds
-        # older than its timestamp says. Asked at time R, an end offset covers everything
-        # produced before R: a topic read to it bounds nothing later than R.
+        # End offsets are asked from the broker at each batch, right before the horizon is
+        # computed: a consumer's highwater is as old as its last fetch, which under load
+        # (or after a pause) is older than it looks (stream.watermark).
         self._list_ends = list_end_offsets
         self._ends: dict[tuple[str, int], int] = {}
-        self._ends_at: dict[tuple[str, int], int] = {}
-        if list_end_offsets is not None:
-            self._end_offset = lambda topic, p: self._ends.get((topic, p))
-            self._polled_at = lambda topic, p: self._ends_at.get((topic, p))
         self._ack = ack
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
@@ -190,7 +181,6 @@ class Batches:
         partitions: Iterable[int],
         rows: Iterable[tuple[int, str, int | None]],
         starts: dict[tuple[str, int], int] | None,
-        ends: dict[tuple[str, int], int] | None = None,
     ) -> int:
         """A new assignment (after every recovery): start over from the table's rows.
 
@@ -200,17 +190,14 @@ class Batches:
         self._partitions = {}
         for p in partitions:
             topic_starts = _of_partition(starts, self._topics.inputs, p)
-            topic_ends = _of_partition(ends, self._topics.inputs, p)
             self._partitions[p] = _Partition(
                 Watermark(
                     self._topics.inputs,
                     p,
                     topic_starts,
-                    topic_ends,
                     now_ms,
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
-                    polled_at=self._polled_at,
                 ),
                 Deadlines(),
             )
@@ -317,21 +304,17 @@ class Batches:
         await self._checkpoint(out, acks)
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
 
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        return self._ends.get((topic, partition))
+
     async def _refresh_ends(self, partitions: Iterable[int]) -> None:
-        if self._list_ends is None:
-            return
         tps = [(topic, p) for p in partitions for topic in self._topics.inputs]
         if not tps:
             return
-        asked_at = to_millis(self._clock())
         try:
-            ends = await self._list_ends(tps)
+            self._ends.update(await self._list_ends(tps))
         except Exception as exc:  # the previous answers stand: older, so more cautious
             log.warning("could not read end offsets (%s); deadlines wait", type(exc).__name__)
-            return
-        self._ends.update(ends)
-        for tp in ends:
-            self._ends_at[tp] = asked_at
 
     @staticmethod
     def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:

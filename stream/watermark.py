@@ -12,10 +12,10 @@ So each partition keeps, per input topic, the messages read but not yet applied
 is earlier than it, as far as the worker knows:
 
 - messages waiting: the time of the first one;
-- none waiting and the topic read to its end offset: the time that end offset was
-  asked (what was produced since may still be unread). The live worker asks the broker
-  for the end offsets at every batch (``Batches``): a consumer's highwater is as old as
-  its last fetch, which under load is older than it looks;
+- none waiting and the topic read to its end offset: no bound. The end offsets must be
+  current: the live worker asks the broker for them at every batch, right before the
+  horizon is computed (``Batches``) — a consumer's highwater is as old as its last fetch,
+  which under load, or after a pause, is older than it looks;
 - none waiting but the topic behind its end: the time of the last message read from it
   (each topic partition is written in about the order of its events), or, before
   anything was read from it, the start of time;
@@ -44,7 +44,6 @@ UNORDERED = -(2**62)  # event time of an unparseable message: leaves when at the
 NEVER = -(2**62)  # a horizon before every deadline
 FOREVER = 2**62
 EndOffset = Callable[[str, int], int | None]
-PolledAt = Callable[[str, int], int | None]  # when the end offset was last fetched (epoch ms)
 
 
 @dataclass(slots=True)
@@ -69,19 +68,15 @@ class Watermark:
         topics: Sequence[str],
         partition: int,
         starts: Mapping[str, int] | None,
-        ends: Mapping[str, int] | None,
         assigned_ms: int,
         *,
         max_hold: float,
         unknown_grace_ms: int,
-        polled_at: PolledAt | None = None,
     ) -> None:
         self.partition = partition
-        self._polled_at = polled_at
         self._names = tuple(topics)
         self._topics = {name: _Topic() for name in topics}
         self._starts = dict(starts or {})
-        self._ends = dict(ends or {})
         self._assigned_ms = assigned_ms
         self._max_hold = max_hold
         self._unknown_grace_ms = unknown_grace_ms
@@ -99,13 +94,7 @@ class Watermark:
         state = self._topics[name]
         if state.waiting:
             return state.waiting[0].ts_ms
-        # The consumer's highwater is as fresh as its last fetch of the partition, which
-        # may predate the assignment (a paused partition): the end offsets read at the
-        # assignment are a floor.
         end = end_offset(name, self.partition)
-        floor = self._ends.get(name)
-        if floor is not None and (end is None or end < floor):
-            end = floor
         position = state.read if state.read is not None else self._starts.get(name)
         if end is not None and position is not None and position >= end:
             return FOREVER  # read to its end: holds nothing unread

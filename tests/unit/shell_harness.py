@@ -120,7 +120,6 @@ class Shell:
         max_hold: float = 2.0,
         unknown_grace_ms: int = 10_000,
         auto: bool = True,
-        ends: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.rules = rules
         self.partitions = tuple(partitions)
@@ -139,10 +138,9 @@ class Shell:
         self.acked: dict[tuple[str, int], set[int]] = {}
         self.events: list[bytes] = []  # every valid event produced, for replay
         self.restarts = 0
-        self.stale_ends = ends  # None: the consumer's highwater is always fresh
         self._ids = itertools.count(1)
         self.batches = self._new_batches()
-        self.batches.assigned(self.partitions, [], self.committed(), self.end_offsets())
+        self.batches.assigned(self.partitions, [], self.committed())
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -154,7 +152,7 @@ class Shell:
             broker=self.broker,
             ledger=self.ledger,
             metrics=self.metrics,
-            end_offset=self.end_offset,
+            list_end_offsets=self.list_end_offsets,
             ack=self._ack,
             max_message_bytes=65536,
             fire_grace_ms=self.grace_ms,
@@ -182,7 +180,7 @@ class Shell:
         self.metrics = NudgeMetrics.create(CollectorRegistry())
         self.batches = self._new_batches()
         rows = wake_times(self.store.items())
-        self.batches.assigned(self.partitions, rows, self.committed(), self.end_offsets())
+        self.batches.assigned(self.partitions, rows, self.committed())
         self.batches.recently_sent = {s.json()["trigger_id"] for s in self.triggers()}
 
     # -- input ----------------------------------------------------------------------------
@@ -212,15 +210,9 @@ class Shell:
         items = [{"product_id": p, "quantity": 1, "unit_price": 10.0} for p in products]
         return self.event("order_placed", ts, user, order_id=order_id, items=items)
 
-    def end_offset(self, topic: str, partition: int) -> int | None:
-        if self.stale_ends is not None:
-            return self.stale_ends.get((topic, partition))
-        return len(self.inputs.get((topic, partition), []))
-
-    def end_offsets(self) -> dict[tuple[str, int], int]:
-        return {
-            (t, p): len(self.inputs.get((t, p), [])) for t in TOPICS.inputs for p in self.partitions
-        }
+    async def list_end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """What the broker answers: everything produced so far."""
+        return {tp: len(self.inputs.get(tp, [])) for tp in tps}
 
     def committed(self) -> dict[tuple[str, int], int]:
         """What Faust commits: per topic partition, the offset after the acked prefix."""

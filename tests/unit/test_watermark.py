@@ -33,7 +33,6 @@ class Input:
             TOPICS,
             0,
             self.read,
-            kwargs.pop("ends", None),  # type: ignore[arg-type]
             T0,
             max_hold=float(kwargs.pop("max_hold", 2.0)),
             unknown_grace_ms=int(kwargs.pop("unknown_grace_ms", 10_000)),
@@ -126,28 +125,6 @@ def test_a_topic_read_to_its_end_holds_nothing() -> None:
     part.read_one(B, T0 + MIN)
     assert part.release() == [(B, 0)]
     assert part.horizon(T0 + 5 * MIN) == T0 + 5 * MIN
-
-
-def test_end_offsets_at_the_assignment_are_a_floor_under_a_stale_highwater() -> None:
-    part = Input(ends={C: 3})  # read when the partition was assigned
-    part.known = {A: 0, B: 1, C: 0}  # the consumer's highwater predates the assignment
-    part.read_one(B, T0 + MIN)
-    assert part.release(T0) == []  # the orders at offsets 0-2 may come first
-    assert part.horizon(T0) == NEVER
-    part.read_one(C, T0 - MIN)
-    assert part.release(T0) == [(C, 0)]
-    assert part.horizon(T0 + 5 * MIN) == T0 - MIN  # still behind: 2 more to read
-    part.read_one(C, T0)
-    part.read_one(C, T0 + 2 * MIN)
-    assert part.release(T0) == [(C, 1), (B, 0), (C, 2)]
-
-
-def test_a_fresher_highwater_counts_beyond_the_floor() -> None:
-    part = Input(ends={C: 1})
-    part.read_one(C, T0)
-    part.produce(C)
-    part.read_one(B, T0 + MIN)
-    assert part.release() == [(C, 0)]  # the highwater (2) is past the floor (1)
 
 
 def test_an_unparseable_message_leaves_when_it_heads_its_topic() -> None:
