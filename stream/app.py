@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 from aiohttp.web import Response
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -223,8 +223,19 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     input_topics = set(settings.input_topics)
 
+    # End offsets come from a client of the worker's own event loop: one ListOffsets request
+    # (~1 ms). Faust's consumer answers such calls from its thread between fetches: ~1 s.
+    offsets_clients: list[AIOKafkaConsumer] = []  # created in the loop, on first use
+
     async def list_end_offsets(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        ends = await app.consumer.highwaters(*(TP(topic, p) for topic, p in tps))
+        if not offsets_clients:
+            client = AIOKafkaConsumer(
+                **aiokafka_kwargs(settings), group_id=None, enable_auto_commit=False
+            )
+            await client.start()
+            offsets_clients.append(client)
+        offsets_client = offsets_clients[0]
+        ends = await offsets_client.end_offsets([TopicPartition(t, p) for t, p in tps])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def ack(events: list[Any]) -> None:
@@ -342,6 +353,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     async def finish(app: faust.App, **_: Any) -> None:
         async with batch_lock:
             await ledger.close()
+            for client in offsets_clients:
+                await client.stop()
 
     @app.page("/metrics")
     async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
