@@ -238,9 +238,14 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         ends = await offsets_client.end_offsets([TopicPartition(t, p) for t, p in tps])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
+    # The agent's stream, through which messages are acknowledged: Stream.ack also ends
+    # the per-event bookkeeping Faust's monitor started (Event.ack alone leaks it).
+    acking: list[faust.StreamT] = []
+
     async def ack(events: list[Any]) -> None:
+        stream = acking[0]
         for event in events:
-            event.ack()  # the consumer commits acknowledged offsets in order
+            await stream.ack(event)  # the consumer commits acknowledged offsets in order
 
     driver = Driver(rules)
     batches = Batches(
@@ -297,7 +302,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     async def process(stream: faust.StreamT) -> None:
         # Manual acks: a message is acknowledged (its offset may be committed) only by the
         # checkpoint of its batch, after everything it caused is durable.
-        async for batch in stream.noack().noack_take(BATCH_MAX, within=BATCH_WITHIN):
+        # noack_take turns the stream's own acks off (no .noack() clone: a clone's channel
+        # would keep a second queue of every message that nobody drains).
+        acking[:] = [stream]
+        async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
             generation = app.consumer_generation_id
             current = [e for e in batch if e.message.generation_id == generation]
             async with batch_lock:
