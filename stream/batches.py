@@ -256,7 +256,9 @@ class Batches:
                     message.value or b"", max_bytes=self._max_bytes
                 )
             except InvalidEvent as exc:
-                parsed = exc
+                # Without its traceback: that would keep this frame, and the whole batch
+                # with it, alive in a reference cycle until a full collection.
+                parsed = exc.with_traceback(None)
             except Exception as exc:  # the parser failed otherwise than on invalid input
                 parsed = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
             ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
