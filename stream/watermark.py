@@ -150,6 +150,3 @@ class Watermark:
             if bound < horizon:
                 horizon = bound
         return horizon
-
-    def positions(self) -> dict[str, int | None]:
-        return {name: t.read for name, t in self._topics.items()}
