@@ -210,13 +210,23 @@ def decode_message(
 ) -> Any:
     """Decode ``raw`` with ``decoder``, or raise the :class:`InvalidEvent` that tells why
     not (and nothing else). ``others``: event types that ``decoder`` does not read, each
-    with why (read from another topic)."""
+    with why (read from another topic).
+
+    The error raised is a fresh one, raised outside any handler: it carries no context
+    (the msgspec or orjson error behind it, whose traceback holds the parser's frames
+    and the message) and no frame of the parser. A caller that keeps it — the live
+    service keeps a batch's dead letters until its checkpoint — keeps only the reason
+    and the detail, not a reference cycle that outlives the young generation."""
     try:
         return _decode_message(raw, max_bytes, decoder, others)
-    except InvalidEvent:
-        raise
+    except InvalidEvent as exc:
+        error = InvalidEvent(exc.reason, exc.detail)
     except Exception as exc:  # defensive: the contract is "InvalidEvent or an Event"
-        raise InvalidEvent("invalid_value", f"unreadable event: {exc}") from None
+        error = InvalidEvent("invalid_value", f"unreadable event: {exc}")
+    try:
+        raise error
+    finally:
+        del error  # this frame does not keep the error (whose traceback keeps this frame)
 
 
 def _decode_message(
