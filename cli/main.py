@@ -145,14 +145,35 @@ def _add_replay(sub: Subparsers) -> None:
 
 def _add_report(sub: Subparsers) -> None:
     report = _command(sub, "report", "uplift per trigger, stage and variant from an audit stream")
-    report.add_argument("audit", help="audit records (JSON Lines, e.g. replay output), '-' stdin")
+    report.add_argument(
+        "audit", nargs="?", help="audit records (JSON Lines, e.g. replay output), '-' stdin"
+    )
+    report.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the audit topic instead (NUDGE_TOPIC_AUDIT on NUDGE_KAFKA_BOOTSTRAP), "
+        "from the beginning up to its end at start",
+    )
+    report.add_argument("--topic", help="with --from-kafka: this topic instead")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
 
     def run(args: argparse.Namespace) -> int:
         from cli.report import report_command
 
-        return report_command(args.audit, as_json=args.json, html=args.html)
+        if args.from_kafka and args.audit is not None:
+            report.error("give an audit file or --from-kafka, not both")
+        if not args.from_kafka and args.audit is None:
+            report.error("give an audit file ('-' for stdin) or --from-kafka")
+        if args.topic is not None and not args.from_kafka:
+            report.error("--topic needs --from-kafka")
+        return report_command(
+            args.audit,
+            from_kafka=args.from_kafka,
+            topic=args.topic,
+            as_json=args.json,
+            html=args.html,
+        )
 
     report.set_defaults(run=run)
 

@@ -9,6 +9,7 @@ How to read it: docs/report.md.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sys
 from datetime import datetime, timedelta
@@ -214,17 +215,30 @@ def report_json(report: Report) -> bytes:
 
 
 def report_command(
-    source: str, *, as_json: bool = False, html: str | None = None, out: TextIO | None = None
+    source: str | None,
+    *,
+    from_kafka: bool = False,
+    topic: str | None = None,
+    as_json: bool = False,
+    html: str | None = None,
+    out: TextIO | None = None,
 ) -> int:
-    """``nudge report AUDIT [--json] [--html FILE]``; ``-`` is stdin. Exit 2 if unreadable."""
+    """``nudge report AUDIT | --from-kafka [--topic T] [--json] [--html FILE]``; ``-`` is
+    stdin. Exit 2 if unreadable or bad settings, 1 if Kafka or the topic cannot be used."""
     out = out or sys.stdout
-    try:
-        stream: BinaryIO = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"nudge report: cannot read {source}: {exc.strerror}", file=sys.stderr)
-        return 2
-    with stream:
-        tally = tally_lines(stream)
+    if from_kafka:
+        read = tally_kafka(topic)
+        if isinstance(read, int):
+            return read
+        tally = read
+    else:
+        try:
+            stream: BinaryIO = sys.stdin.buffer if source in (None, "-") else open(source, "rb")  # noqa: SIM115
+        except OSError as exc:
+            print(f"nudge report: cannot read {source}: {exc.strerror}", file=sys.stderr)
+            return 2
+        with stream:
+            tally = tally_lines(stream)
     for example in tally.invalid_examples:
         print(f"nudge report: invalid record, skipped: {example}", file=sys.stderr)
     if tally.invalid > len(tally.invalid_examples):
@@ -246,3 +260,35 @@ def report_command(
 
         out.write(render_text(report))
     return 0
+
+
+def tally_kafka(topic: str | None) -> AuditTally | int:
+    """The audit topic (``NUDGE_TOPIC_AUDIT``, or ``topic``) from the beginning up to its end
+    offsets at start, tallied; or the exit status after a one-line error."""
+    from stream.client_start import KafkaUnavailable
+    from stream.settings import SettingsError, load_settings
+    from stream.tail import MissingTopic
+    from stream.topic_reader import ReadStopped, read_to_end
+
+    try:
+        settings, warnings = load_settings()
+    except SettingsError as exc:
+        print(f"nudge report: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"nudge report: warning: {warning}", file=sys.stderr)
+    name = topic or settings.topic_audit
+    variable = "--topic" if topic else "NUDGE_TOPIC_AUDIT"
+    tally = AuditTally()
+    try:
+        asyncio.run(read_to_end(settings, name, tally.add_line, variable=variable))
+    except (KafkaUnavailable, MissingTopic) as exc:
+        print(f"nudge report: {exc}", file=sys.stderr)
+        return 1
+    except ReadStopped as exc:
+        print(f"nudge report: {exc}; no report", file=sys.stderr)
+        return 130
+    except OSError as exc:  # e.g. a TLS certificate file named in the settings is missing
+        print(f"nudge report: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return tally

@@ -91,7 +91,9 @@ class AuditTally:
     _placed: dict[str, _Placed] = field(default_factory=dict)
     _conversions: dict[tuple[str, str], AuditConversion] = field(default_factory=dict)
 
-    def add_line(self, raw: bytes | str) -> None:
+    def add_line(self, raw: bytes | str, where: str | None = None) -> None:
+        """One JSON Lines line (or Kafka record value); ``where`` names it in an invalid
+        record's example (default ``line N``)."""
         if not raw.strip():
             return
         self.lines += 1
@@ -100,7 +102,7 @@ class AuditTally:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.invalid += 1
             if len(self.invalid_examples) < 5:
-                self.invalid_examples.append(f"line {self.lines}: {exc}")
+                self.invalid_examples.append(f"{where or f'line {self.lines}'}: {exc}")
             return
         if type(record) is AuditDecision:
             self._add_decision(record)
@@ -138,7 +140,9 @@ class AuditTally:
         revenue: defaultdict[GroupKey, dict[str, float]] = defaultdict(dict)
         counts: Counter[GroupKey] = Counter()
         unmatched = 0
-        for (trigger_id, _order), conversion in self._conversions.items():
+        # In key order, not arrival order: the audit topic's partitions interleave in any
+        # order, and the sums of revenues must not depend on it (floating point).
+        for (trigger_id, _order), conversion in sorted(self._conversions.items()):
             placed = self._placed.get(trigger_id)
             if placed is None or placed.arm is None:
                 unmatched += 1
