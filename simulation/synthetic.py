@@ -24,6 +24,17 @@ zone. Timestamps use both contract forms: the app's tracker (browse and cart
 events of app users) sends epoch milliseconds, every other producer RFC 3339
 UTC strings with millisecond precision.
 
+With ``new_triggers=True`` the traffic also feeds the triggers of contract 7:
+the catalog changes (``product_updated`` on ``shop.catalog``, keyed by product, no
+``user_id``: list prices at the start, stock-outs and restocks, sales and the
+price rising back), wishlists (``wishlist_added`` after some product views) and
+birthdays (``preferences_updated`` with ``birthday`` on a share of first visits).
+These come from their own random streams and event-id counters, so every event of
+the default traffic is still there, unchanged: the extra events are only added
+(default ``new_triggers=False``: byte-identical to the traffic before they
+existed). The shoppers do not react to the catalog (views keep the list price,
+out-of-stock products are still bought).
+
 Determinism: the output is a pure function of the arguments. Each user's
 timeline depends only on ``(seed, user index)`` - every session reseeds one
 shared PRNG from a hash of ``(seed, user, session number)`` - so changing
@@ -45,7 +56,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -194,6 +205,78 @@ _DUPLICATE_SHARE = 0.01
 _CANCEL_SHARE = 0.03
 _STORE_ORDER_SHARE = 0.05
 
+# new_triggers: the extra events' shares and the catalog's rhythm
+_BIRTHDAY_SHARE = 0.35  # users who give a birthday on their first visit
+_BIRTHDAY_WITH_YEAR = 0.5  # "YYYY-MM-DD" rather than "MM-DD"
+_WISHLIST_SHARE = 0.06  # product views followed by a wishlist_added
+_CATALOG_MEAN_GAP_DAYS = 25.0  # between a product's stock or price changes
+_OUT_OF_STOCK_DAYS = (1.0, 6.0)
+_SALE_DAYS = (2.0, 7.0)
+_SALE_CUT = (0.10, 0.35)  # a sale's price cut, share of the list price
+_EXTRA_SALT = 0x6E65775F74726967  # the extra events' random streams differ from the others
+_CATALOG_SALT = 0x636174616C6F6721
+
+
+class _Extra:
+    """A shopper's extra events (new_triggers): their own random stream and event ids."""
+
+    __slots__ = ("emitted", "rng")
+
+    def __init__(self) -> None:
+        self.rng = random.Random()
+        self.emitted = 0
+
+
+class _Listing:
+    """One product's catalog timeline (new_triggers): stock and price as it changes."""
+
+    __slots__ = ("changes", "in_stock", "index", "next_at", "price", "product", "seq")
+
+    def __init__(self, index: int, product: Product) -> None:
+        self.index = index
+        self.product = product
+        self.changes = 0
+        self.seq = 0
+        self.in_stock = True
+        self.price = product.price
+        self.next_at = index * SEC_MS  # shop time of the next change: the first, at the start
+
+    def change(self, seed: int, t: int, rng: random.Random) -> tuple[dict[str, Any], int]:
+        """The product_updated at shop time ``t`` and the time of the next change."""
+        rng.seed(_mix(seed ^ _CATALOG_SALT, self.index, self.changes))
+        self.changes += 1
+        p = self.product
+        fields: dict[str, Any]
+        if self.changes == 1:  # the catalog as the shop starts: list price, in stock
+            fields = {"price": p.price, "in_stock": True}
+            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
+        elif not self.in_stock:  # restocked
+            self.in_stock = True
+            fields = {"in_stock": True}
+            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
+        elif self.price != p.price:  # the sale ends: back to the list price
+            self.price = p.price
+            fields = {"price": p.price}
+            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
+        elif rng.random() < 0.5:  # sold out
+            self.in_stock = False
+            fields = {"in_stock": False}
+            following = t + int(rng.uniform(*_OUT_OF_STOCK_DAYS) * DAY_MS)
+        else:  # a sale
+            cut = rng.uniform(*_SALE_CUT)
+            self.price = max(0.49, round(p.price * (1 - cut), 1) - 0.01)
+            fields = {"price": round(self.price, 2)}
+            following = t + int(rng.uniform(*_SALE_DAYS) * DAY_MS)
+        event: dict[str, Any] = {
+            "event_id": f"cat-{p.product_id}-{self.changes:x}",
+            "type": "product_updated",
+            "ts": 0,  # stamped when it leaves the heap
+            "product_id": p.product_id,
+            "category": p.category,
+            **fields,
+        }
+        return event, max(following, t + MIN_MS)
+
 
 class _Shopper:
     """Everything that carries over between one user's sessions (small, slotted)."""
@@ -203,6 +286,7 @@ class _Shopper:
         "cart",
         "channel",
         "emitted",
+        "extra",
         "idx",
         "interests",
         "next_regular",
@@ -235,6 +319,7 @@ class _Shopper:
         self.sessions = 0
         self.seq = 0  # heap tie-break sequence
         self.emitted = 0  # event id counter
+        self.extra: _Extra | None = None  # new_triggers: the extra events' stream
         self.orders = 0
         self.opted_out = False
         self.cart: dict[str, int] = {}
@@ -335,11 +420,21 @@ class _Session:
     def step(self, mean_s: float = 40.0) -> None:
         self.t += 3 * SEC_MS + int(self.rng.expovariate(1.0 / (mean_s * SEC_MS)))
 
-    def emit(self, type_: str, fields: dict[str, Any], at: int | None = None) -> dict[str, Any]:
+    def emit(
+        self, type_: str, fields: dict[str, Any], at: int | None = None, extra: bool = False
+    ) -> dict[str, Any]:
+        """One event; ``extra``: a new_triggers event, from the shopper's extra stream."""
         sh, rng = self.sh, self.rng
-        sh.emitted += 1
+        if extra:
+            assert sh.extra is not None
+            rng = sh.extra.rng
+            sh.extra.emitted += 1
+            event_id = f"{sh.user_id}-x{sh.extra.emitted:x}"
+        else:
+            sh.emitted += 1
+            event_id = f"{sh.user_id}-{sh.emitted:x}"
         event: dict[str, Any] = {
-            "event_id": f"{sh.user_id}-{sh.emitted:x}",
+            "event_id": event_id,
             "type": type_,
             "user_id": sh.user_id,
             "ts": 0,  # stamped when it leaves the heap (scaled time, form by producer)
@@ -370,6 +465,11 @@ class _Session:
             fields["category"] = p.category
             fields["price"] = p.price
         self.emit("product_viewed", fields)
+        extra = self.sh.extra
+        if extra is not None and extra.rng.random() < _WISHLIST_SHARE:
+            later = self.t + SEC_MS + int(extra.rng.random() * 30 * SEC_MS)
+            wished = {"product_id": p.product_id, "category": p.category, "price": p.price}
+            self.emit("wishlist_added", wished, at=later, extra=True)
 
     def browse(self, n: int) -> None:
         rng = self.rng
@@ -454,6 +554,17 @@ class _Session:
 _PRODUCTS: dict[str, Product] = {p.product_id: p for p in CATALOG}
 
 
+def _birthday(rng: random.Random) -> str:
+    """A birthday, "MM-DD" or "YYYY-MM-DD" (Feb 29 only in a leap year)."""
+    day = date(2000, 1, 1) + timedelta(days=rng.randrange(366))  # 2000: a leap year
+    if rng.random() >= _BIRTHDAY_WITH_YEAR:
+        return f"{day.month:02d}-{day.day:02d}"
+    year = rng.randrange(1950, 2009)
+    if (day.month, day.day) == (2, 29):
+        year -= year % 4  # 1952..2008: all leap years
+    return f"{year}-{day.month:02d}-{day.day:02d}"
+
+
 def _browse_len(rng: random.Random) -> int:
     return 1 + min(11, int(rng.expovariate(1.0 / 2.2)))
 
@@ -464,6 +575,10 @@ def _run_session(rng: random.Random, seed: int, sh: _Shopper, t: int, clock: _Cl
     rng.seed(_mix(seed, sh.idx, sh.sessions))
     s = _Session(rng, sh, t)
     persona = sh.persona
+    if sh.extra is not None:
+        sh.extra.rng.seed(_mix(seed ^ _EXTRA_SALT, sh.idx, sh.sessions))
+        if sh.sessions == 1 and not sh.test and sh.extra.rng.random() < _BIRTHDAY_SHARE:
+            s.emit("preferences_updated", {"birthday": _birthday(sh.extra.rng)}, extra=True)
 
     if sh.sessions == 1 and not sh.test and rng.random() < _TZ_ANNOUNCE_SHARE:
         prefs: dict[str, Any] = {"timezone": sh.tz}
@@ -553,6 +668,7 @@ def generate_events(
     start: datetime,
     days: float = 30.0,
     time_scale: float = 1.0,
+    new_triggers: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield contract-valid input events of ``users`` shoppers, globally sorted by ``ts``.
 
@@ -562,6 +678,8 @@ def generate_events(
     change which events are generated, only their timestamps. ``ts`` is an
     RFC 3339 UTC string with milliseconds, or epoch milliseconds for the app's
     browse and cart events. Re-delivered duplicates are separate, equal dicts.
+    ``new_triggers``: also catalog changes, wishlists and birthdays (module docstring);
+    a catalog event has no ``user_id`` (its key is ``product_id``).
     """
     if users < 0:
         raise ValueError("users must be >= 0")
@@ -572,11 +690,11 @@ def generate_events(
     if start.tzinfo is None or start.utcoffset() is None:
         raise ValueError("start must be a timezone-aware datetime")
     start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
-    return _generate(users, seed, start_ms, int(days * DAY_MS), time_scale)
+    return _generate(users, seed, start_ms, int(days * DAY_MS), time_scale, new_triggers)
 
 
 def _generate(
-    users: int, seed: int, start_ms: int, horizon: int, time_scale: float
+    users: int, seed: int, start_ms: int, horizon: int, time_scale: float, new_triggers: bool
 ) -> Iterator[dict[str, Any]]:
     rng = random.Random()
     clock = _Clock(start_ms)
@@ -589,16 +707,35 @@ def _generate(
     heap: list[tuple[int, int, int, Any]] = []
     for idx in range(users):
         sh = _new_shopper(rng, seed, idx, horizon, clock)
+        if new_triggers:
+            sh.extra = _Extra()
         first = sh.next_at()
         if first < horizon:
             heap.append((stamp(first), idx, 0, sh))
+    if new_triggers:  # the catalog's listings sort before the shoppers (negative index)
+        for index, product in enumerate(CATALOG):
+            heap.append((stamp(index * SEC_MS), -1 - index, 0, _Listing(index, product)))
     heapq.heapify(heap)
     push, pop = heapq.heappush, heapq.heappop
+    catalog_rng = random.Random()
 
     while heap:
         ts, idx, _, item = pop(heap)
-        if type(item) is dict:
+        kind = type(item)
+        if kind is dict:
             yield item
+            continue
+        if kind is _Listing:
+            listing: _Listing = item
+            t = listing.next_at
+            event, following = listing.change(seed, t, catalog_rng)
+            event["ts"] = _rfc3339(stamp(t))
+            listing.seq += 1
+            push(heap, (stamp(t), idx, listing.seq, event))
+            listing.next_at = following
+            if following < horizon:
+                listing.seq += 1
+                push(heap, (stamp(following), idx, listing.seq, listing))
             continue
         sh = item
         t = sh.next_at()
@@ -633,6 +770,7 @@ def write_event_file(
     seed: int,
     start: datetime,
     days: float = 30.0,
+    new_triggers: bool = False,
 ) -> int:
     """Write the synthetic events to ``path`` as JSON Lines; return the number of events.
 
@@ -645,7 +783,10 @@ def write_event_file(
     count = 0
     batch: list[bytes] = []
     with tmp.open("wb", buffering=1 << 20) as f:
-        for line in event_lines(generate_events(users=users, seed=seed, start=start, days=days)):
+        events = generate_events(
+            users=users, seed=seed, start=start, days=days, new_triggers=new_triggers
+        )
+        for line in event_lines(events):
             batch.append(line)
             if len(batch) >= 4096:
                 f.write(b"".join(batch))
