@@ -234,10 +234,18 @@ def _add_simulate(sub: Subparsers) -> None:
         action="store_true",
         help="with --file: send each event when the clock reaches its ts (past ones at once)",
     )
+    simulate.add_argument(
+        "--new-triggers",
+        action="store_true",
+        help="also catalog changes (restocks, price changes, to NUDGE_TOPIC_CATALOG), "
+        "wishlists and birthdays, for birthday, back_in_stock and price_drop",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from stream.simulate import simulate_command
 
+        if args.new_triggers and args.file:
+            simulate.error("--new-triggers shapes synthetic traffic: not with --file")
         return simulate_command(
             rate=args.rate,
             users=args.users,
@@ -245,6 +253,7 @@ def _add_simulate(sub: Subparsers) -> None:
             limit=args.limit,
             file=args.file,
             realtime=args.realtime,
+            new_triggers=args.new_triggers,
         )
 
     simulate.set_defaults(run=run)

@@ -279,9 +279,13 @@ def tally_kafka(topic: str | None) -> AuditTally | int:
         print(f"nudge report: warning: {warning}", file=sys.stderr)
     name = topic or settings.topic_audit
     variable = "--topic" if topic else "NUDGE_TOPIC_AUDIT"
+    fix = (
+        f"Set {variable} to the audit topic the worker writes (it creates it at its first "
+        "start), or check that NUDGE_KAFKA_BOOTSTRAP is the worker's cluster"
+    )
     tally = AuditTally()
     try:
-        asyncio.run(read_to_end(settings, name, tally.add_line, variable=variable))
+        asyncio.run(read_to_end(settings, name, tally.add_line, fix=fix))
     except (KafkaUnavailable, MissingTopic) as exc:
         print(f"nudge report: {exc}", file=sys.stderr)
         return 1

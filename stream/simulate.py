@@ -32,26 +32,44 @@ from stream.client_start import (
 )
 from stream.kafka_auth import aiokafka_kwargs
 from stream.settings import Settings, SettingsError, load_settings
+from stream.tail import MissingTopic
+from stream.topic_reader import partition_counts, topic_missing
+from triggers.events import ProductUpdated
 from triggers.timestamps import TimestampError, parse_timestamp
 
 
-def _topic_map(settings: Settings) -> dict[str, str]:
+def topic_map(settings: Settings) -> dict[str, str]:
     renamed = {
         "shop.browse": settings.topic_browse,
         "shop.cart": settings.topic_cart,
         "shop.order": settings.topic_order,
         "shop.prefs": settings.topic_prefs,
     }
-    return {event_type: renamed[topic] for event_type, topic in TOPIC_FOR_TYPE.items()}
+    topics = {event_type: renamed[topic] for event_type, topic in TOPIC_FOR_TYPE.items()}
+    return {**topics, ProductUpdated.type: settings.topic_catalog}
 
 
-def synthetic_stream(users: int, seed: int) -> Iterator[dict[str, Any]]:
+def route(event: dict[str, Any], topics: dict[str, str]) -> tuple[bytes, str]:
+    """Key and topic of a generated event: a catalog event is keyed by its product
+    (contract 7.1), every other event by its user."""
+    kind = event["type"]
+    key = event["product_id"] if kind == ProductUpdated.type else event["user_id"]
+    return str(key).encode(), topics[kind]
+
+
+def synthetic_stream(users: int, seed: int, new_triggers: bool = False) -> Iterator[dict[str, Any]]:
     """Endless synthetic traffic: a new generation (seed + n) when one runs out."""
     generation = 0
     while True:
         start = datetime.now(UTC)
         produced = False
-        for event in generate_events(users=users, seed=seed + generation, start=start, days=30.0):
+        for event in generate_events(
+            users=users,
+            seed=seed + generation,
+            start=start,
+            days=30.0,
+            new_triggers=new_triggers,
+        ):
             produced = True
             yield event
         if not produced:  # never loop on an empty population
@@ -80,12 +98,14 @@ async def produce(
     limit: int,
     file: BinaryIO | None,
     realtime: bool = False,
+    new_triggers: bool = False,
 ) -> int:
     """Produce until the source ends, ``limit`` is reached or SIGINT/SIGTERM; the count sent.
 
-    Raises KafkaUnavailable when the broker cannot be reached or refuses the records.
+    Raises KafkaUnavailable when the broker cannot be reached or refuses the records,
+    MissingTopic when ``new_triggers`` and the catalog topic does not exist.
     """
-    topics = _topic_map(settings)
+    topics = topic_map(settings)
     stop = stop_on_signals()
     producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", linger_ms=5)
     if not await start_client(producer, settings, stop):
@@ -93,12 +113,16 @@ async def produce(
     sent = 0
     started = time.monotonic()
     try:
-        source: Iterator[Any] = file_stream(file) if file else synthetic_stream(users, seed)
+        if new_triggers and not file:
+            await _check_catalog_topic(settings)
+        source: Iterator[Any] = (
+            file_stream(file) if file else synthetic_stream(users, seed, new_triggers)
+        )
         for item in source:
             if stop.is_set() or (limit and sent >= limit):
                 break
             if isinstance(item, bytes):
-                key, topic, value, ts = _route_line(item, topics, settings)
+                key, topic, value, ts = route_line(item, topics, settings)
                 if realtime and ts is not None:
                     # Never before its own time: a shop cannot report an event in advance.
                     wait = (ts - datetime.now(UTC)).total_seconds()
@@ -108,11 +132,8 @@ async def produce(
                 item["ts"] = (
                     datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 )
-                key, topic, value = (
-                    item["user_id"].encode(),
-                    topics[item["type"]],
-                    orjson.dumps(item),
-                )
+                key, topic = route(item, topics)
+                value = orjson.dumps(item)
             await _send_patiently(producer, topic, key, value, settings, stop)
             sent += 1
             ahead = 0.0 if realtime else started + sent / rate - time.monotonic()
@@ -138,6 +159,21 @@ async def produce(
 MID_RUN_PATIENCE_SECONDS = 120.0
 
 
+async def _check_catalog_topic(settings: Settings) -> None:
+    """The catalog topic must exist: a producer would wait for it, then time out."""
+    counts = await partition_counts(settings, settings.kafka_startup_timeout_seconds)
+    if not counts.get(settings.topic_catalog):
+        name = settings.topic_catalog
+        raise topic_missing(
+            name,
+            set(counts),
+            settings.kafka_bootstrap,
+            "--new-triggers writes catalog events there: create it with the input topics' "
+            f"partition count (kafka-topics.sh --create --topic {name} --partitions N), or "
+            "set NUDGE_TOPIC_CATALOG to the shop's catalog topic",
+        )
+
+
 async def _send_patiently(
     producer: AIOKafkaProducer,
     topic: str,
@@ -161,13 +197,13 @@ async def _send_patiently(
             await asyncio.sleep(0.5)
 
 
-def _route_line(
+def route_line(
     line: bytes, topics: dict[str, str], settings: Settings
 ) -> tuple[bytes | None, str, bytes, datetime | None]:
     """Topic, key and event time of a raw line; invalid lines go to the browse topic as-is."""
     try:
         obj = orjson.loads(line)
-        key, topic = str(obj["user_id"]).encode(), topics[obj["type"]]
+        key, topic = route(obj, topics)
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None, settings.topic_browse, line, None
     try:
@@ -178,7 +214,14 @@ def _route_line(
 
 
 def simulate_command(
-    *, rate: float, users: int, seed: int, limit: int, file: str | None, realtime: bool = False
+    *,
+    rate: float,
+    users: int,
+    seed: int,
+    limit: int,
+    file: str | None,
+    realtime: bool = False,
+    new_triggers: bool = False,
 ) -> int:
     """Exit status: 0 when done or stopped, 1 when Kafka cannot be used, 2 for bad input."""
     try:
@@ -203,9 +246,10 @@ def simulate_command(
                 limit=limit,
                 file=source,
                 realtime=realtime,
+                new_triggers=new_triggers,
             )
         )
-    except KafkaUnavailable as exc:
+    except (KafkaUnavailable, MissingTopic) as exc:
         print(f"nudge simulate: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a TLS certificate file named in the settings is missing

@@ -63,21 +63,15 @@ class UpToEnd:
         return not self.todo
 
 
-def topic_missing(topic: str, existing: set[str], bootstrap: str, variable: str) -> MissingTopic:
-    """The missing-topic error with its fix: the variable (or option) that names it."""
-    base = missing_topic(topic, existing, bootstrap)
-    return MissingTopic(
-        f"{base}. Set {variable} to the topic the worker writes (the worker creates it at "
-        "its first start), or check NUDGE_KAFKA_BOOTSTRAP points at the worker's cluster"
-    )
+def topic_missing(topic: str, existing: set[str], bootstrap: str, fix: str) -> MissingTopic:
+    """The missing-topic error (with the closest existing name) and its fix."""
+    return MissingTopic(f"{missing_topic(topic, existing, bootstrap)}. {fix}")
 
 
-async def read_to_end(
-    settings: Settings, topic: str, sink: RecordSink, *, variable: str = "--topic"
-) -> int:
+async def read_to_end(settings: Settings, topic: str, sink: RecordSink, *, fix: str) -> int:
     """Hand every record of ``topic`` present at start to ``sink``; the number read.
 
-    Raises KafkaUnavailable, MissingTopic or ReadStopped."""
+    Raises KafkaUnavailable, MissingTopic (its message ends with ``fix``) or ReadStopped."""
     stop = stop_on_signals()
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(settings),
@@ -88,7 +82,7 @@ async def read_to_end(
     if not await start_client(consumer, settings, stop):
         raise ReadStopped("stopped before Kafka answered")
     try:
-        return await _read(consumer, settings, topic, sink, stop, variable)
+        return await _read(consumer, settings, topic, sink, stop, fix)
     except KafkaError as exc:
         raise unreachable(settings, exc) from None
     except TimeoutError:
@@ -104,12 +98,12 @@ async def _read(
     topic: str,
     sink: RecordSink,
     stop: asyncio.Event,
-    variable: str,
+    fix: str,
 ) -> int:
     stall = settings.kafka_startup_timeout_seconds
-    counts = await _partition_counts(settings, stall)
+    counts = await partition_counts(settings, stall)
     if not counts.get(topic):
-        raise topic_missing(topic, set(counts), settings.kafka_bootstrap, variable)
+        raise topic_missing(topic, set(counts), settings.kafka_bootstrap, fix)
     tps = [TopicPartition(topic, p) for p in range(counts[topic])]
     consumer.assign(tps)
     async with asyncio.timeout(stall):
@@ -146,7 +140,7 @@ async def _read(
     return read
 
 
-async def _partition_counts(settings: Settings, timeout: float) -> dict[str, int]:
+async def partition_counts(settings: Settings, timeout: float) -> dict[str, int]:
     """Every topic's partition count. The whole list, never named topics: naming a missing
     topic in a metadata request may create it on brokers with auto.create.topics.enable."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings), client_id=f"{settings.app_id}-reader")

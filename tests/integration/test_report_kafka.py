@@ -166,7 +166,7 @@ async def test_a_missing_topic_is_one_line_with_the_fix(kafka_bootstrap: str) ->
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"nudge report: topic '{topic}' does not exist on {kafka_bootstrap}")
-    assert "Set NUDGE_TOPIC_AUDIT to the topic the worker writes" in lines[0]
+    assert "Set NUDGE_TOPIC_AUDIT to the audit topic the worker writes" in lines[0]
     assert b"Traceback" not in done.stderr and done.stdout == b""
     with_option = report("--from-kafka", "--topic", topic, kafka=kafka_bootstrap)
     assert with_option.returncode == 1 and b"Set --topic to" in with_option.stderr
