@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from triggers import dormancy
 from triggers.quiet_hours import quiet_until
-from triggers.records import TRIGGER_NAMES, Conversion, Decision, record_to_json
+from triggers.records import Conversion, Decision, record_to_json
 from triggers.rules import Rules
 from triggers.segments import segment_of
 from triggers.state import Pending, UserState
@@ -126,7 +126,7 @@ def describe_state(state: UserState, rules: Rules, now: datetime) -> dict[str, A
         },
         "variants": {
             name: variant_of(state.user_id, name, policy.holdout_salt, table)
-            for name in TRIGGER_NAMES
+            for name in rules.trigger_names()
             if (table := weighted(rules.trigger(name).variants))
         },
     }
@@ -172,7 +172,7 @@ def _send_time(item: Pending, rules: Rules, state: UserState) -> datetime:
 def _pending(item: Pending, rules: Rules, state: UserState) -> dict[str, Any]:
     stages = (
         getattr(rules.trigger(item.trigger), "stages", None)
-        if item.trigger in TRIGGER_NAMES
+        if item.trigger in rules.trigger_names()
         else None
     )
     return {

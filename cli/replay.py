@@ -22,7 +22,7 @@ import orjson
 from cli.event_input import EventInput, NotEventText, open_events
 from cli.progress import CHECK_EVERY, Progress
 from triggers.events import InvalidEvent
-from triggers.records import STATUSES, TRIGGER_NAMES, record_to_json
+from triggers.records import STATUSES, record_to_json
 from triggers.replay import (
     Record,
     Replay,
@@ -201,7 +201,7 @@ def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed
         "users": summary.users,
         "decisions": {
             trigger: {status: summary.decisions[trigger, status] for status in STATUSES}
-            for trigger in TRIGGER_NAMES
+            for trigger in summary.triggers()
         },
         "suppressed": dict(sorted(summary.reasons.items())),
         "conversions": summary.conversions,

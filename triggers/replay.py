@@ -86,6 +86,8 @@ class ReplaySummary:
     invalid_reasons: Counter[str] = field(default_factory=Counter)
     errors: int = 0  # stages that could not fire (keep_going)
     clock: datetime | None = None  # where the clock ended
+    # Every trigger of the rules (built-in, then custom), listed even with no decision.
+    names: tuple[str, ...] = TRIGGER_NAMES
 
     @property
     def ignored(self) -> int:
@@ -101,9 +103,10 @@ class ReplaySummary:
             self.arms[record.arm] += 1
 
     def triggers(self) -> list[str]:
-        """The built-in triggers, then the custom ones that decided something, by name."""
-        custom = {trigger for trigger, _ in self.decisions} - set(TRIGGER_NAMES)
-        return [*TRIGGER_NAMES, *sorted(custom)]
+        """The rules' triggers (built-in, then custom ones in the rules' order), then any
+        other trigger that decided something, by name."""
+        others = {trigger for trigger, _ in self.decisions} - set(self.names)
+        return [*self.names, *sorted(others)]
 
     def lines(self) -> list[str]:
         out = [
@@ -152,7 +155,7 @@ class Replay:
         self.suppressed = suppressed
         self.keep_going = keep_going
         self.states: dict[str, UserState] = {}
-        self.summary = ReplaySummary()
+        self.summary = ReplaySummary(names=tuple(rules.trigger_names()))
         self.clock: datetime | None = None
         # keep_going: stages that could not fire (details, see take_errors), and records
         # produced before a line failed (returned with the next call, so none is lost).
