@@ -15,6 +15,8 @@ Each measured phase runs in a fresh child process so its peak RSS
     .venv/bin/python bench/replay_bench.py                 # 100k users, 30 days
     .venv/bin/python bench/replay_bench.py --users 10000   # quick
     .venv/bin/python bench/replay_bench.py --profile       # + cProfile of the replay
+    .venv/bin/python bench/replay_bench.py --new-triggers --rules R  # + catalog, wishlists,
+                                                           # birthdays (contract 7)
 """
 
 from __future__ import annotations
@@ -89,9 +91,14 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 
 def _rules_path(explicit: str | None) -> Path | None:
     if explicit:
-        return Path(explicit)
+        return Path(explicit).resolve()  # reported relative to the repository
     example = REPO / "rules.example.yaml"
     return example if example.exists() else None
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the repository when inside it."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +126,9 @@ def phase_baseline(events: Path) -> dict[str, Any]:
 
 
 def phase_parse(events: Path) -> dict[str, Any]:
-    """Read every line and validate it with the engine's ``parse_event`` (no engine)."""
-    from triggers.events import InvalidEvent, parse_event
+    """Read every line and validate it with the engine's ``parse_event`` (no engine); a
+    catalog event (``--new-triggers``) with ``parse_catalog_event``, as replay does."""
+    from triggers.events import InvalidEvent, parse_catalog_event, parse_event
 
     rss_before = _rss_now_kib()
     started, cpu = time.perf_counter(), time.process_time()
@@ -130,7 +138,10 @@ def phase_parse(events: Path) -> dict[str, Any]:
         try:
             parse_event(line)
         except InvalidEvent:
-            invalid += 1
+            try:
+                parse_catalog_event(line)
+            except InvalidEvent:
+                invalid += 1
     elapsed = time.perf_counter() - started
     return {
         "events": count,
@@ -248,17 +259,22 @@ def _run_phase_once(name: str, args: argparse.Namespace, events: Path) -> dict[s
 # ---------------------------------------------------------------------------------------------
 
 
-def ensure_events(users: int, seed: int, days: float, start: datetime) -> tuple[Path, float | None]:
+def ensure_events(
+    users: int, seed: int, days: float, start: datetime, new_triggers: bool = False
+) -> tuple[Path, float | None]:
     """The cached event file for these parameters, generated if missing."""
     from simulation.synthetic import write_event_file
 
     stamp = start.strftime("%Y%m%dT%H%M%SZ")
-    path = OUT_DIR / f"events-u{users}-s{seed}-d{days:g}-{stamp}.jsonl"
+    extra = "-new" if new_triggers else ""
+    path = OUT_DIR / f"events-u{users}-s{seed}-d{days:g}-{stamp}{extra}.jsonl"
     if path.exists():
         return path, None
     print(f"generating {path.relative_to(REPO)} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    count = write_event_file(path, users=users, seed=seed, start=start, days=days)
+    count = write_event_file(
+        path, users=users, seed=seed, start=start, days=days, new_triggers=new_triggers
+    )
     elapsed = time.perf_counter() - started
     print(f"  {count:,} events in {elapsed:.1f} s", file=sys.stderr, flush=True)
     return path, elapsed
@@ -314,8 +330,9 @@ def report(
     lines = [
         f"Command: `{command}`; code: {version}",
         f"Events file: `{events.relative_to(REPO)}` - {n:,} events, {size / 2**20:,.0f} MiB, "
-        f"{args.users:,} users, {args.days:g} days, seed {args.seed}",
-        f"Rules: `{rules.relative_to(REPO) if rules else 'built-in defaults'}`; "
+        f"{args.users:,} users, {args.days:g} days, seed {args.seed}"
+        + (", with catalog, wishlists and birthdays" if args.new_triggers else ""),
+        f"Rules: `{_shown(rules) if rules else 'built-in defaults'}`; "
         f"output records: {rep['records']:,}",
         f"Machine: {platform.python_implementation()} {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run); "
@@ -372,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rules", help="rules file (default: rules.example.yaml if present)")
     parser.add_argument(
+        "--new-triggers",
+        action="store_true",
+        help="traffic with catalog changes, wishlists and birthdays (enable the triggers "
+        "in --rules)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="runs per phase, fastest kept (default 1)"
     )
     parser.add_argument("--no-cli", action="store_true", help="skip the `nudge replay` phase")
@@ -403,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     if start.tzinfo is None:
         parser.error("--start needs an offset (e.g. Z)")
     start = start.astimezone(UTC)
-    events, _ = ensure_events(args.users, args.seed, args.days, start)
+    events, _ = ensure_events(args.users, args.seed, args.days, start, args.new_triggers)
     code_before = _engine_fingerprint()
     version = _code_version()
 
