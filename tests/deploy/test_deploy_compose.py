@@ -140,6 +140,7 @@ def test_topic_creator_makes_the_contract_topics(services: dict[str, dict[str, A
         "topic_cart",
         "topic_order",
         "topic_prefs",
+        "topic_catalog",
         "topic_triggers",
         "topic_audit",
         "topic_dlq",
