@@ -55,14 +55,37 @@ import os
 import random
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from simulation.catalog import (
+    BY_CATEGORY,
+    CATALOG,
+    CATEGORIES,
+    CONSUMABLE_DAYS,
+    CONSUMABLES,
+    CUM_WEIGHTS,
+    DAY_MS,
+    HOUR_MS,
+    MIN_MS,
+    NEVER,
+    SEARCH_TERMS,
+    SEC_MS,
+    Product,
+    mix,
+)
+from simulation.new_triggers import (
+    BIRTHDAY_SHARE,
+    EXTRA_SALT,
+    WISHLIST_SHARE,
+    Extra,
+    Listing,
+    birthday,
+)
 from triggers.events import TOPIC_OF_TYPE
 
 __all__ = [
@@ -77,95 +100,6 @@ __all__ = [
 
 # the contract's type -> topic mapping, one source of truth with the parser
 TOPIC_FOR_TYPE: dict[str, str] = TOPIC_OF_TYPE
-
-SEC_MS = 1_000
-MIN_MS = 60 * SEC_MS
-HOUR_MS = 60 * MIN_MS
-DAY_MS = 24 * HOUR_MS
-_NEVER = 1 << 62
-
-# --------------------------------------------------------------------------------------------
-# Catalogue (fixed: independent of the seed, so rules files can name its products)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Product:
-    product_id: str
-    category: str
-    price: float
-
-
-# category -> (number of products, min price, max price)
-_CATEGORY_SPECS: dict[str, tuple[int, float, float]] = {
-    "coffee": (12, 6.0, 32.0),
-    "tea": (10, 4.0, 25.0),
-    "pet_food": (12, 12.0, 70.0),
-    "diapers": (8, 15.0, 45.0),
-    "cleaning": (10, 3.0, 20.0),
-    "snacks": (15, 1.5, 9.0),
-    "beauty": (20, 8.0, 90.0),
-    "apparel": (40, 15.0, 180.0),
-    "shoes": (20, 40.0, 220.0),
-    "electronics": (30, 20.0, 1200.0),
-    "home": (30, 10.0, 400.0),
-    "books": (40, 6.0, 45.0),
-    "toys": (25, 8.0, 120.0),
-    "sports": (20, 12.0, 300.0),
-}
-
-#: Typical replenishment interval (days) of the consumable categories; a
-#: replenisher's own interval is this times a per-user factor in [0.85, 1.15],
-#: and each cycle adds another +-15 % of jitter.
-CONSUMABLE_DAYS: dict[str, float] = {
-    "coffee": 14.0,
-    "tea": 21.0,
-    "pet_food": 30.0,
-    "diapers": 10.0,
-    "cleaning": 45.0,
-}
-
-_SEARCH_TERMS: dict[str, tuple[str, ...]] = {
-    "coffee": ("espresso beans", "decaf", "cold brew", "arabica 1kg"),
-    "tea": ("green tea", "oolong", "earl grey", "matcha"),
-    "pet_food": ("cat food", "dog food grain free", "puppy food", "cat litter"),
-    "diapers": ("diapers size 4", "baby wipes", "pull ups"),
-    "cleaning": ("dish soap", "laundry pods", "sponges"),
-    "snacks": ("protein bar", "dark chocolate", "trail mix"),
-    "beauty": ("moisturizer", "sunscreen spf 50", "shampoo"),
-    "apparel": ("rain jacket", "linen shirt", "wool socks", "jeans"),
-    "shoes": ("running shoes", "sneakers white", "hiking boots"),
-    "electronics": ("usb-c charger", "noise cancelling headphones", "4k monitor"),
-    "home": ("desk lamp", "bath towels", "cast iron pan"),
-    "books": ("fantasy trilogy", "cookbook", "python programming"),
-    "toys": ("lego", "puzzle 1000", "board game"),
-    "sports": ("yoga mat", "dumbbells", "bike helmet"),
-}
-
-
-def _build_catalog() -> tuple[Product, ...]:
-    rng = random.Random("nudge-catalog-v1")
-    products: list[Product] = []
-    for category, (count, low, high) in _CATEGORY_SPECS.items():
-        for k in range(1, count + 1):
-            # log-uniform prices, rounded to a shop-like .x9 ending
-            price = low * (high / low) ** rng.random()
-            price = max(0.99, round(price, 1) - 0.01)
-            products.append(Product(f"{category}-{k:03d}", category, round(price, 2)))
-    return tuple(products)
-
-
-#: The fixed product catalogue (``<category>-<nnn>`` ids).
-CATALOG: tuple[Product, ...] = _build_catalog()
-_CATEGORIES: tuple[str, ...] = tuple(_CATEGORY_SPECS)
-_BY_CATEGORY: dict[str, tuple[Product, ...]] = {
-    c: tuple(p for p in CATALOG if p.category == c) for c in _CATEGORIES
-}
-# Zipf-like popularity inside a category: the k-th product is 1/k as popular.
-_CUM_WEIGHTS: dict[str, tuple[float, ...]] = {
-    c: tuple(accumulate(1.0 / k for k in range(1, len(ps) + 1))) for c, ps in _BY_CATEGORY.items()
-}
-_CONSUMABLES: tuple[str, ...] = tuple(CONSUMABLE_DAYS)
 
 # --------------------------------------------------------------------------------------------
 # Population
@@ -205,78 +139,6 @@ _DUPLICATE_SHARE = 0.01
 _CANCEL_SHARE = 0.03
 _STORE_ORDER_SHARE = 0.05
 
-# new_triggers: the extra events' shares and the catalog's rhythm
-_BIRTHDAY_SHARE = 0.35  # users who give a birthday on their first visit
-_BIRTHDAY_WITH_YEAR = 0.5  # "YYYY-MM-DD" rather than "MM-DD"
-_WISHLIST_SHARE = 0.06  # product views followed by a wishlist_added
-_CATALOG_MEAN_GAP_DAYS = 25.0  # between a product's stock or price changes
-_OUT_OF_STOCK_DAYS = (1.0, 6.0)
-_SALE_DAYS = (2.0, 7.0)
-_SALE_CUT = (0.10, 0.35)  # a sale's price cut, share of the list price
-_EXTRA_SALT = 0x6E65775F74726967  # the extra events' random streams differ from the others
-_CATALOG_SALT = 0x636174616C6F6721
-
-
-class _Extra:
-    """A shopper's extra events (new_triggers): their own random stream and event ids."""
-
-    __slots__ = ("emitted", "rng")
-
-    def __init__(self) -> None:
-        self.rng = random.Random()
-        self.emitted = 0
-
-
-class _Listing:
-    """One product's catalog timeline (new_triggers): stock and price as it changes."""
-
-    __slots__ = ("changes", "in_stock", "index", "next_at", "price", "product", "seq")
-
-    def __init__(self, index: int, product: Product) -> None:
-        self.index = index
-        self.product = product
-        self.changes = 0
-        self.seq = 0
-        self.in_stock = True
-        self.price = product.price
-        self.next_at = index * SEC_MS  # shop time of the next change: the first, at the start
-
-    def change(self, seed: int, t: int, rng: random.Random) -> tuple[dict[str, Any], int]:
-        """The product_updated at shop time ``t`` and the time of the next change."""
-        rng.seed(_mix(seed ^ _CATALOG_SALT, self.index, self.changes))
-        self.changes += 1
-        p = self.product
-        fields: dict[str, Any]
-        if self.changes == 1:  # the catalog as the shop starts: list price, in stock
-            fields = {"price": p.price, "in_stock": True}
-            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
-        elif not self.in_stock:  # restocked
-            self.in_stock = True
-            fields = {"in_stock": True}
-            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
-        elif self.price != p.price:  # the sale ends: back to the list price
-            self.price = p.price
-            fields = {"price": p.price}
-            following = t + int(rng.expovariate(1.0 / (_CATALOG_MEAN_GAP_DAYS * DAY_MS)))
-        elif rng.random() < 0.5:  # sold out
-            self.in_stock = False
-            fields = {"in_stock": False}
-            following = t + int(rng.uniform(*_OUT_OF_STOCK_DAYS) * DAY_MS)
-        else:  # a sale
-            cut = rng.uniform(*_SALE_CUT)
-            self.price = max(0.49, round(p.price * (1 - cut), 1) - 0.01)
-            fields = {"price": round(self.price, 2)}
-            following = t + int(rng.uniform(*_SALE_DAYS) * DAY_MS)
-        event: dict[str, Any] = {
-            "event_id": f"cat-{p.product_id}-{self.changes:x}",
-            "type": "product_updated",
-            "ts": 0,  # stamped when it leaves the heap
-            "product_id": p.product_id,
-            "category": p.category,
-            **fields,
-        }
-        return event, max(following, t + MIN_MS)
-
 
 class _Shopper:
     """Everything that carries over between one user's sessions (small, slotted)."""
@@ -314,12 +176,12 @@ class _Shopper:
         self.tz_offset = 0
         self.interests: tuple[str, ...] = ()
         self.staples: list[list[Any]] = []  # [product, quantity, interval_ms, next_due]
-        self.quit_at = _NEVER
-        self.next_regular = _NEVER
+        self.quit_at = NEVER
+        self.next_regular = NEVER
         self.sessions = 0
         self.seq = 0  # heap tie-break sequence
         self.emitted = 0  # event id counter
-        self.extra: _Extra | None = None  # new_triggers: the extra events' stream
+        self.extra: Extra | None = None  # new_triggers: the extra events' stream
         self.orders = 0
         self.opted_out = False
         self.cart: dict[str, int] = {}
@@ -328,18 +190,7 @@ class _Shopper:
         due = self.next_regular
         for staple in self.staples:
             due = min(due, staple[3])
-        return due if due < self.quit_at else _NEVER
-
-
-def _mix(seed: int, user: int, n: int) -> int:
-    """A well-spread 64-bit seed for (seed, user, n): splitmix64 finaliser rounds."""
-    mask = (1 << 64) - 1
-    z = (seed * 0x9E3779B97F4A7C15 + user * 0xBF58476D1CE4E5B9 + n * 0x94D049BB133111EB) & mask
-    for _ in range(2):
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        z ^= z >> 31
-    return z
+        return due if due < self.quit_at else NEVER
 
 
 def _pick(rng: random.Random, cum: tuple[float, ...]) -> int:
@@ -365,7 +216,7 @@ class _Clock:
 
 
 def _new_shopper(rng: random.Random, seed: int, idx: int, horizon: int, clock: _Clock) -> _Shopper:
-    rng.seed(_mix(seed, idx, 0))
+    rng.seed(mix(seed, idx, 0))
     sh = _Shopper()
     sh.idx = idx
     sh.user_id = f"u{idx:07d}"
@@ -377,7 +228,7 @@ def _new_shopper(rng: random.Random, seed: int, idx: int, horizon: int, clock: _
     zone = _ZONES[_pick(rng, _ZONE_CUM)]
     sh.tz = zone[0]
     sh.tz_offset = int(zone[1] * HOUR_MS)
-    first, *rest = rng.sample(_CATEGORIES, 3)
+    first, *rest = rng.sample(CATEGORIES, 3)
     sh.interests = (first, *rest[: rng.randrange(0, 3)])
     mean_gap = _MEAN_GAP_DAYS[sh.persona] * DAY_MS
     if rng.random() < _LATE_JOIN_SHARE:
@@ -386,8 +237,8 @@ def _new_shopper(rng: random.Random, seed: int, idx: int, horizon: int, clock: _
         around = int(rng.expovariate(1.0 / mean_gap))
     sh.next_regular = clock.at_local_hour(rng, sh, around, -1)
     if sh.persona == _REPLENISHER:
-        for category in rng.sample(_CONSUMABLES, 1 if rng.random() < 0.7 else 2):
-            product = _BY_CATEGORY[category][_pick(rng, _CUM_WEIGHTS[category])]
+        for category in rng.sample(CONSUMABLES, 1 if rng.random() < 0.7 else 2):
+            product = BY_CATEGORY[category][_pick(rng, CUM_WEIGHTS[category])]
             interval = int(CONSUMABLE_DAYS[category] * DAY_MS * rng.uniform(0.85, 1.15))
             # mid-cycle: the first purchase falls somewhere in the first interval
             first_due = clock.at_local_hour(rng, sh, int(rng.random() * interval), -1)
@@ -455,9 +306,9 @@ class _Session:
         category = (
             interests[rng.randrange(len(interests))]
             if rng.random() < 0.8
-            else rng.choice(_CATEGORIES)
+            else rng.choice(CATEGORIES)
         )
-        return _BY_CATEGORY[category][_pick(rng, _CUM_WEIGHTS[category])]
+        return BY_CATEGORY[category][_pick(rng, CUM_WEIGHTS[category])]
 
     def view(self, p: Product) -> None:
         fields: dict[str, Any] = {"product_id": p.product_id}
@@ -466,7 +317,7 @@ class _Session:
             fields["price"] = p.price
         self.emit("product_viewed", fields)
         extra = self.sh.extra
-        if extra is not None and extra.rng.random() < _WISHLIST_SHARE:
+        if extra is not None and extra.rng.random() < WISHLIST_SHARE:
             later = self.t + SEC_MS + int(extra.rng.random() * 30 * SEC_MS)
             wished = {"product_id": p.product_id, "category": p.category, "price": p.price}
             self.emit("wishlist_added", wished, at=later, extra=True)
@@ -482,7 +333,7 @@ class _Session:
                 self.emit("category_viewed", {"category": self.product().category})
             else:
                 category = self.product().category
-                self.emit("search", {"query": rng.choice(_SEARCH_TERMS[category])})
+                self.emit("search", {"query": rng.choice(SEARCH_TERMS[category])})
 
     def add(self, p: Product, quantity: int) -> None:
         self.step(25.0)
@@ -554,17 +405,6 @@ class _Session:
 _PRODUCTS: dict[str, Product] = {p.product_id: p for p in CATALOG}
 
 
-def _birthday(rng: random.Random) -> str:
-    """A birthday, "MM-DD" or "YYYY-MM-DD" (Feb 29 only in a leap year)."""
-    day = date(2000, 1, 1) + timedelta(days=rng.randrange(366))  # 2000: a leap year
-    if rng.random() >= _BIRTHDAY_WITH_YEAR:
-        return f"{day.month:02d}-{day.day:02d}"
-    year = rng.randrange(1950, 2009)
-    if (day.month, day.day) == (2, 29):
-        year -= year % 4  # 1952..2008: all leap years
-    return f"{year}-{day.month:02d}-{day.day:02d}"
-
-
 def _browse_len(rng: random.Random) -> int:
     return 1 + min(11, int(rng.expovariate(1.0 / 2.2)))
 
@@ -572,13 +412,13 @@ def _browse_len(rng: random.Random) -> int:
 def _run_session(rng: random.Random, seed: int, sh: _Shopper, t: int, clock: _Clock) -> list[_Out]:
     """Expand the visit due at ``t`` into events and schedule the user's next visit."""
     sh.sessions += 1
-    rng.seed(_mix(seed, sh.idx, sh.sessions))
+    rng.seed(mix(seed, sh.idx, sh.sessions))
     s = _Session(rng, sh, t)
     persona = sh.persona
     if sh.extra is not None:
-        sh.extra.rng.seed(_mix(seed ^ _EXTRA_SALT, sh.idx, sh.sessions))
-        if sh.sessions == 1 and not sh.test and sh.extra.rng.random() < _BIRTHDAY_SHARE:
-            s.emit("preferences_updated", {"birthday": _birthday(sh.extra.rng)}, extra=True)
+        sh.extra.rng.seed(mix(seed ^ EXTRA_SALT, sh.idx, sh.sessions))
+        if sh.sessions == 1 and not sh.test and sh.extra.rng.random() < BIRTHDAY_SHARE:
+            s.emit("preferences_updated", {"birthday": birthday(sh.extra.rng)}, extra=True)
 
     if sh.sessions == 1 and not sh.test and rng.random() < _TZ_ANNOUNCE_SHARE:
         prefs: dict[str, Any] = {"timezone": sh.tz}
@@ -708,13 +548,13 @@ def _generate(
     for idx in range(users):
         sh = _new_shopper(rng, seed, idx, horizon, clock)
         if new_triggers:
-            sh.extra = _Extra()
+            sh.extra = Extra()
         first = sh.next_at()
         if first < horizon:
             heap.append((stamp(first), idx, 0, sh))
     if new_triggers:  # the catalog's listings sort before the shoppers (negative index)
         for index, product in enumerate(CATALOG):
-            heap.append((stamp(index * SEC_MS), -1 - index, 0, _Listing(index, product)))
+            heap.append((stamp(index * SEC_MS), -1 - index, 0, Listing(index, product)))
     heapq.heapify(heap)
     push, pop = heapq.heappush, heapq.heappop
     catalog_rng = random.Random()
@@ -725,8 +565,8 @@ def _generate(
         if kind is dict:
             yield item
             continue
-        if kind is _Listing:
-            listing: _Listing = item
+        if kind is Listing:
+            listing: Listing = item
             t = listing.next_at
             event, following = listing.change(seed, t, catalog_rng)
             event["ts"] = _rfc3339(stamp(t))

@@ -5,6 +5,7 @@ without changing it, deterministic per seed, and enough to make ``nudge replay``
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from cli.main import main
+from simulation.new_triggers import birthday
 from simulation.synthetic import CATALOG, event_lines, generate_events
 from stream.settings import Settings
 from stream.simulate import route, route_line, topic_map
@@ -59,6 +61,14 @@ def test_birthdays_come_in_both_forms_and_are_real_dates(events: list[dict[str, 
     assert len(users) > 60  # about a third of the shoppers, on their first visit
     assert {len(b) for b in birthdays} == {5, 10}  # "MM-DD" and "YYYY-MM-DD"
     assert all(is_birthday(b) for b in birthdays)
+
+
+def test_every_drawn_birthday_is_a_real_date_feb_29_included() -> None:
+    rng = random.Random(2026)
+    drawn = [birthday(rng) for _ in range(20_000)]
+    assert all(is_birthday(day) for day in drawn)
+    leap = [day for day in drawn if day.endswith("02-29")]
+    assert {len(day) for day in leap} == {5, 10}  # "02-29" and "YYYY-02-29" (a leap year)
 
 
 def test_wishlists_follow_a_view_of_the_product_at_its_list_price(
