@@ -4,8 +4,13 @@ tests/integration/test_report_kafka.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +19,8 @@ from cli.report_data import AuditTally
 from stream.topic_reader import UpToEnd, topic_missing
 
 pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_partitions_that_are_empty_at_start_are_done_at_once() -> None:
@@ -99,3 +106,28 @@ def test_bad_settings_are_exit_2(
     assert main(["report", "--from-kafka"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nudge report: NUDGE_KAFKA_BOOTSTRAP=") and "Traceback" not in err
+
+
+def test_ctrl_c_while_waiting_for_kafka_is_exit_130_without_a_report() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = int(silent.getsockname()[1])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "report", "--from-kafka"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={
+                **os.environ,
+                "NUDGE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+                "NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS": "60",
+            },
+        )
+        time.sleep(2.5)  # started and waiting for the broker
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 130
+    assert out == b""
+    assert err.decode().splitlines() == ["nudge report: stopped before Kafka answered; no report"]
