@@ -124,10 +124,17 @@ def test_ctrl_c_while_waiting_for_kafka_is_exit_130_without_a_report() -> None:
                 "NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS": "60",
             },
         )
-        time.sleep(2.5)  # started and waiting for the broker
-        assert process.poll() is None
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
+        try:
+            silent.settimeout(30)
+            connection, _ = silent.accept()  # the client is connecting: its handlers are set
+            assert process.poll() is None
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=10)
+            connection.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert process.returncode == 130
     assert out == b""
     assert err.decode().splitlines() == ["nudge report: stopped before Kafka answered; no report"]
