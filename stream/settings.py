@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     topic_cart: str = Field(default="shop.cart", min_length=1)
     topic_order: str = Field(default="shop.order", min_length=1)
     topic_prefs: str = Field(default="shop.prefs", min_length=1)
-    # Catalog events (contract 7.1, keyed by product). `nudge simulate --new-triggers`
-    # writes them here; the worker does not read this topic yet (docs/engine.md).
+    # Catalog events (contract 7.1, keyed by product). `nudge simulate` writes them here
+    # (--new-triggers, or a file's product_updated lines); the worker does not read this
+    # topic yet (docs/engine.md).
     topic_catalog: str = Field(default="shop.catalog", min_length=1)
     topic_triggers: str = Field(default="marketing.triggers", min_length=1)
     topic_audit: str = Field(default="marketing.triggers.audit", min_length=1)

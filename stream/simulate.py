@@ -103,7 +103,8 @@ async def produce(
     """Produce until the source ends, ``limit`` is reached or SIGINT/SIGTERM; the count sent.
 
     Raises KafkaUnavailable when the broker cannot be reached or refuses the records,
-    MissingTopic when ``new_triggers`` and the catalog topic does not exist.
+    MissingTopic at the first catalog event (``new_triggers``, or a ``product_updated``
+    line of the file) when the catalog topic does not exist.
     """
     topics = topic_map(settings)
     stop = stop_on_signals()
@@ -113,8 +114,7 @@ async def produce(
     sent = 0
     started = time.monotonic()
     try:
-        if new_triggers and not file:
-            await _check_catalog_topic(settings)
+        catalog_checked = False
         source: Iterator[Any] = (
             file_stream(file) if file else synthetic_stream(users, seed, new_triggers)
         )
@@ -134,6 +134,9 @@ async def produce(
                 )
                 key, topic = route(item, topics)
                 value = orjson.dumps(item)
+            if topic == settings.topic_catalog and not catalog_checked:
+                await _check_catalog_topic(settings)  # at the first catalog event
+                catalog_checked = True
             await _send_patiently(producer, topic, key, value, settings, stop)
             sent += 1
             ahead = 0.0 if realtime else started + sent / rate - time.monotonic()
@@ -168,7 +171,7 @@ async def _check_catalog_topic(settings: Settings) -> None:
             name,
             set(counts),
             settings.kafka_bootstrap,
-            "--new-triggers writes catalog events there: create it with the input topics' "
+            "catalog events (product_updated) go there: create it with the input topics' "
             f"partition count (kafka-topics.sh --create --topic {name} --partitions N), or "
             "set NUDGE_TOPIC_CATALOG to the shop's catalog topic",
         )

@@ -8,6 +8,7 @@ import os
 import subprocess
 import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -88,3 +89,33 @@ def test_a_missing_catalog_topic_is_one_line_with_the_fix(kafka_bootstrap: str) 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"nudge simulate: topic '{topics['catalog']}' does not exist")
     assert "kafka-topics.sh --create" in lines[0] and "NUDGE_TOPIC_CATALOG" in lines[0]
+
+
+async def test_a_files_catalog_lines_go_to_the_catalog_topic_keyed_by_product(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topics = {kind: f"{prefix}.shop.{kind}" for kind in KINDS}
+    catalog = {"event_id": "c1", "type": "product_updated", "ts": "2026-11-01T00:00:00Z",
+               "product_id": "p1", "in_stock": True}  # fmt: skip
+    view = {"event_id": "e1", "type": "product_viewed", "ts": "2026-11-01T00:00:01Z",
+            "user_id": "u1", "product_id": "p1"}  # fmt: skip
+    file = tmp_path / "events.jsonl"
+    file.write_bytes(orjson.dumps(view) + b"\n" + orjson.dumps(catalog) + b"\n")
+    env = {f"NUDGE_TOPIC_{kind.upper()}": name for kind, name in topics.items()}
+    argv = [NUDGE, "simulate", "--file", str(file), "--rate", "100"]
+    run = {**os.environ, "NUDGE_KAFKA_BOOTSTRAP": kafka_bootstrap, **env}
+
+    users = [name for kind, name in topics.items() if kind != "catalog"]
+    await create_topics(kafka_bootstrap, users, 2)
+    missing = subprocess.run(argv, capture_output=True, timeout=60, check=False, env=run)
+    assert missing.returncode == 1
+    assert f"topic '{topics['catalog']}' does not exist".encode() in missing.stderr
+
+    await create_topics(kafka_bootstrap, [topics["catalog"]], 2)
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False, env=run)
+    assert done.returncode == 0, done.stderr
+    (record,) = await everything(kafka_bootstrap, topics["catalog"], 2)
+    assert (record.key, orjson.loads(record.value)) == (b"p1", catalog)
+    views = await everything(kafka_bootstrap, topics["browse"], 2)
+    assert [r.key for r in views] == [b"u1", b"u1"]  # one per run: the view precedes the check
