@@ -41,7 +41,9 @@ class RepeatFilter(logging.Filter):
     """Let the same message from the same logger through once per ``interval`` seconds.
 
     While a broker is unreachable, aiokafka logs each reconnect attempt, thousands a
-    second; the first of each kind is enough, with a count of what was dropped.
+    second; the first of each kind is enough, with a count of what was dropped. Only
+    warnings and errors are limited: the lifecycle lines (a rebalance, a recovery) must
+    all show, even two rebalances a second apart.
     """
 
     def __init__(self, interval: float = 10.0) -> None:
@@ -50,6 +52,8 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         key = (record.name, record.levelno, str(record.msg))
         first, dropped = self._seen.get(key, (0.0, 0))
         if record.created - first < self._interval:

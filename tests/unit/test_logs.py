@@ -74,10 +74,11 @@ def at(entry: logging.LogRecord, created: float) -> logging.LogRecord:
 
 def test_repeats_pass_once_per_interval_with_a_count() -> None:
     repeats = RepeatFilter(interval=10.0)
-    assert repeats.filter(at(record("Unable connect to %s", "k:9092"), 100.0))
-    assert not repeats.filter(at(record("Unable connect to %s", "k:9093"), 101.0))
-    assert not repeats.filter(at(record("Unable connect to %s", "k:9094"), 105.0))
-    later = at(record("Unable connect to %s", "k:9092"), 111.0)
+    warn = logging.WARNING
+    assert repeats.filter(at(record("Unable connect to %s", "k:9092", level=warn), 100.0))
+    assert not repeats.filter(at(record("Unable connect to %s", "k:9093", level=warn), 101.0))
+    assert not repeats.filter(at(record("Unable connect to %s", "k:9094", level=warn), 105.0))
+    later = at(record("Unable connect to %s", "k:9092", level=warn), 111.0)
     assert repeats.filter(later)
     assert later.getMessage() == "Unable connect to k:9092 (and 2 more like it)"
 
@@ -114,3 +115,11 @@ def test_configured_logging_writes_json_to_stderr(
     assert [(line["level"], line["msg"], line["variable"]) for line in lines] == [
         ("warning", "NUDGE_X is unknown", "NUDGE_X")
     ]
+
+
+def test_lifecycle_lines_below_warning_are_never_limited() -> None:
+    # Faust logs each recovery step at INFO; a second rebalance seconds after the first
+    # must show all of them (a stuck recovery was invisible behind this filter).
+    repeats = RepeatFilter(interval=10.0)
+    assert repeats.filter(at(record("Restore complete!", level=logging.INFO), 100.0))
+    assert repeats.filter(at(record("Restore complete!", level=logging.INFO), 101.0))
