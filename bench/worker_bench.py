@@ -187,7 +187,13 @@ def noop_drain(group: WorkerGroup, n: int) -> Drain:
         "NOOP_DATADIR": str(group.workdir / "noop-data"),
     }
     log = (group.workdir / "noop.log").open("ab")
-    command = [sys.executable, str(ROOT / "bench" / "faust_noop.py"), "worker", "-lwarn"]
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "faust_noop.py"),
+        "worker",
+        "-lwarn",
+        "--without-web",
+    ]
     proc = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=group.workdir
     )

@@ -276,6 +276,16 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
 
     @users.on_recover
     async def after_recovery() -> None:
+        # Faust runs this in a task whose failure nobody reads: without the crash, the
+        # partitions would stay set up for the previous assignment, silently unprocessed.
+        try:
+            await set_up_assignment()
+        except Exception as exc:
+            log.critical("the new assignment could not be set up; the worker stops: %r", exc)
+            await app.crash(exc)
+            raise
+
+    async def set_up_assignment() -> None:
         # Runs after every recovery (start-up, rebalance), before streams resume.
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
         try:
