@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
 from msgspec.structs import replace
 
 from triggers import (
@@ -86,8 +87,7 @@ class OutsideFacts:
 NO_FACTS = OutsideFacts()
 
 
-@frozen_record
-class Step:
+class Step(msgspec.Struct, frozen=True, gc=False):
     state: UserState
     records: tuple[Record, ...]  # in emission order
     next_due: datetime | None  # when on_time must next be called for this user
