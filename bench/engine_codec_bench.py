@@ -19,6 +19,7 @@ Both passes must produce the same records (checked: the codec round-trips the st
 
     .venv/bin/python bench/engine_codec_bench.py                 # 100k users, 30 days
     .venv/bin/python bench/engine_codec_bench.py --users 10000   # quick
+    .venv/bin/python bench/engine_codec_bench.py --tree DIR      # DIR/triggers (before/after)
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="passes of each kind, best kept")
+    parser.add_argument("--tree", help="measure the triggers package of this checkout")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "bench"))
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(Path(args.tree).resolve() if args.tree else REPO))
     from replay_bench import ensure_events
 
     from triggers.events import InvalidEvent, parse_event
