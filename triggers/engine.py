@@ -169,13 +169,10 @@ class Engine:
         previous = state.last_activity
         ts = event.ts
         newest = previous is None or ts >= previous
-        if self._dormancy_all:  # (dormancy.eligible, inline: every event asks)
-            was_eligible = is_eligible = True
-        elif self._dormancy_customers:
+        was_eligible = is_eligible = self._dormancy_all  # dormancy.eligible, inline
+        if self._dormancy_customers:
             was_eligible = state.history.count > 0
             is_eligible = was_eligible if history is state.history else history.count > 0
-        else:
-            was_eligible = is_eligible = False
         key, stage = dormancy.rearmed(
             state.dormancy_key,
             state.dormancy_stage,
