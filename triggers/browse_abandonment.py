@@ -41,17 +41,25 @@ def after_view(
         return viewed, pending
     if viewed is not None and event.ts < viewed.ts:
         return viewed, pending
-    view = View(event.product_id, event.category, event.price, event.ts)
-    current = find_trigger(pending, NAME)
-    # A view of a product in the cart, or one added at or after the view (a view arriving
-    # late, after the add that cancels it), arms nothing.
-    in_cart = any(line.product_id == event.product_id for line in cart.lines) or any(
-        product == event.product_id and at >= event.ts for product, at in cart.added
-    )
-    if not rules.enabled or in_cart:
+    ts, product_id = event.ts, event.product_id
+    view = View(product_id, event.category, event.price, ts)
+    current = find_trigger(pending, NAME) if pending else None
+    if not rules.enabled or _in_cart(cart, product_id, ts):
         return view, without(pending, current)
-    new = open_episode(NAME, event.event_id, event.ts, event.ts + rules.stages[0])
+    new = open_episode(NAME, event.event_id, ts, ts + rules.stages[0])
+    if current is None:
+        return view, (*pending, new)
     return view, replace(pending, current, new)
+
+
+def _in_cart(cart: Cart, product_id: str, ts: datetime) -> bool:
+    """A view of a product in the cart, or one added at or after the view (a view arriving
+    late, after the add that cancels it), arms nothing."""
+    for line in cart.lines:
+        if line.product_id == product_id:
+            return True
+    added = cart.added
+    return bool(added) and any(product == product_id and at >= ts for product, at in added)
 
 
 def after_cart_add(

@@ -102,12 +102,14 @@ def pruned(
     if recent and min(recent) <= start:
         recent = tuple(moment for moment in recent if moment > start)
     by_trigger = log.last_by_trigger
-    if any(now - moment >= cooldowns.get(name, _ZERO) for name, moment in by_trigger):
-        by_trigger = tuple(
-            (name, moment)
-            for name, moment in by_trigger
-            if now - moment < cooldowns.get(name, _ZERO)
-        )
+    for name, moment in by_trigger:
+        if now - moment >= cooldowns.get(name, _ZERO):
+            by_trigger = tuple(
+                (name, moment)
+                for name, moment in by_trigger
+                if now - moment < cooldowns.get(name, _ZERO)
+            )
+            break
     if recent is log.recent and by_trigger is log.last_by_trigger:
         return log
     return ContactLog(recent, by_trigger, log.attributable)

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from triggers.engine import PROCESSED, Engine, OutsideFacts, Record
+import msgspec
+
+from triggers.engine import NO_FACTS, PROCESSED, Engine, OutsideFacts, Record
 from triggers.events import Event
-from triggers.frozen import frozen_record
 from triggers.held import earliest_held, hold, release
 from triggers.rules import Rules
 from triggers.state import UserState
 
 
-@frozen_record
-class Advance:
+class Advance(msgspec.Struct, frozen=True, gc=False):
     state: UserState
     records: tuple[Record, ...]  # in emission order
     wake: datetime | None  # when to look at the user again (None: nothing pending or held)
@@ -45,11 +45,7 @@ class Driver:
         self._max_delay = rules.contact_policy.max_delay
 
     def wake(self, state: UserState) -> datetime | None:
-        due = self.engine.next_due(state)
-        held = earliest_held(state)
-        if held is None:
-            return due
-        return held if due is None or held < due else due
+        return _wake(state, self.engine.next_due(state))
 
     def event(
         self,
@@ -62,24 +58,27 @@ class Driver:
         records: list[Record] = []
         before = state
         if state is not None:
-            state = self._release(state, now, facts, records)
-            state = self._fire(state, now, min(event.ts, now), facts, records)
+            if state.held:
+                state = self._release(state, now, facts, records)
+            due = self.engine.next_due(state)
+            if due is not None and due <= event.ts and due <= now:
+                state, due = self._fire(state, now, min(event.ts, now), facts, records)
         step = self.engine.on_event(state, event, now)
         state = step.state
+        due = step.next_due
         if step.outcome == PROCESSED:
             records += step.records
-            due = step.next_due
             if due is not None and due <= horizon and due <= now:
-                state = self._fire(state, now, horizon, facts, records)
-        return Advance(state, tuple(records), self.wake(state), step.outcome, state is not before)
+                state, due = self._fire(state, now, horizon, facts, records)
+        return Advance(state, tuple(records), _wake(state, due), step.outcome, state is not before)
 
     def time(
         self, state: UserState, now: datetime, until: datetime, facts: OutsideFacts | None
     ) -> Advance:
         records: list[Record] = []
         after = self._release(state, now, facts, records)
-        after = self._fire(after, now, min(until, now), facts, records)
-        return Advance(after, tuple(records), self.wake(after), "fired", after is not state)
+        after, due = self._fire(after, now, min(until, now), facts, records)
+        return Advance(after, tuple(records), _wake(after, due), "fired", after is not state)
 
     def _release(
         self, state: UserState, now: datetime, facts: OutsideFacts | None, out: list[Record]
@@ -97,13 +96,23 @@ class Driver:
         until: datetime,
         facts: OutsideFacts | None,
         out: list[Record],
-    ) -> UserState:
-        step = self.engine.on_time(state, now, facts or OutsideFacts(), until=until)
+    ) -> tuple[UserState, datetime | None]:
+        """The state after the stages due by ``until`` fired, and its next due time (held
+        decisions and their release leave the pending stages, so the due time, alone)."""
+        step = self.engine.on_time(state, now, facts or NO_FACTS, until=until)
         if not step.records:
-            return step.state
+            return step.state, step.next_due
         if facts is None:
             after, emitted = hold(state.contacts, step.state, step.records)  # type: ignore[arg-type]
             out += emitted
-            return after
+            return after, step.next_due
         out += step.records
-        return step.state
+        return step.state, step.next_due
+
+
+def _wake(state: UserState, due: datetime | None) -> datetime | None:
+    """The next due time, or earlier, when the oldest held decision was reached."""
+    if not state.held:
+        return due
+    held = earliest_held(state)
+    return held if due is None or held < due else due  # type: ignore[operator]

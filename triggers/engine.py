@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
 from msgspec.structs import replace
 
 from triggers import (
@@ -86,8 +87,7 @@ class OutsideFacts:
 NO_FACTS = OutsideFacts()
 
 
-@frozen_record
-class Step:
+class Step(msgspec.Struct, frozen=True, gc=False):
     state: UserState
     records: tuple[Record, ...]  # in emission order
     next_due: datetime | None  # when on_time must next be called for this user
@@ -110,6 +110,8 @@ class Engine:
         self.rules_version = rules.version_label
         self._firing = firing_rules(rules)
         self._dormancy = rules.triggers.dormancy
+        self._dormancy_all = self._dormancy.enabled and self._dormancy.audience == "all"
+        self._dormancy_customers = self._dormancy.enabled and self._dormancy.audience != "all"
         self._cap_window = rules.contact_policy.frequency_cap.per
         self._cooldown = self._firing.cooldown
         self._attribution_window = rules.contact_policy.attribution_window
@@ -167,11 +169,10 @@ class Engine:
         previous = state.last_activity
         ts = event.ts
         newest = previous is None or ts >= previous
-        was_eligible = dormancy.eligible(state.history, self._dormancy)
-        if history is state.history:
-            is_eligible = was_eligible
-        else:
-            is_eligible = dormancy.eligible(history, self._dormancy)
+        was_eligible = is_eligible = self._dormancy_all  # dormancy.eligible, inline
+        if self._dormancy_customers:
+            was_eligible = state.history.count > 0
+            is_eligible = was_eligible if history is state.history else history.count > 0
         key, stage = dormancy.rearmed(
             state.dormancy_key,
             state.dormancy_stage,

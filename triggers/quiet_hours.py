@@ -21,6 +21,7 @@ past it:
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _MS = timedelta(milliseconds=1)
@@ -38,17 +39,30 @@ def quiet_until(now: datetime, zone: ZoneInfo, start: time, end: time) -> dateti
         day += timedelta(days=1)
     elif clock >= end:
         return None
+    for candidate, result in _ends(day, zone, start, end):
+        if candidate > now:
+            return result
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _ends(
+    day: date, zone: ZoneInfo, start: time, end: time
+) -> tuple[tuple[datetime, datetime], ...]:
+    """For each pass (fold 0, 1) of ``end`` on the local ``day``: (its instant, the end of
+    quiet hours for a quiet moment before it). Depends on the day, never on the moment:
+    cached (a night's stages, and every user in the zone that night, share it)."""
+    out = []
     for fold in (0, 1):
         wall = datetime.combine(day, end, tzinfo=zone).replace(fold=fold)
         candidate = wall.astimezone(UTC)
-        if candidate <= now:
-            continue
         if candidate.astimezone(zone).replace(tzinfo=None) != wall.replace(tzinfo=None):
             after = _after_gap(zone, wall)  # ``end`` is skipped on that day
             # quiet again only if the gap skipped the whole rest of the day outside the window
-            return quiet_until(after, zone, start, end) or after
-        return candidate
-    return None
+            out.append((candidate, quiet_until(after, zone, start, end) or after))
+        else:
+            out.append((candidate, candidate))
+    return tuple(out)
 
 
 def _after_gap(zone: ZoneInfo, wall: datetime) -> datetime:
