@@ -30,6 +30,7 @@ from stream.batches import Batches, Topics
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import CommitSensor, NudgeMetrics
+from stream.read_positions import kafka_first_offset_at
 from stream.recent_sends import recently_sent
 from stream.settings import Settings
 from stream.user_rows import unpack_row, wake_times
@@ -247,6 +248,9 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         for event in events:
             await stream.ack(event)  # the consumer commits acknowledged offsets in order
 
+    async def seek(topic: str, partition: int, offset: int) -> None:
+        await app.consumer.seek_wait({TP(topic, partition): offset})  # Faust reads it again
+
     driver = Driver(rules)
     batches = Batches(
         driver=driver,
@@ -263,6 +267,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         ledger=ledger,
         metrics=metrics,
         list_end_offsets=list_end_offsets,
+        first_offset_at=kafka_first_offset_at(aiokafka_kwargs(settings)),
+        seek=seek,
         ack=ack,
         max_message_bytes=settings.max_message_bytes,
         fire_grace_ms=int(settings.fire_grace_seconds * 1000),
@@ -316,11 +322,12 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         # would keep a second queue of every message that nobody drains).
         acking[:] = [stream]
         async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
-            generation = app.consumer_generation_id
-            current = [e for e in batch if e.message.generation_id == generation]
+            # Messages fetched before a rebalance are not dropped here: Faust does not
+            # always deliver them again; the shell takes each message once, in offset
+            # order (stream.read_positions).
             async with batch_lock:
                 try:
-                    await batches.process(current)
+                    await batches.process(batch)
                 except Exception as exc:
                     # The partitions restart from their committed offsets and changelog.
                     log.critical("a batch could not be checkpointed; the worker stops: %r", exc)

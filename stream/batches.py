@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from stream.contact_ledger import RedisUnavailable
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
+from stream.read_positions import FirstOffsetAt, ReadPositions, Seek
 from stream.user_rows import unpack_row
 from stream.watermark import UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
@@ -143,6 +144,8 @@ class Batches:
         ledger: Ledger,
         metrics: NudgeMetrics,
         list_end_offsets: ListEndOffsets,
+        first_offset_at: FirstOffsetAt,
+        seek: Seek,
         ack: Callable[[list[Any]], Awaitable[None]],
         max_message_bytes: int,
         fire_grace_ms: int,
@@ -162,6 +165,8 @@ class Batches:
         # (or after a pause) is older than it looks (stream.watermark).
         self._list_ends = list_end_offsets
         self._ends: dict[tuple[str, int], int] = {}
+        # Each message once and in offset order, whatever Faust delivers (stream.read_positions).
+        self._positions = ReadPositions(first_offset_at, seek)
         self._ack = ack
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
@@ -188,6 +193,7 @@ class Batches:
         offsets and the store. Returns the number of pending deadlines."""
         now_ms = to_millis(self._clock())
         self._partitions = {}
+        self._positions.assigned(starts)
         for p in partitions:
             topic_starts = _of_partition(starts, self._topics.inputs, p)
             self._partitions[p] = _Partition(
@@ -209,8 +215,10 @@ class Batches:
         return sum(len(part.deadlines) for part in self._partitions.values())
 
     def revoked(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
         for p in partitions:
             self._partitions.pop(p, None)
+        self._positions.revoked(partitions)
         self._metrics.reset_partitions(self._partitions)
 
     @property
@@ -251,6 +259,8 @@ class Batches:
             if message.topic == ticks:
                 acks.append(item)
                 continue
+            if not await self._positions.take(message.topic, message.partition, message.offset):
+                continue  # taken before, or ahead of messages not delivered yet
             try:
                 parsed: Event | InvalidEvent = parse_event(
                     message.value or b"", max_bytes=self._max_bytes

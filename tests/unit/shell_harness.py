@@ -136,6 +136,7 @@ class Shell:
         self.inputs: dict[tuple[str, int], list[FakeMessage]] = {}
         self.positions: dict[tuple[str, int], int] = {}
         self.acked: dict[tuple[str, int], set[int]] = {}
+        self.seeks: list[tuple[str, int, int]] = []  # the consumer sought back (read_positions)
         self.events: list[bytes] = []  # every valid event produced, for replay
         self.restarts = 0
         self._ids = itertools.count(1)
@@ -153,6 +154,8 @@ class Shell:
             ledger=self.ledger,
             metrics=self.metrics,
             list_end_offsets=self.list_end_offsets,
+            first_offset_at=self.first_offset_at,
+            seek=self.seek,
             ack=self._ack,
             max_message_bytes=65536,
             fire_grace_ms=self.grace_ms,
@@ -214,6 +217,16 @@ class Shell:
         """What the broker answers: everything produced so far."""
         return {tp: len(self.inputs.get(tp, [])) for tp in tps}
 
+    async def first_offset_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """What the broker answers: the first offset from ``offset`` on that holds a record."""
+        log = self.inputs.get((topic, partition), [])
+        return next((m.offset for m in log if m.offset >= offset), None)
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        """The consumer sought back: the partition is read again from ``offset``."""
+        self.seeks.append((topic, partition, offset))
+        self.positions[(topic, partition)] = offset
+
     def committed(self) -> dict[tuple[str, int], int]:
         """What Faust commits: per topic partition, the offset after the acked prefix."""
         out = {}
@@ -236,9 +249,10 @@ class Shell:
             if topic not in wanted or partition not in self.partitions:
                 continue
             start = self.positions.get((topic, partition), 0)
-            taken = log[start : None if limit is None else start + limit]
+            taken = [m for m in log if m.offset >= start][:limit]
             batch += [FakeEvent(m) for m in taken]
-            self.positions[(topic, partition)] = start + len(taken)
+            if taken:
+                self.positions[(topic, partition)] = taken[-1].offset + 1
         return batch
 
     async def poll(self, topics: Iterable[str] | None = None, limit: int | None = None) -> None:

@@ -1,0 +1,124 @@
+"""Each message of an owned partition taken once and in offset order, whatever Faust delivers.
+
+Around a rebalance Faust can deliver a partition's messages out of order or skip some:
+a fetch that was under way when the partitions were sought back to their committed
+offsets comes back with records from beyond them, and Faust, having moved its own "read
+offset" past them, then drops the records it reads again from the committed offset as
+already read. A worker that took those records would apply events out of order and never
+see the ones in between (until its next restart): the decisions come out wrong (in the
+CPU-hog runs of the crash and rebalance suites, and the 2-process benchmark drain).
+
+So the shell keeps, per owned input partition, the next offset it expects, starting at
+the committed offset of each assignment:
+
+- a message below it was taken before (a copy delivered twice): left out;
+- the message at it: taken;
+- a message beyond it is a gap. Offsets may legitimately be missing (transaction
+  markers, records removed by retention), so the broker is asked for the first offset
+  that exists from the expected one on. If that is this message's, the gap is real and
+  the message is taken; otherwise records were not delivered: the message is left out
+  (not acknowledged) and the consumer is sought back to the expected offset, once, so
+  that they come again, in order.
+
+Nothing here changes what is applied, only that every message is applied exactly once
+in its partition's order; a message left out is never acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+log = logging.getLogger("nudge.read_positions")
+
+TopicPartition = tuple[str, int]
+#: The first offset at or after ``offset`` that holds a record (None: none yet).
+FirstOffsetAt = Callable[[str, int, int], Awaitable[int | None]]
+#: Seek the consumer's partition back to ``offset`` (its messages are delivered again).
+Seek = Callable[[str, int, int], Awaitable[None]]
+
+
+class ReadPositions:
+    def __init__(self, first_offset_at: FirstOffsetAt, seek: Seek) -> None:
+        self._first_offset_at = first_offset_at
+        self._seek = seek
+        self._next: dict[TopicPartition, int] = {}
+        # Per partition in a gap: (expected offset, first offset the broker has from it).
+        self._gaps: dict[TopicPartition, tuple[int, int | None]] = {}
+        self._sought: dict[TopicPartition, int] = {}  # expected offset sought back to
+
+    def assigned(self, starts: Mapping[TopicPartition, int] | None) -> None:
+        """A new assignment: each partition starts at its committed offset (if known)."""
+        self._next = dict(starts or {})
+        self._gaps.clear()
+        self._sought.clear()
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        for mapping in (self._next, self._gaps, self._sought):
+            for tp in [tp for tp in mapping if tp[1] in gone]:
+                del mapping[tp]
+
+    async def take(self, topic: str, partition: int, offset: int) -> bool:
+        """True: apply this message; False: leave it out (and do not acknowledge it)."""
+        tp = (topic, partition)
+        expected = self._next.get(tp)
+        if expected is None or offset == expected:  # the common case
+            self._next[tp] = offset + 1
+            return True
+        if offset < expected:
+            return False
+        return await self._gap(tp, expected, offset)
+
+    async def _gap(self, tp: TopicPartition, expected: int, offset: int) -> bool:
+        known = self._gaps.get(tp)
+        if known is None or known[0] != expected:
+            first = await self._first_offset_at(tp[0], tp[1], expected)
+            known = (expected, first)
+            self._gaps[tp] = known
+        first = known[1]
+        if first is None or offset <= first:  # nothing is missing in between
+            del self._gaps[tp]
+            self._next[tp] = offset + 1
+            return True
+        if self._sought.get(tp) != expected:
+            log.warning(
+                "%s[%d]: offset %d delivered before %d..%d; reading again from %d",
+                tp[0],
+                tp[1],
+                offset,
+                first,
+                offset - 1,
+                expected,
+            )
+            self._sought[tp] = expected
+            await self._seek(tp[0], tp[1], expected)
+        return False
+
+
+def kafka_first_offset_at(client_kwargs: Mapping[str, object]) -> FirstOffsetAt:
+    """:data:`FirstOffsetAt` from the broker: a short-lived consumer reads one record.
+
+    Gaps are rare (around rebalances), so a client per question is cheap enough; the
+    worker's own consumer cannot be used (it would move its position)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def first_offset_at(topic: str, partition: int, offset: int) -> int | None:
+        probe = AIOKafkaConsumer(
+            **client_kwargs,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # below the log's start: its first record
+        )
+        await probe.start()
+        try:
+            tp = TopicPartition(topic, partition)
+            probe.assign([tp])
+            probe.seek(tp, offset)
+            fetched = await probe.getmany(tp, timeout_ms=5_000, max_records=1)
+            records = fetched.get(tp, [])
+            return records[0].offset if records else None
+        finally:
+            await probe.stop()
+
+    return first_offset_at
