@@ -31,10 +31,17 @@ message that could not be parsed leaves as soon as it heads its queue.
 
 Messages of one topic partition leave in offset order, so acknowledging each once
 its batch is checkpointed commits offsets in order.
+
+An *external* topic (the catalog fan-out, ``stream.catalog_side``) merges several ordered
+sources: its messages wait in event-time order (not offset order: the caller acknowledges
+them in offset order), its bound is the least of the first waiting message and the
+``external`` function's answer (a bound its sources announce), and its first message
+leaves only once it is not later than that answer either.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,10 +79,12 @@ class Watermark:
         *,
         max_hold: float,
         unknown_grace_ms: int,
+        external: Mapping[str, Callable[[int], int]] | None = None,
     ) -> None:
         self.partition = partition
-        self._names = tuple(topics)
-        self._topics = {name: _Topic() for name in topics}
+        self._external = dict(external or {})
+        self._names = (*topics, *self._external)
+        self._topics = {name: _Topic() for name in self._names}
         self._starts = dict(starts or {})
         self._assigned_ms = assigned_ms
         self._max_hold = max_hold
@@ -84,7 +93,11 @@ class Watermark:
 
     def add(self, topic: str, offset: int, ts_ms: int, item: Any, now: float) -> None:
         state = self._topics[topic]
-        state.waiting.append(_Waiting(ts_ms, now, item))
+        if topic in self._external and state.waiting and ts_ms < state.waiting[-1].ts_ms:
+            keys = [w.ts_ms for w in state.waiting]
+            state.waiting.insert(bisect.bisect_right(keys, ts_ms), _Waiting(ts_ms, now, item))
+        else:
+            state.waiting.append(_Waiting(ts_ms, now, item))
         state.read = offset + 1
         if ts_ms != UNORDERED:
             state.last_ts = ts_ms
@@ -92,6 +105,10 @@ class Watermark:
 
     def _bound(self, name: str, end_offset: EndOffset, now_ms: int) -> int:
         state = self._topics[name]
+        external = self._external.get(name)
+        if external is not None:
+            bound = external(now_ms)
+            return min(bound, state.waiting[0].ts_ms) if state.waiting else bound
         if state.waiting:
             return state.waiting[0].ts_ms
         end = end_offset(name, self.partition)
@@ -130,8 +147,7 @@ class Watermark:
                 first.ts_ms != UNORDERED
                 and now - oldest_arrival < self._max_hold
                 and any(
-                    name != first_name
-                    and not topics[name].waiting
+                    ((name != first_name and not topics[name].waiting) or name in self._external)
                     and self._bound(name, end_offset, now_ms) < first.ts_ms
                     for name in self._names
                 )
@@ -142,10 +158,12 @@ class Watermark:
             out.append(first.item)
         return out
 
-    def horizon(self, now_ms: int, end_offset: EndOffset) -> int:
-        """How far deadlines may fire: ``now_ms``, or the watermark if that is earlier."""
+    def horizon(self, now_ms: int, end_offset: EndOffset, *, external: bool = True) -> int:
+        """How far deadlines may fire: ``now_ms``, or the watermark if that is earlier
+        (``external=False``: of the topics that are not external only)."""
         horizon = now_ms
-        for name in self._names:
+        names = self._names if external else self._names[: len(self._names) - len(self._external)]
+        for name in names:
             bound = self._bound(name, end_offset, now_ms)
             if bound < horizon:
                 horizon = bound
