@@ -30,7 +30,16 @@ from typing import Any
 import msgspec
 
 from stream.catalog_side import FanOut, Gate, Marks, ProductPartition, ProductStore, Rows
-from stream.catalog_wire import Change, Interest, Mark, decode, encode, interest_of, partition_of
+from stream.catalog_wire import (
+    Change,
+    Interest,
+    Mark,
+    decode,
+    encode,
+    interest_of,
+    partition_of,
+    product_key,
+)
 from stream.watermark import EndOffset
 from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook
@@ -40,6 +49,7 @@ from triggers.timestamps import to_millis
 
 log = logging.getLogger("nudge.catalog")
 
+PRODUCT = product_key("")
 KafkaRecord = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 
 
@@ -225,7 +235,11 @@ class CatalogFanout:
         return [*self._records, *self._marks]
 
     def rows(self) -> list[tuple[int, bytes, bytes | None]]:
-        return [(p, key, value) for key, (p, value) in self._rows.dirty.items()]
+        """The dirty rows, each product's own row (which remembers its catalog event ids)
+        after its users' rows: a changelog cut short by a crash never holds the id of an
+        event whose armed users it does not hold."""
+        rows = [(p, key, value) for key, (p, value) in self._rows.dirty.items()]
+        return sorted(rows, key=lambda row: row[1].startswith(PRODUCT))
 
     async def write_rows(self, broker: Any) -> None:
         """The products table's rows: its changelog (all awaited), then the local store."""
