@@ -136,6 +136,9 @@ class CatalogFanout:
         """The user partition's external topic: the fan-out, and its bound."""
         return {self.topics.fanout: self._fanin[partition].bound}
 
+    def internal(self) -> tuple[str, str]:
+        return (self.topics.interest, self.topics.fanout)
+
     def end_topics(self) -> tuple[str, ...]:
         return (self.topics.catalog,)
 

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     topic_audit: str = Field(default="marketing.triggers.audit", min_length=1)
     topic_dlq: str = Field(default="shop.events.dlq", min_length=1)
     topic_ticks: str = Field(default="nudge.ticks", min_length=1)
+    # The catalog fan-out (read and created only when back_in_stock or price_drop is on).
+    topic_catalog: str = Field(default="shop.catalog", min_length=1)
+    topic_interest: str = Field(default="nudge.interest", min_length=1)
+    topic_fanout: str = Field(default="nudge.catalog-fanout", min_length=1)
+    # A catalog event waits at most this long for the user partitions' interest (and a
+    # silent partition's watermark is left out after it); watermarks go out this often.
+    catalog_max_hold_seconds: float = Field(default=30.0, gt=0)
+    catalog_mark_interval_seconds: float = Field(default=0.25, ge=0)
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
