@@ -206,6 +206,7 @@ class Batches:
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
                     external=self.catalog.external(p) if self.catalog is not None else None,
+                    external_hold=self.catalog.max_hold if self.catalog is not None else None,
                 ),
                 Deadlines(),
             )

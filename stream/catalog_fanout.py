@@ -86,6 +86,8 @@ class CatalogFanout:
         triggers = rules.triggers
         self._book = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
         self._max_hold = max_hold
+        #: How long a user's event may wait for the fan-out watermark.
+        self.max_hold = max_hold
         self._grace_ms = unknown_grace_ms
         self._mark_interval = mark_interval
         self._monotonic = monotonic

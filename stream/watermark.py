@@ -36,7 +36,8 @@ An *external* topic (the catalog fan-out, ``stream.catalog_side``) merges severa
 sources: its messages wait in event-time order (not offset order: the caller acknowledges
 them in offset order), its bound is the least of the first waiting message and the
 ``external`` function's answer (a bound its sources announce), and its first message
-leaves only once it is not later than that answer either.
+leaves only once it is not later than that answer either. Waiting for an external bound
+ends after ``external_hold`` (default ``max_hold``) rather than ``max_hold``.
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ class Watermark:
         max_hold: float,
         unknown_grace_ms: int,
         external: Mapping[str, Callable[[int], int]] | None = None,
+        external_hold: float | None = None,
     ) -> None:
         self.partition = partition
         self._external = dict(external or {})
+        self._external_hold = max_hold if external_hold is None else external_hold
         self._names = (*topics, *self._external)
         self._topics = {name: _Topic() for name in self._names}
         self._starts = dict(starts or {})
@@ -143,13 +146,24 @@ class Watermark:
                     if oldest_arrival is None or head.arrived < oldest_arrival:
                         oldest_arrival = head.arrived
             assert first is not None and first_name is not None and oldest_arrival is not None
-            if (
-                first.ts_ms != UNORDERED
-                and now - oldest_arrival < self._max_hold
-                and any(
-                    ((name != first_name and not topics[name].waiting) or name in self._external)
-                    and self._bound(name, end_offset, now_ms) < first.ts_ms
-                    for name in self._names
+            waited = now - oldest_arrival
+            if first.ts_ms != UNORDERED and (
+                (
+                    waited < self._max_hold
+                    and any(
+                        name != first_name
+                        and name not in self._external
+                        and not topics[name].waiting
+                        and self._bound(name, end_offset, now_ms) < first.ts_ms
+                        for name in self._names
+                    )
+                )
+                or (
+                    waited < self._external_hold
+                    and any(
+                        self._bound(name, end_offset, now_ms) < first.ts_ms
+                        for name in self._external
+                    )
                 )
             ):
                 break  # another topic may still hold an earlier event
