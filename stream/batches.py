@@ -300,10 +300,11 @@ class Batches:
             horizon_ms = part.watermark.horizon(now_ms - self._grace_ms, self._end_offset)
             held_back.labels(str(p)).set(max(0.0, (now_ms - self._grace_ms - horizon_ms) / 1000))
             if catalog is not None:  # this partition's interest up to here is written
-                wm = part.watermark.horizon(
-                    now_ms - self._grace_ms, self._end_offset, external=False
+                catalog.user_mark(
+                    p,
+                    part.watermark.read_horizon(now_ms - self._grace_ms, self._end_offset),
+                    started,
                 )
-                catalog.user_mark(p, wm, started)
             due = [u for u, _ in part.deadlines.pop_due(horizon_ms, MAX_DUE_PER_BATCH)]
             work.append((part, released, from_millis(max(horizon_ms, 0)), due))
 

@@ -122,8 +122,9 @@ class CatalogFanout:
                 unknown_grace_ms=self._grace_ms,
                 monotonic=self._monotonic,
             )
+            hold_ms = int(self._max_hold * 1000)
             self._fanin[p] = Marks(
-                self._partitions, now_ms, self._grace_ms, self._max_hold, self._monotonic
+                self._partitions, now_ms, hold_ms, self._max_hold, self._monotonic
             )
             self._gates[p] = Gate()
         self._batch()

@@ -91,8 +91,8 @@ class Marks:
     """The watermarks ``sources`` partitions announce: their least, once all have spoken.
 
     A source not heard of holds the bound at the start of time for ``grace_ms`` after the
-    assignment; one silent for ``stale`` seconds is left out (a stopped source delays,
-    never stalls)."""
+    assignment (the catalog hold: another worker's partitions may take a while to recover);
+    one silent for ``stale`` seconds is left out (a stopped source delays, never stalls)."""
 
     def __init__(
         self, sources: int, assigned_ms: int, grace_ms: int, stale: float, monotonic: Callable
@@ -181,7 +181,9 @@ class ProductPartition:
         self.partition = partition
         self._partitions = partitions
         self._book = book
-        self.marks = Marks(partitions, assigned_ms, unknown_grace_ms, max_hold, monotonic)
+        # A user partition not heard of holds catalog events as long as one may wait.
+        hold_ms = int(max_hold * 1000)
+        self.marks = Marks(partitions, assigned_ms, hold_ms, max_hold, monotonic)
         self.watermark = Watermark(
             (catalog_topic,),
             partition,

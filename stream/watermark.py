@@ -106,13 +106,14 @@ class Watermark:
             state.last_ts = ts_ms
         self.waiting += 1
 
-    def _bound(self, name: str, end_offset: EndOffset, now_ms: int) -> int:
+    def _bound(self, name: str, end_offset: EndOffset, now_ms: int, *, read: bool = False) -> int:
+        """``read``: a bound on what is still unread (messages waiting do not count)."""
         state = self._topics[name]
         external = self._external.get(name)
         if external is not None:
             bound = external(now_ms)
             return min(bound, state.waiting[0].ts_ms) if state.waiting else bound
-        if state.waiting:
+        if state.waiting and not read:
             return state.waiting[0].ts_ms
         end = end_offset(name, self.partition)
         position = state.read if state.read is not None else self._starts.get(name)
@@ -172,13 +173,21 @@ class Watermark:
             out.append(first.item)
         return out
 
-    def horizon(self, now_ms: int, end_offset: EndOffset, *, external: bool = True) -> int:
-        """How far deadlines may fire: ``now_ms``, or the watermark if that is earlier
-        (``external=False``: of the topics that are not external only)."""
+    def horizon(self, now_ms: int, end_offset: EndOffset) -> int:
+        """How far deadlines may fire: ``now_ms``, or the watermark if that is earlier."""
         horizon = now_ms
-        names = self._names if external else self._names[: len(self._names) - len(self._external)]
-        for name in names:
+        for name in self._names:
             bound = self._bound(name, end_offset, now_ms)
+            if bound < horizon:
+                horizon = bound
+        return horizon
+
+    def read_horizon(self, now_ms: int, end_offset: EndOffset) -> int:
+        """How far the topics that are not external have been *read* (applied or not):
+        ``now_ms``, or the least bound on their unread messages if that is earlier."""
+        horizon = now_ms
+        for name in self._names[: len(self._names) - len(self._external)]:
+            bound = self._bound(name, end_offset, now_ms, read=True)
             if bound < horizon:
                 horizon = bound
         return horizon

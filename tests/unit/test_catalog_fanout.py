@@ -14,6 +14,7 @@ import pytest
 from stream.catalog_wire import interest_prefix
 from tests.unit.catalog_harness import CAT, CatalogShell
 from tests.unit.shell_fakes import Crash
+from tests.unit.shell_harness import project
 from tests.unit.timelines import at, make_rules
 
 pytestmark = pytest.mark.unit
@@ -169,3 +170,25 @@ async def test_a_crash_after_any_single_effect_loses_and_repeats_nothing(
         crashed = await run(CatalogShell(RULES, at()), crash_after=point)
         assert crashed.restarts == 1, point
         assert outcome(crashed) == expected, (point, entries[point - 1])
+
+
+async def test_a_backlog_drains_in_a_few_batches_with_replays_decisions() -> None:
+    """Everything produced at once (a restart's backlog): the two sides' watermarks must
+    not wait on each other (a user partition announces what it has *read*, not applied),
+    so a few batches apply it all, in event-time order, with replay's decisions."""
+    rules = make_rules(
+        only=("cart_abandonment",),
+        triggers=RULES.model_dump(include={"triggers"})["triggers"] | {},
+        contact_policy={"frequency_cap": {"max": 5, "per": "24h"}, "max_delay": "2d"},
+    )
+    shell = CatalogShell(rules, UNTIL)  # assigned when the backlog is there
+    for ts, kind, who, fields in script():
+        if kind == "catalog":
+            shell.catalog(ts, who, **fields)
+        else:
+            shell.user_event(kind, ts, who, **fields)
+    await shell.pump(rounds=6)
+    assert shell.batches.waiting() == 0
+    replayed = [project(r) for r in shell.replay_json(UNTIL) if r["kind"] == "decision"]
+    assert len(replayed) == 9
+    assert sorted(shell.records()) == sorted(replayed)
