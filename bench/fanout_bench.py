@@ -133,6 +133,15 @@ async def decisions(group: WorkerGroup) -> list[dict[str, object]]:
     return [r for r in out if r["kind"] == "decision"]
 
 
+def decided(metrics: str) -> float:
+    """``back_in_stock`` decisions so far (``nudge_decisions_total``)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("nudge_decisions_total{") and 'trigger="back_in_stock"' in line
+    )
+
+
 def seconds(a: object, b: object) -> float:
     return (datetime.fromisoformat(str(a)) - datetime.fromisoformat(str(b))).total_seconds()
 
@@ -164,7 +173,10 @@ def main() -> int:
         time.sleep(5)  # their interest records reach the product side
         cpu0 = cpu_seconds([worker.proc.pid])
         restock = asyncio.run(live(group, args.rate, args.live_seconds, args.restock_after))
-        time.sleep(10)
+        deadline = time.monotonic() + 600
+        while decided(worker.metrics()) < args.interested and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(10)  # the last batch's records reach the topic
         cpu = cpu_seconds([worker.proc.pid]) - cpu0
         records = asyncio.run(decisions(group))
     finally:
@@ -187,7 +199,8 @@ def main() -> int:
     if fan:
         print(
             f"restock -> decisions: first {fan[0]:.2f} s, median {statistics.median(fan):.2f} s, "
-            f"last {last:.2f} s; worker CPU from the restock to 10 s after the traffic: {cpu:.1f} s"
+            f"last {last:.2f} s; worker CPU from the start of the live traffic to 10 s "
+            f"after the last decision: {cpu:.1f} s"
         )
     for name, values in (("before the restock", before), ("during the fan-out", during)):
         if values:
