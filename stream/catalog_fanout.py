@@ -103,7 +103,6 @@ class CatalogFanout:
         self._records: list[KafkaRecord] = []
         self._marks: list[KafkaRecord] = []
         self._acks: list[Any] = []
-        self.fanned_out = 0
 
     # -- assignment ---------------------------------------------------------------------
 
@@ -217,7 +216,6 @@ class CatalogFanout:
                     invalid.append((item, error))
             fanout = self.topics.fanout
             self._records += ((fanout, key, value, q, None) for key, value, q in out.records)
-            self.fanned_out += len(out.records)
             self._mark(fanout, p, part.horizon(now_ms, end_offset), now)
             self._acks += part.gate.ready()
         return invalid

@@ -158,8 +158,6 @@ class FanOut:
     """What one product partition's batch writes: fan-out records, in order."""
 
     records: list[tuple[bytes, bytes, int]] = field(default_factory=list)  # key, value, p
-    changes: int = 0
-    duplicates: int = 0
 
 
 class ProductPartition:
@@ -285,7 +283,6 @@ class ProductPartition:
         stored = rows.get(p, product_key(pid))
         row = decode_product(stored) if stored is not None else ProductRow()
         if event.test or event.event_id in row.seen:
-            out.duplicates += not event.test
             return
         restocked = event.in_stock is True and row.in_stock is False
         price = event.price
@@ -320,7 +317,6 @@ class ProductPartition:
             key = change.user_id.encode()
             value = encode(Change(p, change))
             out.records.append((key, value, partition_of(key, self._partitions)))
-        out.changes += len(changes)
 
     def _load(self, prefix: bytes, decode: Callable[[bytes], Any], rows: Rows) -> dict[str, Any]:
         return {user_of(k, prefix): decode(v) for k, v in rows.scan(self.partition, prefix)}
