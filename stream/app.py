@@ -30,6 +30,7 @@ from stream.batches import Batches, Topics
 from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import CommitSensor, NudgeMetrics
+from stream.product_table import catalog_fanout
 from stream.read_positions import kafka_first_offset_at
 from stream.recent_sends import recently_sent
 from stream.settings import Settings
@@ -197,11 +198,18 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     )
     # Faust's transport with input partitions sought right after rebalances (see module).
     app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
+    table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
+    # The catalog fan-out (stream.catalog_fanout): its topics and table, when it is on.
+    catalog = catalog_fanout(app, settings, rules, partitions, table_options)
+    fanout_topics = () if catalog is None else (catalog.topics.catalog, *catalog.internal())
     source = app.topic(
-        *settings.input_topics, settings.topic_ticks, key_serializer="raw", value_serializer="raw"
+        *settings.input_topics,
+        settings.topic_ticks,
+        *fanout_topics,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     ticks = app.topic(settings.topic_ticks, key_serializer="raw", value_serializer="raw")
-    table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     users = app.Table(
         "users",
         partitions=partitions,
@@ -223,6 +231,8 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         prefix=settings.redis_key_prefix,
     )
     input_topics = set(settings.input_topics)
+    if catalog is not None:
+        input_topics.add(catalog.topics.catalog)  # started from its committed offsets too
 
     # End offsets come from a client of the worker's own event loop: one ListOffsets request
     # (~1 ms). Faust's consumer answers such calls from its thread between fetches: ~1 s.
@@ -273,6 +283,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         max_message_bytes=settings.max_message_bytes,
         fire_grace_ms=int(settings.fire_grace_seconds * 1000),
         max_hold=settings.order_max_hold_seconds,
+        catalog=catalog,
     )
     metrics.build.info({"version": _version(), "rules_version": rules.version_label})
     nudge = NudgeApp(app, batches, metrics, registry, ledger)

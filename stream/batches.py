@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stream.catalog_fanout import CatalogFanout
 from stream.contact_ledger import RedisUnavailable
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
@@ -153,8 +154,11 @@ class Batches:
         unknown_grace_ms: int = 10_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        catalog: CatalogFanout | None = None,
     ) -> None:
         self._driver = driver
+        #: The catalog fan-out (stream.catalog_fanout), when a catalog trigger is enabled.
+        self.catalog = catalog
         self._topics = topics
         self._store = store
         self._broker = broker
@@ -194,6 +198,9 @@ class Batches:
         now_ms = to_millis(self._clock())
         self._partitions = {}
         self._positions.assigned(starts)
+        partitions = list(partitions)
+        if self.catalog is not None:
+            self.catalog.assigned(partitions, starts, now_ms)
         for p in partitions:
             topic_starts = _of_partition(starts, self._topics.inputs, p)
             self._partitions[p] = _Partition(
@@ -204,6 +211,8 @@ class Batches:
                     now_ms,
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
+                    external=self.catalog.external(p) if self.catalog is not None else None,
+                    external_hold=self.catalog.max_hold if self.catalog is not None else None,
                 ),
                 Deadlines(),
             )
@@ -219,6 +228,8 @@ class Batches:
         for p in partitions:
             self._partitions.pop(p, None)
         self._positions.revoked(partitions)
+        if self.catalog is not None:
+            self.catalog.revoked(partitions)
         self._metrics.reset_partitions(self._partitions)
 
     @property
@@ -250,6 +261,7 @@ class Batches:
         acks: list[Any] = []
         touched: set[int] = set()
         ticks = self._topics.ticks
+        catalog = self.catalog
         for item in batch:
             message = item.message
             part = self._partitions.get(message.partition)
@@ -261,6 +273,13 @@ class Batches:
                 continue
             if not await self._positions.take(message.topic, message.partition, message.offset):
                 continue  # taken before, or ahead of messages not delivered yet
+            if catalog is not None and catalog.takes(message.topic):
+                fanned = catalog.read(item, started)  # a user's catalog change, or None
+                if fanned is not None:
+                    part.watermark.add(
+                        message.topic, message.offset, fanned[0], (item, fanned[1]), started
+                    )
+                continue
             try:
                 parsed: Event | InvalidEvent = parse_event(
                     message.value or b"", max_bytes=self._max_bytes
@@ -272,9 +291,15 @@ class Batches:
             except Exception as exc:  # the parser failed otherwise than on invalid input
                 parsed = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
             ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
+            if catalog is not None and ts_ms != UNORDERED:
+                catalog.note(parsed)  # type: ignore[arg-type]
             part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), started)
 
         await self._refresh_ends(touched)
+        if catalog is not None:  # the product side: catalog events, interest, fan-out
+            for item, error in catalog.products(sorted(touched), self._end_offset, started, now_ms):
+                out.dead_letter(item.message, error.reason, error.detail, now)
+                self._metrics.dead_letter(item.message.topic, error.reason)
         # Per partition: what may be applied, how far deadlines may fire, who is due.
         work: list[tuple[_Partition, list[Any], datetime, list[str]]] = []
         held_back = self._metrics.held_back
@@ -283,6 +308,12 @@ class Batches:
             released = part.watermark.release(self._end_offset, started, now_ms)
             horizon_ms = part.watermark.horizon(now_ms - self._grace_ms, self._end_offset)
             held_back.labels(str(p)).set(max(0.0, (now_ms - self._grace_ms - horizon_ms) / 1000))
+            if catalog is not None:  # this partition's interest up to here is written
+                catalog.user_mark(
+                    p,
+                    part.watermark.read_horizon(now_ms - self._grace_ms, self._end_offset),
+                    started,
+                )
             due = [u for u, _ in part.deadlines.pop_due(horizon_ms, MAX_DUE_PER_BATCH)]
             work.append((part, released, from_millis(max(horizon_ms, 0)), due))
 
@@ -320,7 +351,10 @@ class Batches:
         return self._ends.get((topic, partition))
 
     async def _refresh_ends(self, partitions: Iterable[int]) -> None:
-        tps = [(topic, p) for p in partitions for topic in self._topics.inputs]
+        topics = self._topics.inputs
+        if self.catalog is not None:
+            topics = (*topics, *self.catalog.end_topics())
+        tps = [(topic, p) for p in partitions for topic in topics]
         if not tps:
             return
         try:
@@ -472,7 +506,10 @@ class Batches:
                 already |= await self._ledger.already_sent(sent_ids)
             except RedisUnavailable as exc:
                 self._redis_failed(exc)
-        deliveries = [await self._broker.send(*record) for record in out.kafka_records(already)]
+        records = list(out.kafka_records(already))
+        if self.catalog is not None:  # interest, fan-out and their marks
+            records += self.catalog.kafka_records()
+        deliveries = [await self._broker.send(*record) for record in records]
         for delivery in deliveries:
             await delivery
         self._metrics.decided(out.decisions(), out.conversions(), already)
@@ -493,6 +530,9 @@ class Batches:
             ]
             written = [(p, key, value, (await d).offset) for p, key, value, d in pending]
             self._store.write(written)
+        if self.catalog is not None:  # the products table the same way; its acks in order
+            await self.catalog.write_rows(self._broker)
+            acks = self.catalog.acks(acks)
         # 4. Offsets: acknowledged messages are committed by Faust (in offset order).
         await self._ack(acks)
         self._metrics.checkpoint.observe(self._monotonic() - started)

@@ -51,13 +51,20 @@ class Settings(BaseSettings):
     topic_order: str = Field(default="shop.order", min_length=1)
     topic_prefs: str = Field(default="shop.prefs", min_length=1)
     # Catalog events (contract 7.1, keyed by product). `nudge simulate` writes them here
-    # (--new-triggers, or a file's product_updated lines); the worker does not read this
-    # topic yet (docs/engine.md).
+    # (--new-triggers, or a file's product_updated lines); the worker reads them when
+    # back_in_stock or price_drop is on (the catalog fan-out, docs/protocol.md).
     topic_catalog: str = Field(default="shop.catalog", min_length=1)
     topic_triggers: str = Field(default="marketing.triggers", min_length=1)
     topic_audit: str = Field(default="marketing.triggers.audit", min_length=1)
     topic_dlq: str = Field(default="shop.events.dlq", min_length=1)
     topic_ticks: str = Field(default="nudge.ticks", min_length=1)
+    # The catalog fan-out's internal topics (created only when a catalog trigger is on).
+    topic_interest: str = Field(default="nudge.interest", min_length=1)
+    topic_fanout: str = Field(default="nudge.catalog-fanout", min_length=1)
+    # A catalog event waits at most this long for the user partitions' interest (and a
+    # silent partition's watermark is left out after it); watermarks go out this often.
+    catalog_max_hold_seconds: float = Field(default=30.0, gt=0)
+    catalog_mark_interval_seconds: float = Field(default=0.25, ge=0)
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"

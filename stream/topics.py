@@ -8,6 +8,9 @@
   topics (triggers, audit, dead letters) with that count when they are missing. An existing
   tick topic with another count stops the start with the fix; existing output topics are
   used as they are (they are not co-partitioned with anything).
+- With a catalog trigger on (``back_in_stock``, ``price_drop``), ``shop.catalog`` is an input
+  topic too (the shop's: never created) and the two internal topics of the catalog fan-out
+  (``nudge.interest``, ``nudge.catalog-fanout``) are created and checked like the tick topic.
 - After creating topics, their layout is read back until the broker reports it (metadata
   can lag a creation by a moment) or the start-up deadline passes.
 """
@@ -47,21 +50,25 @@ class TopicLayoutError(TopicSetupError):
     """The existing topics cannot be co-partitioned with per-user state."""
 
 
-def input_variables(settings: Settings) -> dict[str, str]:
+def input_variables(settings: Settings, catalog: bool = False) -> dict[str, str]:
     """Input topic name -> the variable that names it."""
-    fields = ("topic_browse", "topic_cart", "topic_order", "topic_prefs")
+    fields: tuple[str, ...] = ("topic_browse", "topic_cart", "topic_order", "topic_prefs")
+    if catalog:
+        fields += ("topic_catalog",)
     return {getattr(settings, field): env_name(field) for field in fields}
 
 
-def owned_variables(settings: Settings) -> dict[str, str]:
+def owned_variables(settings: Settings, catalog: bool = False) -> dict[str, str]:
     """Topic Nudge creates -> the variable that names it (the tick topic first)."""
-    fields = ("topic_ticks", "topic_triggers", "topic_audit", "topic_dlq")
+    fields: tuple[str, ...] = ("topic_ticks", "topic_triggers", "topic_audit", "topic_dlq")
+    if catalog:
+        fields += COPARTITIONED[1:]
     return {getattr(settings, field): env_name(field) for field in fields}
 
 
-def input_partitions(settings: Settings, counts: Mapping[str, int]) -> int:
+def input_partitions(settings: Settings, counts: Mapping[str, int], catalog: bool = False) -> int:
     """The input topics' common partition count; raises with the fix when there is none."""
-    inputs = input_variables(settings)
+    inputs = input_variables(settings, catalog)
     missing = [name for name in inputs if name not in counts]
     if missing:
         listed = ", ".join(f"{name} ({inputs[name]})" for name in missing)
@@ -81,19 +88,30 @@ def input_partitions(settings: Settings, counts: Mapping[str, int]) -> int:
     return distinct.pop()
 
 
-def check_ticks(settings: Settings, counts: Mapping[str, int], partitions: int) -> None:
-    """An existing tick topic must have the input topics' partition count."""
-    found = counts.get(settings.topic_ticks)
-    if found is not None and found != partitions:
-        raise TopicLayoutError(
-            f"the tick topic {settings.topic_ticks} (NUDGE_TOPIC_TICKS) has {found} partitions "
-            f"but the input topics have {partitions}. It holds only deadline ticks: delete it "
-            f"(kafka-topics.sh --delete --topic {settings.topic_ticks}) and restart, or set "
-            "NUDGE_TOPIC_TICKS to a new name"
-        )
+#: Internal topics co-partitioned with the input topics (the catalog ones only when on).
+COPARTITIONED = ("topic_ticks", "topic_interest", "topic_fanout")
 
 
-def to_create(settings: Settings, counts: Mapping[str, int], partitions: int) -> list[NewTopic]:
+def check_ticks(
+    settings: Settings, counts: Mapping[str, int], partitions: int, catalog: bool = False
+) -> None:
+    """Existing internal topics must have the input topics' partition count."""
+    for field in COPARTITIONED if catalog else COPARTITIONED[:1]:
+        name = getattr(settings, field)
+        found = counts.get(name)
+        if found is not None and found != partitions:
+            raise TopicLayoutError(
+                f"the {'tick' if field == 'topic_ticks' else 'internal'} topic {name} "
+                f"({env_name(field)}) has {found} partitions but "
+                f"the input topics have {partitions}. It holds only Nudge's own transient "
+                f"records: delete it (kafka-topics.sh --delete --topic {name}) and restart, "
+                f"or set {env_name(field)} to a new name"
+            )
+
+
+def to_create(
+    settings: Settings, counts: Mapping[str, int], partitions: int, catalog: bool = False
+) -> list[NewTopic]:
     return [
         NewTopic(
             name,
@@ -103,7 +121,7 @@ def to_create(settings: Settings, counts: Mapping[str, int], partitions: int) ->
                 {"retention.ms": str(TICK_RETENTION_MS)} if name == settings.topic_ticks else {}
             ),
         )
-        for name in owned_variables(settings)
+        for name in owned_variables(settings, catalog)
         if name not in counts
     ]
 
@@ -134,21 +152,23 @@ async def _all_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
     return reported_counts(await admin.describe_topics())
 
 
-async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: float) -> int:
+async def _prepare(
+    admin: AIOKafkaAdminClient, settings: Settings, deadline: float, catalog: bool
+) -> int:
     # An input topic created a moment ago may not be in the metadata yet, or without its
     # partitions: look again a few times before calling it missing.
     settle_until = min(deadline, time.monotonic() + INPUT_SETTLE_SECONDS)
     while True:
         counts = await _all_counts(admin)
-        if all(counts.get(n, 0) > 0 for n in settings.input_topics):
+        if all(counts.get(n, 0) > 0 for n in input_variables(settings, catalog)):
             break
         if time.monotonic() >= settle_until:
             break
         await asyncio.sleep(LAYOUT_POLL_SECONDS)
-    partitions = input_partitions(settings, counts)
-    check_ticks(settings, counts, partitions)
-    missing = to_create(settings, counts, partitions)
-    owned = owned_variables(settings)
+    partitions = input_partitions(settings, counts, catalog)
+    check_ticks(settings, counts, partitions, catalog)
+    missing = to_create(settings, counts, partitions, catalog)
+    owned = owned_variables(settings, catalog)
     if missing:
         response = await admin.create_topics(missing)
         errors = creation_errors(response, owned, settings.replication_factor)
@@ -172,10 +192,11 @@ async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: flo
                 "that the Kafka principal may create and describe them"
             )
         await asyncio.sleep(LAYOUT_POLL_SECONDS)
-    input_partitions(settings, counts)  # unchanged while we were creating
-    check_ticks(settings, counts, partitions)
+    input_partitions(settings, counts, catalog)  # unchanged while we were creating
+    check_ticks(settings, counts, partitions, catalog)
+    internal = {getattr(settings, field) for field in COPARTITIONED}
     for name in owned:
-        if name != settings.topic_ticks and counts[name] != partitions:
+        if name not in internal and counts[name] != partitions:
             log.info(
                 "output topic has its own partition count",
                 extra={"topic": name, "partitions": counts[name], "input_partitions": partitions},
@@ -183,7 +204,7 @@ async def _prepare(admin: AIOKafkaAdminClient, settings: Settings, deadline: flo
     return partitions
 
 
-async def prepare_topics(settings: Settings) -> int:
+async def prepare_topics(settings: Settings, *, catalog: bool = False) -> int:
     """Check the input topics, create Nudge's own; return the partition count.
 
     All within ``settings.kafka_startup_timeout_seconds``. Raises
@@ -204,7 +225,7 @@ async def prepare_topics(settings: Settings) -> int:
     try:
         async with asyncio.timeout_at(_loop_deadline(deadline)):
             await admin.start()
-            return await _prepare(admin, settings, deadline)
+            return await _prepare(admin, settings, deadline, catalog)
     except KafkaError as exc:
         raise TopicSetupError(
             f"Kafka at {settings.kafka_bootstrap} answered the start-up checks with an error: "

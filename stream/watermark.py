@@ -31,10 +31,18 @@ message that could not be parsed leaves as soon as it heads its queue.
 
 Messages of one topic partition leave in offset order, so acknowledging each once
 its batch is checkpointed commits offsets in order.
+
+An *external* topic (the catalog fan-out, ``stream.catalog_side``) merges several ordered
+sources: its messages wait in event-time order (not offset order: the caller acknowledges
+them in offset order), its bound is the least of the first waiting message and the
+``external`` function's answer (a bound its sources announce), and its first message
+leaves only once it is not later than that answer either. Waiting for an external bound
+ends after ``external_hold`` (default ``max_hold``) rather than ``max_hold``.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,10 +80,14 @@ class Watermark:
         *,
         max_hold: float,
         unknown_grace_ms: int,
+        external: Mapping[str, Callable[[int], int]] | None = None,
+        external_hold: float | None = None,
     ) -> None:
         self.partition = partition
-        self._names = tuple(topics)
-        self._topics = {name: _Topic() for name in topics}
+        self._external = dict(external or {})
+        self._external_hold = max_hold if external_hold is None else external_hold
+        self._names = (*topics, *self._external)
+        self._topics = {name: _Topic() for name in self._names}
         self._starts = dict(starts or {})
         self._assigned_ms = assigned_ms
         self._max_hold = max_hold
@@ -84,15 +96,24 @@ class Watermark:
 
     def add(self, topic: str, offset: int, ts_ms: int, item: Any, now: float) -> None:
         state = self._topics[topic]
-        state.waiting.append(_Waiting(ts_ms, now, item))
+        if topic in self._external and state.waiting and ts_ms < state.waiting[-1].ts_ms:
+            keys = [w.ts_ms for w in state.waiting]
+            state.waiting.insert(bisect.bisect_right(keys, ts_ms), _Waiting(ts_ms, now, item))
+        else:
+            state.waiting.append(_Waiting(ts_ms, now, item))
         state.read = offset + 1
         if ts_ms != UNORDERED:
             state.last_ts = ts_ms
         self.waiting += 1
 
-    def _bound(self, name: str, end_offset: EndOffset, now_ms: int) -> int:
+    def _bound(self, name: str, end_offset: EndOffset, now_ms: int, *, read: bool = False) -> int:
+        """``read``: a bound on what is still unread (messages waiting do not count)."""
         state = self._topics[name]
-        if state.waiting:
+        external = self._external.get(name)
+        if external is not None:
+            bound = external(now_ms)
+            return min(bound, state.waiting[0].ts_ms) if state.waiting else bound
+        if state.waiting and not read:
             return state.waiting[0].ts_ms
         end = end_offset(name, self.partition)
         position = state.read if state.read is not None else self._starts.get(name)
@@ -126,14 +147,24 @@ class Watermark:
                     if oldest_arrival is None or head.arrived < oldest_arrival:
                         oldest_arrival = head.arrived
             assert first is not None and first_name is not None and oldest_arrival is not None
-            if (
-                first.ts_ms != UNORDERED
-                and now - oldest_arrival < self._max_hold
-                and any(
-                    name != first_name
-                    and not topics[name].waiting
-                    and self._bound(name, end_offset, now_ms) < first.ts_ms
-                    for name in self._names
+            waited = now - oldest_arrival
+            if first.ts_ms != UNORDERED and (
+                (
+                    waited < self._max_hold
+                    and any(
+                        name != first_name
+                        and name not in self._external
+                        and not topics[name].waiting
+                        and self._bound(name, end_offset, now_ms) < first.ts_ms
+                        for name in self._names
+                    )
+                )
+                or (
+                    waited < self._external_hold
+                    and any(
+                        self._bound(name, end_offset, now_ms) < first.ts_ms
+                        for name in self._external
+                    )
                 )
             ):
                 break  # another topic may still hold an earlier event
@@ -147,6 +178,16 @@ class Watermark:
         horizon = now_ms
         for name in self._names:
             bound = self._bound(name, end_offset, now_ms)
+            if bound < horizon:
+                horizon = bound
+        return horizon
+
+    def read_horizon(self, now_ms: int, end_offset: EndOffset) -> int:
+        """How far the topics that are not external have been *read* (applied or not):
+        ``now_ms``, or the least bound on their unread messages if that is earlier."""
+        horizon = now_ms
+        for name in self._names[: len(self._names) - len(self._external)]:
+            bound = self._bound(name, end_offset, now_ms, read=True)
             if bound < horizon:
                 horizon = bound
         return horizon

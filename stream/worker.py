@@ -44,10 +44,12 @@ def _load_rules(path: Path | None) -> Rules | None:
     return None
 
 
-def startup_partitions(settings: Settings, loop: asyncio.AbstractEventLoop) -> int | None:
+def startup_partitions(
+    settings: Settings, loop: asyncio.AbstractEventLoop, *, catalog: bool = False
+) -> int | None:
     """The topics' partition count once Kafka is reached and the topics are in order."""
     try:
-        partitions = loop.run_until_complete(prepare_topics(settings))
+        partitions = loop.run_until_complete(prepare_topics(settings, catalog=catalog))
     except (BrokerUnusable, TopicSetupError) as exc:
         log.error(str(exc).replace("%", "%%"))  # the message is the template: never merged
         return None
@@ -88,7 +90,9 @@ def worker_command(rules: str | None = None) -> int:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    partitions = startup_partitions(settings, loop)
+    from stream.catalog_fanout import enabled as catalog_enabled
+
+    partitions = startup_partitions(settings, loop, catalog=catalog_enabled(engine_rules))
     if partitions is None:
         return EXIT_SETUP
 

@@ -31,7 +31,10 @@ from triggers.events import TOPIC_OF_TYPE as CONTRACT_TOPIC_OF_TYPE
 ROOT = Path(__file__).resolve().parents[2]
 NUDGE = str(Path(sys.executable).parent / "nudge")
 
-TOPIC_KEYS = ("browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks")
+TOPIC_KEYS = (
+    "browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks",
+    "catalog", "interest", "fanout",
+)  # fmt: skip
 DEFAULT_NAMES = {
     "browse": "shop.browse",
     "cart": "shop.cart",
@@ -41,12 +44,15 @@ DEFAULT_NAMES = {
     "audit": "marketing.triggers.audit",
     "dlq": "shop.events.dlq",
     "ticks": "nudge.ticks",
+    "catalog": "shop.catalog",
+    "interest": "nudge.interest",
+    "fanout": "nudge.catalog-fanout",
 }
 #: event type -> topic key, from the contract's type -> default topic map.
 TOPIC_OF_TYPE = {
     event_type: next(key for key, name in DEFAULT_NAMES.items() if name == topic)
     for event_type, topic in CONTRACT_TOPIC_OF_TYPE.items()
-}
+} | {"product_updated": "catalog"}
 
 
 def replay_records(events: Path, rules: Path, until: datetime) -> list[dict[str, Any]]:
@@ -81,6 +87,8 @@ class WorkerGroup:
     #: The worker never creates input topics: the group creates them (``partitions`` each)
     #: before a start, as a shop would have them. False to start without them.
     create_inputs: bool = True
+    #: Also create ``shop.catalog`` (a rules file with a catalog trigger on needs it).
+    catalog: bool = False
 
     def topic(self, key: str) -> str:
         return f"{self.name}.{DEFAULT_NAMES[key]}"
@@ -110,7 +118,8 @@ class WorkerGroup:
         return env
 
     def create_input_topics(self) -> None:
-        names = [self.topic(key) for key in ("browse", "cart", "order", "prefs")]
+        keys = ("browse", "cart", "order", "prefs", *(("catalog",) if self.catalog else ()))
+        names = [self.topic(key) for key in keys]
         with ThreadPoolExecutor(1) as pool:  # callable from a test inside a running loop
             pool.submit(asyncio.run, create_topics(self.kafka, names, self.partitions)).result()
 
@@ -222,9 +231,8 @@ async def produce(
                 await producer.send(topic or group.topic("browse"), value=event)
             else:
                 target = topic or group.topic(TOPIC_OF_TYPE[event["type"]])
-                await producer.send(
-                    target, value=orjson.dumps(event), key=event["user_id"].encode()
-                )
+                key = event.get("user_id") or event["product_id"]  # catalog: by product
+                await producer.send(target, value=orjson.dumps(event), key=key.encode())
             n += 1
         await producer.flush()
     finally:

@@ -163,7 +163,16 @@ class Shell:
             unknown_grace_ms=self.unknown_grace_ms,
             clock=self.clock.wall,
             monotonic=self.clock.monotonic,
+            catalog=self.catalog_fanout(),
         )
+
+    def catalog_fanout(self) -> Any:
+        """The catalog fan-out to give the worker (None here; ``tests.unit.catalog_harness``)."""
+        return None
+
+    def consumed(self) -> tuple[str, ...]:
+        """The topics the worker reads."""
+        return (*TOPICS.inputs, TOPICS.ticks)
 
     async def _ack(self, events: list[Any]) -> None:
         for event in events:
@@ -230,7 +239,7 @@ class Shell:
     def committed(self) -> dict[tuple[str, int], int]:
         """What Faust commits: per topic partition, the offset after the acked prefix."""
         out = {}
-        for t in (*TOPICS.inputs, TOPICS.ticks):
+        for t in self.consumed():
             for p in self.partitions:
                 done = self.acked.get((t, p), set())
                 offset = 0
@@ -243,7 +252,7 @@ class Shell:
         self, topics: Iterable[str] | None = None, limit: int | None = None
     ) -> list[FakeEvent]:
         """The unread messages of ``topics`` (all), topic by topic as a fetch returns them."""
-        wanted = set(topics) if topics is not None else {*TOPICS.inputs, TOPICS.ticks}
+        wanted = set(topics) if topics is not None else set(self.consumed())
         batch = []
         for (topic, partition), log in sorted(self.inputs.items()):
             if topic not in wanted or partition not in self.partitions:

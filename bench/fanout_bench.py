@@ -1,0 +1,217 @@
+"""Benchmark the live catalog fan-out on real Kafka and Redis (not a test; prints numbers).
+
+One ``nudge worker`` (subprocess, RocksDB tables) with ``back_in_stock`` (stage ``0s``) and
+cart abandonment (stage 5 s) on:
+
+1. ``--interested`` users (default 100,000) each view product ``p1`` (out of stock), produced
+   as fast as the producer goes; the worker drains them (events counted on ``/metrics``);
+2. live traffic of other users (synthetic shop events stamped "now", ``--rate`` a second,
+   ``--live-seconds`` long); ``--restock-after`` seconds into it, one ``product_updated``
+   restocks ``p1``.
+
+Reported: the fan-out's time from the catalog event to the first, median and last
+``back_in_stock`` decision (their ``fired_at``: when the worker decided), how many there
+were, the worker's CPU seconds from the restock to the last decision (``/proc/PID/stat``,
+live traffic included); other users' lateness (``fired_at - due_at`` of their decisions) for
+deadlines due before the restock and during the fan-out.
+
+Needs Kafka and Redis: ``eval "$(./dev env)"``.
+Usage: .venv/bin/python bench/fanout_bench.py [--interested 100000] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.worker_bench import cpu_seconds, processed  # noqa: E402
+from simulation.synthetic import generate_events  # noqa: E402
+from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup  # noqa: E402
+
+RULES = """
+default_timezone: UTC
+triggers:
+  cart_abandonment:        {stages: [5s], cooldown: 1m}
+  browse_abandonment:      {enabled: false}
+  replenishment:           {enabled: false}
+  first_purchase_followup: {enabled: false}
+  lapsing:                 {enabled: false}
+  dormancy:                {enabled: false}
+  back_in_stock:           {enabled: true, stages: [0s], interest_window: 1d}
+contact_policy:
+  frequency_cap: {max: 50, per: 1h}
+  max_delay: 1h
+"""
+
+
+def now_ts() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def catalog(event_id: str, **fields: object) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "type": "product_updated",
+        "ts": now_ts(),
+        "product_id": "p1",
+    } | fields
+
+
+async def send(producer: AIOKafkaProducer, group: WorkerGroup, event: dict[str, object]) -> None:
+    if event["type"] == "product_updated":
+        topic, key = group.topic("catalog"), "p1"
+    else:
+        topic, key = group.topic(TOPIC_OF_TYPE[str(event["type"])]), str(event["user_id"])
+    await producer.send(topic, orjson.dumps(event), key=key.encode())
+
+
+async def preload(group: WorkerGroup, interested: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=group.kafka, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        await send(producer, group, catalog("c0", in_stock=False, price=100))
+        for u in range(interested):
+            view = {"event_id": f"v{u}", "type": "product_viewed", "user_id": f"fan-{u:06d}"}
+            await send(producer, group, view | {"ts": now_ts(), "product_id": "p1", "price": 100})
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def live(group: WorkerGroup, rate: float, seconds: float, restock_after: float) -> float:
+    """Other users' traffic; returns the restock's wall time (epoch seconds)."""
+    producer = AIOKafkaProducer(bootstrap_servers=group.kafka, linger_ms=5)
+    await producer.start()
+    start, sent, restocked = time.monotonic(), 0, 0.0
+    try:
+        for event in generate_events(users=5000, seed=99, start=datetime.now(UTC), days=30):
+            if time.monotonic() - start > seconds:
+                break
+            if not restocked and time.monotonic() - start >= restock_after:
+                restock = catalog("c1", in_stock=True)
+                restocked = datetime.fromisoformat(str(restock["ts"])).timestamp()
+                await send(producer, group, restock)
+            event["event_id"], event["ts"] = f"live-{sent}", now_ts()
+            await send(producer, group, event)
+            sent += 1
+            ahead = start + sent / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return restocked
+
+
+async def decisions(group: WorkerGroup) -> list[dict[str, object]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
+    await consumer.start()
+    tps = [TopicPartition(group.topic("audit"), p) for p in range(group.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    ends = await consumer.end_offsets(tps)
+    out = []
+    try:
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                out += [orjson.loads(r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return [r for r in out if r["kind"] == "decision"]
+
+
+def decided(metrics: str) -> float:
+    """``back_in_stock`` decisions so far (``nudge_decisions_total``)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("nudge_decisions_total{") and 'trigger="back_in_stock"' in line
+    )
+
+
+def seconds(a: object, b: object) -> float:
+    return (datetime.fromisoformat(str(a)) - datetime.fromisoformat(str(b))).total_seconds()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--interested", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--live-seconds", type=float, default=60.0)
+    parser.add_argument("--restock-after", type=float, default=15.0)
+    args = parser.parse_args()
+    kafka, redis_url = os.environ.get("NUDGE_KAFKA_BOOTSTRAP"), os.environ.get("NUDGE_REDIS_URL")
+    if not kafka or not redis_url:
+        raise SystemExit('start the services first: eval "$(./dev env)"')
+    workdir = Path(tempfile.mkdtemp(prefix="nudge-fanout-"))
+    (workdir / "rules.yaml").write_text(RULES)
+    group = WorkerGroup(
+        kafka, redis_url, workdir / "rules.yaml", workdir, partitions=args.partitions,
+        extra_env={"NUDGE_LOG_LEVEL": "WARNING"}, catalog=True,
+    )  # fmt: skip
+    try:
+        worker = group.start(0)
+        t0 = time.perf_counter()
+        asyncio.run(preload(group, args.interested))
+        while processed(worker.metrics()) < args.interested:
+            time.sleep(1)
+        print(f"{args.interested:,} views produced and applied in {time.perf_counter() - t0:.0f} s")
+        time.sleep(5)  # their interest records reach the product side
+        cpu0 = cpu_seconds([worker.proc.pid])
+        restock = asyncio.run(live(group, args.rate, args.live_seconds, args.restock_after))
+        deadline = time.monotonic() + 600
+        while decided(worker.metrics()) < args.interested and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(10)  # the last batch's records reach the topic
+        cpu = cpu_seconds([worker.proc.pid]) - cpu0
+        records = asyncio.run(decisions(group))
+    finally:
+        group.stop_all()
+    restock_ts = datetime.fromtimestamp(restock, UTC).isoformat()
+    fan = sorted(
+        seconds(r["fired_at"], restock_ts) for r in records if r["trigger"] == "back_in_stock"
+    )
+    last = fan[-1] if fan else 0.0
+    others = [r for r in records if r["trigger"] != "back_in_stock" and r["reason"] != "stale"]
+    before = [
+        seconds(r["fired_at"], r["due_at"]) for r in others if seconds(r["due_at"], restock_ts) < 0
+    ]
+    during = [
+        seconds(r["fired_at"], r["due_at"])
+        for r in others
+        if 0 <= seconds(r["due_at"], restock_ts) <= last
+    ]
+    print(f"back_in_stock decisions: {len(fan):,} of {args.interested:,} interested users")
+    if fan:
+        print(
+            f"restock -> decisions: first {fan[0]:.2f} s, median {statistics.median(fan):.2f} s, "
+            f"last {last:.2f} s; worker CPU from the start of the live traffic to 10 s "
+            f"after the last decision: {cpu:.1f} s"
+        )
+    for name, values in (("before the restock", before), ("during the fan-out", during)):
+        if values:
+            values.sort()
+            p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+            print(
+                f"other users' lateness, due {name}: n={len(values)}, median "
+                f"{statistics.median(values):.2f} s, p99 {p99:.2f} s, max {values[-1]:.2f} s"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,276 @@
+"""The catalog fan-out's hooks into the micro-batch (``stream.batches``): both of its sides.
+
+:class:`CatalogFanout` exists only when ``back_in_stock`` or ``price_drop`` is enabled. The
+worker's one agent also reads ``shop.catalog``, ``nudge.interest`` and
+``nudge.catalog-fanout``, all with the input partition count, so partition *p* of every
+topic is the same worker's and one batch, one checkpoint covers both sides:
+
+- **user side** (partition *p* of the user topics): every event read that shows interest
+  (view, cart add, wishlist; an order removes it) becomes an :class:`Interest` record keyed
+  by product, and the partition's *input* watermark is announced to every interest
+  partition (:class:`Mark`, at most every ``mark_interval``); fan-out messages keyed by the
+  user are merged with the user's own events in event-time order (an external topic of the
+  partition's :class:`~stream.watermark.Watermark`, bounded by the product partitions'
+  announced fan-out watermarks) and applied through the driver like any event;
+- **product side** (partition *p* of ``shop.catalog`` and ``nudge.interest``):
+  :class:`~stream.catalog_side.ProductPartition`.
+
+The checkpoint writes this module's Kafka records with the outputs (step 1: interest, marks,
+fan-out), its table rows with the users' changelog (step 3) and store (step 4), and its
+acknowledgements with the batch's (step 5, each topic partition in offset order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from stream.catalog_side import FanOut, Gate, Marks, ProductPartition, ProductStore, Rows
+from stream.catalog_wire import (
+    Change,
+    Interest,
+    Mark,
+    decode,
+    encode,
+    interest_of,
+    partition_of,
+    product_key,
+)
+from stream.watermark import EndOffset
+from triggers.catalog import CatalogChanged
+from triggers.catalog_interest import CatalogBook
+from triggers.events import Event, InvalidEvent, ProductUpdated, parse_catalog_event
+from triggers.rules import Rules
+from triggers.timestamps import to_millis
+
+log = logging.getLogger("nudge.catalog")
+
+PRODUCT = product_key("")
+KafkaRecord = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
+
+
+@dataclass(frozen=True)
+class CatalogTopics:
+    catalog: str  # shop.catalog (the shop's, keyed by product)
+    interest: str  # nudge.interest (internal, keyed by product)
+    fanout: str  # nudge.catalog-fanout (internal, keyed by user)
+    changelog: str  # the products table's changelog
+
+
+def enabled(rules: Rules) -> bool:
+    triggers = rules.triggers
+    return bool(triggers.back_in_stock.enabled or triggers.price_drop.enabled)  # type: ignore[attr-defined]
+
+
+class CatalogFanout:
+    def __init__(
+        self,
+        *,
+        rules: Rules,
+        topics: CatalogTopics,
+        partitions: int,
+        store: ProductStore,
+        max_hold: float,
+        unknown_grace_ms: int,
+        mark_interval: float,
+        monotonic: Callable[[], float],
+        max_message_bytes: int,
+    ) -> None:
+        self.topics = topics
+        self._partitions = partitions
+        self._store = store
+        triggers = rules.triggers
+        self._book = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
+        self._max_hold = max_hold
+        #: How long a user's event may wait for the fan-out watermark.
+        self.max_hold = max_hold
+        self._grace_ms = unknown_grace_ms
+        self._mark_interval = mark_interval
+        self._monotonic = monotonic
+        self._max_bytes = max_message_bytes
+        self._products: dict[int, ProductPartition] = {}
+        self._fanin: dict[int, Marks] = {}  # user partition -> the product partitions' marks
+        self._gates: dict[int, Gate] = {}  # user partition -> its fan-out acknowledgements
+        self._marked: dict[tuple[str, int], float] = {}  # last mark sent (topic, source)
+        self._batch()
+
+    def _batch(self) -> None:
+        self._rows = Rows(self._store)
+        self._records: list[KafkaRecord] = []
+        self._marks: list[KafkaRecord] = []
+        self._acks: list[Any] = []
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def assigned(self, partitions: Iterable[int], starts: dict | None, now_ms: int) -> None:
+        self._products, self._fanin, self._gates, self._marked = {}, {}, {}, {}
+        for p in partitions:
+            start = None if starts is None else starts.get((self.topics.catalog, p))
+            self._products[p] = ProductPartition(
+                p,
+                catalog_topic=self.topics.catalog,
+                partitions=self._partitions,
+                book=self._book,
+                starts=None if start is None else {self.topics.catalog: start},
+                assigned_ms=now_ms,
+                max_hold=self._max_hold,
+                unknown_grace_ms=self._grace_ms,
+                monotonic=self._monotonic,
+            )
+            hold_ms = int(self._max_hold * 1000)
+            self._fanin[p] = Marks(
+                self._partitions, now_ms, hold_ms, self._max_hold, self._monotonic
+            )
+            self._gates[p] = Gate()
+        self._batch()
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self._products.pop(p, None)
+            self._fanin.pop(p, None)
+            self._gates.pop(p, None)
+
+    def external(self, partition: int) -> dict[str, Callable[[int], int]]:
+        """The user partition's external topic: the fan-out, and its bound."""
+        return {self.topics.fanout: self._fanin[partition].bound}
+
+    def internal(self) -> tuple[str, str]:
+        return (self.topics.interest, self.topics.fanout)
+
+    def end_topics(self) -> tuple[str, ...]:
+        return (self.topics.catalog,)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def takes(self, topic: str) -> bool:
+        t = self.topics
+        return topic == t.catalog or topic == t.interest or topic == t.fanout
+
+    def read(self, item: Any, now: float) -> tuple[int, CatalogChanged] | None:
+        """A message of one of the fan-out's topics. A fan-out message for the partition's
+        user watermark is returned as ``(ts ms, change)``; everything else is kept here."""
+        message = item.message
+        p, topic = message.partition, message.topic
+        if topic == self.topics.catalog:
+            try:
+                event: ProductUpdated | InvalidEvent = parse_catalog_event(
+                    message.value or b"", max_bytes=self._max_bytes
+                )
+            except InvalidEvent as exc:
+                event = exc.with_traceback(None)
+            self._products[p].add_catalog(message.offset, item, event, now)
+            return None
+        decoded = self._decode(message)
+        if topic == self.topics.interest:
+            if type(decoded) is Mark:
+                self._products[p].marks.note(decoded.source, decoded.ms)
+            record = decoded if type(decoded) is Interest else None
+            self._products[p].add_interest(item, record, self._rows)
+            return None
+        gate = self._gates[p]
+        gate.read(item)
+        if type(decoded) is Change:
+            return to_millis(decoded.change.ts), decoded.change
+        if type(decoded) is Mark:
+            self._fanin[p].note(decoded.source, decoded.ms)
+        gate.done(item)
+        return None
+
+    def _decode(self, message: Any) -> Any:
+        try:
+            return decode(message.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("an unreadable message on %s[%d]", message.topic, message.partition)
+            return None
+
+    def note(self, event: Event) -> None:
+        """A user event read: its interest, to the product side (test events never count;
+        a re-delivered one changes nothing there)."""
+        if event.test:
+            return
+        for record in interest_of(event):
+            key = record.product_id.encode()
+            p = partition_of(key, self._partitions)
+            self._records.append((self.topics.interest, key, encode(record), p, None))
+
+    # -- a batch --------------------------------------------------------------------------
+
+    def products(
+        self, partitions: Iterable[int], end_offset: EndOffset, now: float, now_ms: int
+    ) -> list[tuple[Any, InvalidEvent]]:
+        """Run the product side of these partitions; returns the catalog messages to
+        dead-letter."""
+        invalid = []
+        for p in partitions:
+            part = self._products.get(p)
+            if part is None:
+                continue
+            out = FanOut()
+            for item, error in part.release(end_offset, now, now_ms, self._rows, out):
+                self._acks.append(item)
+                if error is not None:
+                    invalid.append((item, error))
+            fanout = self.topics.fanout
+            self._records += ((fanout, key, value, q, None) for key, value, q in out.records)
+            self._mark(fanout, p, part.horizon(now_ms, end_offset), now)
+            self._acks += part.gate.ready()
+        return invalid
+
+    def user_mark(self, partition: int, horizon_ms: int, now: float) -> None:
+        """Announce a user partition's input watermark: its interest up to it is written."""
+        self._mark(self.topics.interest, partition, horizon_ms, now)
+
+    def _mark(self, topic: str, source: int, ms: int, now: float) -> None:
+        last = self._marked.get((topic, source))
+        if last is not None and now - last < self._mark_interval:
+            return
+        self._marked[(topic, source)] = now
+        value = encode(Mark(source, ms))
+        self._marks += ((topic, None, value, q, None) for q in range(self._partitions))
+
+    # -- the checkpoint -------------------------------------------------------------------
+
+    def kafka_records(self) -> list[KafkaRecord]:
+        """Interest and fan-out records, then the marks that vouch for them."""
+        return [*self._records, *self._marks]
+
+    def rows(self) -> list[tuple[int, bytes, bytes | None]]:
+        """The dirty rows, each product's own row (which remembers its catalog event ids)
+        after its users' rows: a changelog cut short by a crash never holds the id of an
+        event whose armed users it does not hold."""
+        rows = [(p, key, value) for key, (p, value) in self._rows.dirty.items()]
+        return sorted(rows, key=lambda row: row[1].startswith(PRODUCT))
+
+    async def write_rows(self, broker: Any) -> None:
+        """The products table's rows: its changelog (all awaited), then the local store."""
+        rows = self.rows()
+        if not rows:
+            return
+        changelog = self.topics.changelog
+        pending = [
+            (p, key, value, await broker.send(changelog, key, value, p, None))
+            for p, key, value in rows
+        ]
+        self._store.write([(p, key, value, (await d).offset) for p, key, value, d in pending])
+
+    def acks(self, batch: Sequence[Any]) -> list[Any]:
+        """The batch's acknowledgements with the fan-out's, each topic partition in order."""
+        fanout = self.topics.fanout
+        out = []
+        for item in batch:
+            message = item.message
+            if message.topic == fanout:
+                gate = self._gates.get(message.partition)
+                if gate is not None:
+                    gate.done(item)
+            else:
+                out.append(item)
+        for gate in self._gates.values():
+            out += gate.ready()
+        out += self._acks
+        self._batch()
+        return out

@@ -1,0 +1,322 @@
+"""The product side of the catalog fan-out: one product partition, from messages to fan-out.
+
+Partition *r* of ``shop.catalog`` (keyed by product) and of ``nudge.interest`` (interest
+records re-keyed by product, and the user partitions' watermarks) meet here with the
+products table's partition *r* (``stream.catalog_wire`` has the rows). The decisions are
+replay's own: each catalog event is handed to a :class:`~triggers.catalog_interest.CatalogBook`
+holding just that product (its row, its interested users from a prefix scan, its armed
+users), and so is each interest record — so the live recipients are replay's.
+
+Event time (``docs/protocol.md``, "Catalog fan-out"):
+
+- A catalog event at T waits (in a :class:`~stream.watermark.Watermark` of its own, in
+  offset order) until every user partition has announced that all its interest up to T is
+  written (:class:`Marks`: the least announced watermark), or ``max_hold`` has passed.
+- An interest record is applied when read, unless a catalog event of its product earlier
+  than it still waits: then it waits for that event (an interest or order later than a
+  catalog event must not change who hears of it). Interest records are acknowledged in
+  offset order (:class:`Gate`) whatever order they are applied in.
+- The partition's fan-out watermark — no fan-out message earlier than it will follow — is
+  the least of that user watermark and the first waiting catalog event; it is announced
+  to every user partition after the fan-out messages (``Mark`` on the fan-out topic).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stream.catalog_wire import (
+    SEEN_PER_PRODUCT,
+    Change,
+    Interest,
+    InterestRow,
+    ProductRow,
+    armed_prefix,
+    decode_interest,
+    decode_product,
+    decode_time,
+    encode,
+    encode_row,
+    interest_prefix,
+    partition_of,
+    product_key,
+    user_of,
+)
+from stream.watermark import FOREVER, NEVER, UNORDERED, EndOffset, Watermark
+from triggers.catalog_interest import CatalogBook, Product
+from triggers.events import InvalidEvent, ProductUpdated
+from triggers.timestamps import to_millis
+
+INTEREST = "interest"  # the Watermark's name for the user partitions' announced bound
+
+
+class ProductStore(Protocol):
+    """The products table's local store; written only after its changelog."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+    def scan(self, partition: int, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        """The rows whose key starts with ``prefix``, in key order."""
+
+    def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
+        """Rows ``(partition, key, value or None to delete, changelog offset)``."""
+
+
+class Gate:
+    """Acknowledges one topic partition's messages in offset order, whatever the order in
+    which they are done (Faust commits acknowledged offsets only in order)."""
+
+    def __init__(self) -> None:
+        self._order: deque[Any] = deque()
+        self._done: set[int] = set()
+
+    def read(self, item: Any) -> None:
+        self._order.append(item)
+
+    def done(self, item: Any) -> None:
+        self._done.add(id(item))
+
+    def ready(self) -> list[Any]:
+        out = []
+        while self._order and id(self._order[0]) in self._done:
+            item = self._order.popleft()
+            self._done.discard(id(item))
+            out.append(item)
+        return out
+
+
+class Marks:
+    """The watermarks ``sources`` partitions announce: their least, once all have spoken.
+
+    A source not heard of holds the bound at the start of time for ``grace_ms`` after the
+    assignment (the catalog hold: another worker's partitions may take a while to recover);
+    one silent for ``stale`` seconds is left out (a stopped source delays, never stalls)."""
+
+    def __init__(
+        self, sources: int, assigned_ms: int, grace_ms: int, stale: float, monotonic: Callable
+    ) -> None:
+        self._sources = sources
+        self._assigned_ms = assigned_ms
+        self._grace_ms = grace_ms
+        self._stale = stale
+        self._monotonic = monotonic
+        self._marks: dict[int, tuple[int, float]] = {}
+
+    def note(self, source: int, ms: int) -> None:
+        known = self._marks.get(source)
+        self._marks[source] = (max(ms, known[0]) if known else ms, self._monotonic())
+
+    def bound(self, now_ms: int) -> int:
+        now = self._monotonic()
+        least = FOREVER
+        for source in range(self._sources):
+            known = self._marks.get(source)
+            if known is None:
+                if now_ms - self._assigned_ms < self._grace_ms:
+                    return NEVER
+                continue
+            if now - known[1] <= self._stale and known[0] < least:
+                least = known[0]
+        return least
+
+
+class Rows:
+    """The products table as this batch sees it: the store under the batch's own writes."""
+
+    def __init__(self, store: ProductStore) -> None:
+        self._store = store
+        self.dirty: dict[bytes, tuple[int, bytes | None]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        if key in self.dirty:
+            return self.dirty[key][1]
+        return self._store.get(partition, key)
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.dirty[key] = (partition, value)
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        extra = {k for k in self.dirty if k.startswith(prefix)}
+        for key, value in self._store.scan(partition, prefix):
+            if key in extra:
+                extra.discard(key)
+                mine = self.dirty[key][1]
+                if mine is not None:
+                    yield key, mine
+            else:
+                yield key, value
+        for key in sorted(extra):
+            mine = self.dirty[key][1]
+            if mine is not None:
+                yield key, mine
+
+
+@dataclass(slots=True)
+class FanOut:
+    """What one product partition's batch writes: fan-out records, in order."""
+
+    records: list[tuple[bytes, bytes, int]] = field(default_factory=list)  # key, value, p
+
+
+class ProductPartition:
+    """Partition *r* of the product side (see the module docstring)."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        catalog_topic: str,
+        partitions: int,
+        book: CatalogBook,
+        starts: dict[str, int] | None,
+        assigned_ms: int,
+        max_hold: float,
+        unknown_grace_ms: int,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.partition = partition
+        self._partitions = partitions
+        self._book = book
+        # A user partition not heard of holds catalog events as long as one may wait.
+        hold_ms = int(max_hold * 1000)
+        self.marks = Marks(partitions, assigned_ms, hold_ms, max_hold, monotonic)
+        self.watermark = Watermark(
+            (catalog_topic,),
+            partition,
+            starts,
+            assigned_ms,
+            max_hold=max_hold,
+            unknown_grace_ms=unknown_grace_ms,
+            external={INTEREST: self.marks.bound},
+        )
+        self._catalog_topic = catalog_topic
+        self.gate = Gate()  # the interest topic partition's acknowledgements
+        self._pending: dict[str, list[int]] = {}  # product -> waiting catalog event times
+        self._blocked: dict[str, list[tuple[Any, Interest]]] = {}  # product -> interest
+
+    # -- input ----------------------------------------------------------------------------
+
+    def add_catalog(
+        self, offset: int, item: Any, event: ProductUpdated | InvalidEvent, now: float
+    ) -> None:
+        ts_ms = UNORDERED if isinstance(event, InvalidEvent) else to_millis(event.ts)
+        self.watermark.add(self._catalog_topic, offset, ts_ms, (item, event), now)
+        if not isinstance(event, InvalidEvent):
+            self._pending.setdefault(event.product_id, []).append(ts_ms)
+
+    def add_interest(self, item: Any, record: Interest | None, rows: Rows) -> None:
+        """An interest record (None: a watermark or a message not ours, already noted)."""
+        self.gate.read(item)
+        if record is None:
+            self.gate.done(item)
+            return
+        waiting = self._pending.get(record.product_id)
+        if waiting and min(waiting) < to_millis(record.ts):
+            self._blocked.setdefault(record.product_id, []).append((item, record))
+            return
+        self._note(record, rows)
+        self.gate.done(item)
+
+    # -- a batch --------------------------------------------------------------------------
+
+    def release(
+        self, end_offset: EndOffset, now: float, now_ms: int, rows: Rows, out: FanOut
+    ) -> list[tuple[Any, InvalidEvent | None]]:
+        """Apply what may be applied; returns the released catalog messages to acknowledge
+        (with the InvalidEvent of each one to dead-letter)."""
+        done: list[tuple[Any, InvalidEvent | None]] = []
+        for item, event in self.watermark.release(end_offset, now, now_ms):
+            if isinstance(event, InvalidEvent):
+                done.append((item, event))
+                continue
+            ts_ms = to_millis(event.ts)
+            self._pending[event.product_id].remove(ts_ms)
+            self._unblock(event.product_id, ts_ms, rows)
+            self._apply(event, rows, out)
+            done.append((item, None))
+        for product_id in list(self._blocked):
+            waiting = self._pending.get(product_id)
+            self._unblock(product_id, min(waiting) if waiting else FOREVER, rows)
+        for product_id in [p for p, times in self._pending.items() if not times]:
+            del self._pending[product_id]
+        return done
+
+    def horizon(self, now_ms: int, end_offset: EndOffset) -> int:
+        """No fan-out message earlier than this will follow from this partition."""
+        return self.watermark.horizon(now_ms, end_offset)
+
+    def _unblock(self, product_id: str, until_ms: int, rows: Rows) -> None:
+        blocked = self._blocked.get(product_id)
+        if not blocked:
+            return
+        free = sorted((b for b in blocked if to_millis(b[1].ts) <= until_ms), key=lambda b: b[1].ts)
+        for item, record in free:
+            self._note(record, rows)
+            self.gate.done(item)
+        kept = [b for b in blocked if to_millis(b[1].ts) > until_ms]
+        if kept:
+            self._blocked[product_id] = kept
+        else:
+            del self._blocked[product_id]
+
+    # -- the product table, through replay's CatalogBook -----------------------------------
+
+    def _note(self, record: Interest, rows: Rows) -> None:
+        book, pid, user_id = self._book, record.product_id, record.user_id
+        key = interest_prefix(pid) + user_id.encode()
+        stored = rows.get(self.partition, key)
+        prices = decode_interest(stored) if stored is not None else {}
+        book.interest = {pid: {user_id: prices}} if prices else {}
+        if record.order:
+            book.note_order(user_id, [pid], record.ts)
+        else:
+            book.note_interest(user_id, pid, record.ts, record.price)
+        after = book.interest.get(pid, {}).get(user_id)
+        value = encode_row(InterestRow(list(after.items()))) if after else None
+        if value != stored:
+            rows.put(self.partition, key, value)
+
+    def _apply(self, event: ProductUpdated, rows: Rows, out: FanOut) -> None:
+        book, pid, p = self._book, event.product_id, self.partition
+        stored = rows.get(p, product_key(pid))
+        row = decode_product(stored) if stored is not None else ProductRow()
+        if event.test or event.event_id in row.seen:
+            return
+        restocked = event.in_stock is True and row.in_stock is False
+        price = event.price
+        dropped = price is not None and (row.price is None or price < row.price)
+        rose = price is not None and row.price is not None and price > row.price
+        scan = (restocked and book.back.enabled) or (dropped and book.drop.enabled)
+        tell = event.in_stock is False or rose
+        interest = self._load(interest_prefix(pid), decode_interest, rows) if scan else {}
+        armed = self._load(armed_prefix(pid), decode_time, rows) if tell else {}
+        book.products = {pid: Product(row.price, row.in_stock, row.category)}
+        book.interest = {pid: dict(interest)}
+        book.armed = {pid: dict(armed)}
+        book.seen = set()
+        changes = book.apply(event)
+        product = book.products[pid]
+        row = ProductRow(
+            product.price,
+            product.in_stock,
+            product.category,
+            [*row.seen, event.event_id][-SEEN_PER_PRODUCT:],
+        )
+        rows.put(p, product_key(pid), encode_row(row))
+        for user_id in interest.keys() - book.interest[pid].keys():  # expired interest
+            rows.put(p, interest_prefix(pid) + user_id.encode(), None)
+        after = book.armed[pid]
+        for user_id in armed.keys() - after.keys():  # armed episodes over
+            rows.put(p, armed_prefix(pid) + user_id.encode(), None)
+        for user_id, at in after.items():
+            if armed.get(user_id) != at:
+                rows.put(p, armed_prefix(pid) + user_id.encode(), encode_row(at))
+        for change in changes:
+            key = change.user_id.encode()
+            value = encode(Change(p, change))
+            out.records.append((key, value, partition_of(key, self._partitions)))
+
+    def _load(self, prefix: bytes, decode: Callable[[bytes], Any], rows: Rows) -> dict[str, Any]:
+        return {user_of(k, prefix): decode(v) for k, v in rows.scan(self.partition, prefix)}

@@ -1,0 +1,132 @@
+"""The catalog fan-out's internal messages and rows (``docs/protocol.md``, "Catalog fan-out").
+
+Two internal topics, both created with the input topics' partition count:
+
+- ``nudge.interest``, keyed by product: :class:`Interest` (a view, cart add or wishlist
+  of a product by a user, or an order of it, which removes interest) written by the user
+  side when it reads an event, and :class:`Mark` (a user partition's input watermark: all
+  its interest up to ``ms`` is written) written to every partition.
+- ``nudge.catalog-fanout``, keyed by user: :class:`Change` (one catalog event as it
+  concerns one user) and :class:`Mark` (a product partition's fan-out watermark: every
+  fan-out message earlier than ``ms`` is written) written to every partition.
+
+A record lands on the partition the shop's producers give its key (Kafka's default
+partitioner, murmur2), so an interest record meets its product's ``shop.catalog`` events
+and a fan-out message its user's events. Values are msgpack.
+
+The products table (the product side's state, :mod:`stream.catalog_side`) has three kinds
+of rows, so that a product's interested users are a prefix scan, never one big row:
+``p<US>product`` (:class:`ProductRow`), ``i<US>product<US>user`` (:class:`InterestRow`),
+``a<US>product<US>user`` (the time the user was last armed for the product).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from aiokafka.partitioner import murmur2
+
+from triggers.catalog import CatalogChanged
+from triggers.events import CartItemAdded, Event, OrderPlaced, ProductViewed, WishlistAdded
+
+SEP = "\x1f"
+SEEN_PER_PRODUCT = 64  # catalog event ids remembered per product (re-deliveries)
+
+
+class Interest(msgspec.Struct, frozen=True, tag="i", array_like=True):
+    product_id: str
+    user_id: str
+    ts: datetime
+    price: int | float | None = None
+    order: bool = False  # an order of the product: removes interest up to ts
+
+
+class Mark(msgspec.Struct, frozen=True, tag="m", array_like=True):
+    source: int  # the partition that wrote it
+    ms: int  # its watermark (epoch ms)
+
+
+class Change(msgspec.Struct, frozen=True, tag="c", array_like=True):
+    source: int  # the product partition that wrote it
+    change: CatalogChanged
+
+
+Message = Interest | Mark | Change
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(raw: bytes) -> Message:
+    """Raises ``msgspec.DecodeError`` or ``ValidationError`` for a message not ours."""
+    return _decoder.decode(raw)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java, aiokafka) gives a keyed record."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def interest_of(event: Event) -> list[Interest]:
+    """What a user event tells the product side (``CatalogBook.note_event``'s projection)."""
+    kind = type(event)
+    if kind is ProductViewed or kind is WishlistAdded:
+        return [Interest(event.product_id, event.user_id, event.ts, event.price)]  # type: ignore[union-attr]
+    if kind is CartItemAdded:
+        return [Interest(event.product_id, event.user_id, event.ts, event.unit_price)]  # type: ignore[union-attr]
+    if kind is OrderPlaced:
+        products = dict.fromkeys(line.product_id for line in event.items)  # type: ignore[union-attr]
+        return [Interest(p, event.user_id, event.ts, None, order=True) for p in products]
+    return []
+
+
+class ProductRow(msgspec.Struct, array_like=True):
+    price: int | float | None = None
+    in_stock: bool | None = None
+    category: str | None = None
+    seen: list[str] = msgspec.field(default_factory=list)  # recent catalog event ids
+
+
+class InterestRow(msgspec.Struct, array_like=True):
+    prices: list[tuple[int | float | None, datetime]]  # (price seen, latest time), in order
+
+
+_product = msgspec.msgpack.Decoder(ProductRow)
+_interest = msgspec.msgpack.Decoder(InterestRow)
+_time = msgspec.msgpack.Decoder(datetime)
+
+
+def product_key(product_id: str) -> bytes:
+    return f"p{SEP}{product_id}".encode()
+
+
+def interest_prefix(product_id: str) -> bytes:
+    return f"i{SEP}{product_id}{SEP}".encode()
+
+
+def armed_prefix(product_id: str) -> bytes:
+    return f"a{SEP}{product_id}{SEP}".encode()
+
+
+def user_of(key: bytes, prefix: bytes) -> str:
+    return key[len(prefix) :].decode()
+
+
+def encode_row(row: ProductRow | InterestRow | datetime) -> bytes:
+    return _encoder.encode(row)
+
+
+def decode_product(raw: bytes) -> ProductRow:
+    return _product.decode(raw)
+
+
+def decode_interest(raw: bytes) -> dict[int | float | None, datetime]:
+    return dict(_interest.decode(raw).prices)
+
+
+def decode_time(raw: bytes) -> datetime:
+    return _time.decode(raw)
