@@ -37,7 +37,7 @@ from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.read_positions import FirstOffsetAt, ReadPositions, Seek
 from stream.user_rows import unpack_row
-from stream.watermark import UNORDERED, Watermark
+from stream.watermark import NEVER, UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Advance, Driver
 from triggers.engine import OutsideFacts
@@ -307,7 +307,11 @@ class Batches:
             part = self._partitions[p]
             released = part.watermark.release(self._end_offset, started, now_ms)
             horizon_ms = part.watermark.horizon(now_ms - self._grace_ms, self._end_offset)
-            held_back.labels(str(p)).set(max(0.0, (now_ms - self._grace_ms - horizon_ms) / 1000))
+            # A horizon before every deadline (input not read yet) counts from the assignment,
+            # not from the start of time.
+            since = part.watermark.assigned_ms if horizon_ms <= NEVER else horizon_ms
+            held_ms = now_ms - self._grace_ms - since
+            held_back.labels(str(p)).set(max(0.0, held_ms / 1000))
             if catalog is not None:  # this partition's interest up to here is written
                 catalog.user_mark(
                     p,

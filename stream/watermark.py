@@ -89,7 +89,7 @@ class Watermark:
         self._names = (*topics, *self._external)
         self._topics = {name: _Topic() for name in self._names}
         self._starts = dict(starts or {})
-        self._assigned_ms = assigned_ms
+        self.assigned_ms = assigned_ms
         self._max_hold = max_hold
         self._unknown_grace_ms = unknown_grace_ms
         self.waiting = 0
@@ -119,7 +119,7 @@ class Watermark:
         position = state.read if state.read is not None else self._starts.get(name)
         if end is not None and position is not None and position >= end:
             return FOREVER  # read to its end: holds nothing unread
-        fresh = now_ms - self._assigned_ms < self._unknown_grace_ms
+        fresh = now_ms - self.assigned_ms < self._unknown_grace_ms
         if end is not None and position is not None:
             # Behind: what is still unread comes after what was read; with nothing read
             # yet, it may be anything.

@@ -481,3 +481,17 @@ async def test_a_real_gap_in_the_offsets_is_taken_without_seeking() -> None:
     await shell.poll([CART])
     assert shell.seeks == []
     assert shell.acked[(CART, 0)] == {0, 2}
+
+
+async def test_held_back_counts_from_the_assignment_while_nothing_is_read() -> None:
+    # A topic behind its end with nothing read holds every deadline back; the gauge says
+    # for how long since the assignment, not 4.6e15 seconds "since the start of time".
+    shell = Shell(CART_ONLY, at(hours=1))
+    shell.add(at(), "u1")
+    shell.order(at(minutes=1), "o1", "u1")
+    shell.clock.advance(3)
+    await shell.poll([CART])  # the order topic is behind, nothing read from it
+    held_back = shell.registry.get_sample_value(
+        "nudge_deadlines_held_back_seconds", {"partition": "0"}
+    )
+    assert held_back == 3
