@@ -55,7 +55,8 @@ MAX_MESSAGE_BYTES = 65_536  # the worker's default NUDGE_MAX_MESSAGE_BYTES
 #: Allowed VmRSS growth from the end of the warm-up to the end of the run.
 RSS_GROWTH_BOUND_MIB = 96
 INPUT_KEYS = ("browse", "cart", "order", "prefs")
-TOPIC_KEY_OF_TYPE = TOPIC_OF_TYPE
+#: The user events' topics (catalog events have their own topic and no user).
+TOPIC_KEY_OF_TYPE = {kind: key for kind, key in TOPIC_OF_TYPE.items() if key != "catalog"}
 
 #: Legal but hostile strings: bidi overrides, control characters, NUL, zero-width, emoji,
 #: injection payloads, format strings. Valid events carry them in ids and free text.
