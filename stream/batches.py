@@ -37,7 +37,7 @@ from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.read_positions import FirstOffsetAt, ReadPositions, Seek
 from stream.user_rows import unpack_row
-from stream.watermark import NEVER, UNORDERED, Watermark
+from stream.watermark import FOREVER, NEVER, UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Advance, Driver
 from triggers.engine import OutsideFacts
@@ -169,6 +169,7 @@ class Batches:
         # (or after a pause) is older than it looks (stream.watermark).
         self._list_ends = list_end_offsets
         self._ends: dict[tuple[str, int], int] = {}
+        self._ends_current = True  # False while the broker cannot say (see _end_offset)
         # Each message once and in offset order, whatever Faust delivers (stream.read_positions).
         self._positions = ReadPositions(first_offset_at, seek)
         self._ack = ack
@@ -352,6 +353,11 @@ class Batches:
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
 
     def _end_offset(self, topic: str, partition: int) -> int | None:
+        if not self._ends_current:
+            # Not known now: as if something were still unread, so that deadlines wait for
+            # the input read so far (an older answer is lower and would make a topic look
+            # read to its end while the shop's producer may be sending what it buffered).
+            return FOREVER
         return self._ends.get((topic, partition))
 
     async def _refresh_ends(self, partitions: Iterable[int]) -> None:
@@ -363,7 +369,9 @@ class Batches:
             return
         try:
             self._ends.update(await self._list_ends(tps))
-        except Exception as exc:  # the previous answers stand: older, so more cautious
+            self._ends_current = True
+        except Exception as exc:
+            self._ends_current = False
             log.warning("could not read end offsets (%s); deadlines wait", type(exc).__name__)
 
     @staticmethod

@@ -136,6 +136,7 @@ class Shell:
         self.inputs: dict[tuple[str, int], list[FakeMessage]] = {}
         self.positions: dict[tuple[str, int], int] = {}
         self.acked: dict[tuple[str, int], set[int]] = {}
+        self.broker_down = False  # list_end_offsets fails
         self.seeks: list[tuple[str, int, int]] = []  # the consumer sought back (read_positions)
         self.events: list[bytes] = []  # every valid event produced, for replay
         self.restarts = 0
@@ -223,7 +224,9 @@ class Shell:
         return self.event("order_placed", ts, user, order_id=order_id, items=items)
 
     async def list_end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """What the broker answers: everything produced so far."""
+        """What the broker answers: everything produced so far (unless it is down)."""
+        if self.broker_down:
+            raise ConnectionError("broker down")
         return {tp: len(self.inputs.get(tp, [])) for tp in tps}
 
     async def first_offset_at(self, topic: str, partition: int, offset: int) -> int | None:

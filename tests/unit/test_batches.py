@@ -495,3 +495,21 @@ async def test_held_back_counts_from_the_assignment_while_nothing_is_read() -> N
         "nudge_deadlines_held_back_seconds", {"partition": "0"}
     )
     assert held_back == 3
+
+
+async def test_while_end_offsets_cannot_be_read_deadlines_wait_for_the_input_read() -> None:
+    # Broker unreachable for the end offsets: the last answers are older (lower) and would
+    # make the order topic look read to its end; an order produced meanwhile (the shop's
+    # producer buffering) must still cancel the reminder it precedes.
+    shell = Shell(CART_ONLY, at(minutes=10))
+    shell.add(at(), "u1")
+    await shell.poll()  # every topic read to its end
+    shell.broker_down = True
+    shell.order(at(minutes=59), "o1", "u1")  # written, not yet delivered
+    shell.clock.set(at(hours=1, minutes=30))
+    shell.produce(TOPICS.ticks, b"")
+    await shell.poll([TOPICS.ticks])  # 01:30: stage 1 (due 01:00) must not fire yet
+    assert shell.triggers() == []
+    shell.broker_down = False
+    await shell.settle(at(hours=30))
+    assert shell.records() == shell.replay(at(hours=30)) == []
