@@ -73,7 +73,11 @@ class ReadPositions:
     async def _gap(self, tp: TopicPartition, expected: int, offset: int) -> bool:
         known = self._gaps.get(tp)
         if known is None or known[0] != expected:
-            first = await self._first_offset_at(tp[0], tp[1], expected)
+            try:
+                first = await self._first_offset_at(tp[0], tp[1], expected)
+            except Exception as exc:  # the broker cannot say now: read again, ask again then
+                log.warning("%s[%d]: could not read the first offset (%r)", tp[0], tp[1], exc)
+                return await self._read_again(tp, expected, offset, expected)
             known = (expected, first)
             self._gaps[tp] = known
         first = known[1]
@@ -81,6 +85,10 @@ class ReadPositions:
             del self._gaps[tp]
             self._next[tp] = offset + 1
             return True
+        return await self._read_again(tp, expected, offset, first)
+
+    async def _read_again(self, tp: TopicPartition, expected: int, offset: int, first: int) -> bool:
+        """Leave ``offset`` out; seek back to ``expected`` (once per expected offset)."""
         if self._sought.get(tp) != expected:
             log.warning(
                 "%s[%d]: offset %d delivered before %d..%d; reading again from %d",

@@ -61,3 +61,21 @@ async def test_unknown_start_takes_the_first_message_and_revocation_forgets() ->
     assert await taken(positions, [7, 8]) == [7, 8]
     positions.revoked([0])
     assert await taken(positions, [2]) == [2]  # a new owner's start is unknown: taken
+
+
+async def test_when_the_broker_cannot_say_the_partition_is_read_again() -> None:
+    broker = Broker([0, 1, 5, 6])
+    down = [True]
+
+    async def first_offset_at(topic: str, partition: int, offset: int) -> int | None:
+        if down[0]:
+            raise ConnectionError("broker down")
+        return await broker.first_offset_at(topic, partition, offset)
+
+    positions = ReadPositions(first_offset_at, broker.seek)
+    positions.assigned({(T, 0): 2})
+    assert await taken(positions, [5]) == []  # unknown: left out, read again from 2
+    assert broker.seeks == [2]
+    down[0] = False
+    assert await taken(positions, [5, 6]) == [5, 6]  # now known: 2..4 hold no record
+    assert broker.seeks == [2]
