@@ -32,12 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.worker_bench import cpu_seconds, processed  # noqa: E402
+from bench.worker_bench import audit_decisions, cpu_seconds, processed  # noqa: E402
 from simulation.synthetic import generate_events  # noqa: E402
 from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup  # noqa: E402
 
@@ -116,23 +116,6 @@ async def live(group: WorkerGroup, rate: float, seconds: float, restock_after: f
     return restocked
 
 
-async def decisions(group: WorkerGroup) -> list[dict[str, object]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
-    await consumer.start()
-    tps = [TopicPartition(group.topic("audit"), p) for p in range(group.partitions)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    ends = await consumer.end_offsets(tps)
-    out = []
-    try:
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                out += [orjson.loads(r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return [r for r in out if r["kind"] == "decision"]
-
-
 def decided(metrics: str) -> float:
     """``back_in_stock`` decisions so far (``nudge_decisions_total``)."""
     return sum(
@@ -178,7 +161,7 @@ def main() -> int:
             time.sleep(1)
         time.sleep(10)  # the last batch's records reach the topic
         cpu = cpu_seconds([worker.proc.pid]) - cpu0
-        records = asyncio.run(decisions(group))
+        records = asyncio.run(audit_decisions(group))
     finally:
         group.stop_all()
     restock_ts = datetime.fromtimestamp(restock, UTC).isoformat()

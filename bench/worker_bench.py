@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -258,31 +259,32 @@ async def live_lateness(group: WorkerGroup, rate: float, seconds: float, users: 
     return await lateness_from_audit(group)
 
 
-async def lateness_from_audit(group: WorkerGroup) -> list[float]:
+async def audit_decisions(group: WorkerGroup) -> list[dict[str, Any]]:
+    """Every decision on the group's audit topic, read from the beginning to its end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
     await consumer.start()
     tps = [TopicPartition(group.topic("audit"), p) for p in range(group.partitions)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)
-    values = []
+    out: list[dict[str, Any]] = []
     try:
-        while True:
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                break
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    value = orjson.loads(record.value)
-                    if value["kind"] != "decision" or value["reason"] == "stale":
-                        continue
-                    fired = datetime.fromisoformat(value["fired_at"])
-                    due = datetime.fromisoformat(value["due_at"])
-                    values.append((fired - due).total_seconds())
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                out += [orjson.loads(r.value) for r in records]
     finally:
         await consumer.stop()
-    return values
+    return [r for r in out if r["kind"] == "decision"]
+
+
+async def lateness_from_audit(group: WorkerGroup) -> list[float]:
+    return [
+        (
+            datetime.fromisoformat(d["fired_at"]) - datetime.fromisoformat(d["due_at"])
+        ).total_seconds()
+        for d in await audit_decisions(group)
+        if d["reason"] != "stale"
+    ]
 
 
 def new_group(

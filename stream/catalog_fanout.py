@@ -85,7 +85,6 @@ class CatalogFanout:
         self._store = store
         triggers = rules.triggers
         self._book = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
-        self._max_hold = max_hold
         #: How long a user's event may wait for the fan-out watermark.
         self.max_hold = max_hold
         self._grace_ms = unknown_grace_ms
@@ -117,13 +116,13 @@ class CatalogFanout:
                 book=self._book,
                 starts=None if start is None else {self.topics.catalog: start},
                 assigned_ms=now_ms,
-                max_hold=self._max_hold,
+                max_hold=self.max_hold,
                 unknown_grace_ms=self._grace_ms,
                 monotonic=self._monotonic,
             )
-            hold_ms = int(self._max_hold * 1000)
+            hold_ms = int(self.max_hold * 1000)
             self._fanin[p] = Marks(
-                self._partitions, now_ms, hold_ms, self._max_hold, self._monotonic
+                self._partitions, now_ms, hold_ms, self.max_hold, self._monotonic
             )
             self._gates[p] = Gate()
         self._batch()
