@@ -314,7 +314,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         pending = batches.assigned(partitions_owned, wake_times(users.items()), starts)
         log.info("assigned %d partitions, %d pending deadlines", len(partitions_owned), pending)
         try:
-            batches.recently_sent = await recently_sent(
+            batches.checkpoint.recently_sent = await recently_sent(
                 settings, settings.recent_sends_window_seconds
             )
         except Exception:

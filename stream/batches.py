@@ -14,7 +14,7 @@ the input topics and the tick topic. The shell owns no business logic — the co
    answer, the core holds what would contact users (:mod:`triggers.held`);
 3. the driver applies each released event, then fires each partition's due users up
    to the horizon;
-4. one checkpoint (:meth:`Batches._checkpoint`): the output records, then the Redis
+4. one checkpoint (:class:`~stream.checkpoint.Checkpoint`): the output records, then the Redis
    ledger (contacts and sent marks), then one changelog record per dirty user, then
    the local store, then the messages are acknowledged so their offsets may be
    committed. Any failure there raises: the worker stops and its partitions restart
@@ -32,12 +32,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stream.catalog_fanout import CatalogFanout
-from stream.contact_ledger import RedisUnavailable
+from stream.checkpoint import Broker, Checkpoint, LocalStore
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
-from stream.read_positions import FirstOffsetAt, ReadPositions, Seek
+from stream.read_positions import EndOffsets, FirstOffsetAt, ListEndOffsets, ReadPositions, Seek
+from stream.redis_facts import Ledger, RedisFacts
 from stream.user_rows import unpack_row
-from stream.watermark import FOREVER, NEVER, UNORDERED, Watermark
+from stream.watermark import NEVER, UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
 from triggers.driver import Advance, Driver
 from triggers.engine import OutsideFacts
@@ -59,61 +60,6 @@ class Message(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-class Broker(Protocol):
-    """The Kafka producer: ``send`` queues a record and returns its delivery future."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None,
-        headers: list[tuple[str, bytes]] | None,
-    ) -> Awaitable[Any]: ...
-
-
-ListEndOffsets = Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]]
-
-
-class LocalStore(Protocol):
-    """The users table's local store (RocksDB)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
-        """Rows ``(partition, key, value, changelog offset)``, once the changelog has them."""
-
-
-class Ledger(Protocol):
-    async def lookup(
-        self, user_ids: Iterable[str], now: datetime
-    ) -> dict[str, tuple[bool, tuple[datetime, ...]]]: ...
-    async def already_sent(self, trigger_ids: Iterable[str]) -> set[str]: ...
-    async def record(
-        self, contacts: Iterable[tuple[str, str, datetime]], sent: Iterable[str]
-    ) -> None: ...
-
-
-@dataclass
-class RedisBackoff:
-    """Exponential backoff between attempts to use Redis after a failure."""
-
-    initial: float = 0.5
-    ceiling: float = 30.0
-    _delay: float = 0.0
-    _retry_at: float = 0.0
-
-    def ready(self, monotonic_now: float) -> bool:
-        return monotonic_now >= self._retry_at
-
-    def failed(self, monotonic_now: float) -> None:
-        self._delay = min(self.ceiling, max(self.initial, self._delay * 2))
-        self._retry_at = monotonic_now + self._delay
-
-    def succeeded(self) -> None:
-        self._delay = 0.0
-        self._retry_at = 0.0
 
 
 @dataclass
@@ -161,18 +107,13 @@ class Batches:
         self.catalog = catalog
         self._topics = topics
         self._store = store
-        self._broker = broker
-        self._ledger = ledger
         self._metrics = metrics
         # End offsets are asked from the broker at each batch, right before the horizon is
         # computed: a consumer's highwater is as old as its last fetch, which under load
         # (or after a pause) is older than it looks (stream.watermark).
-        self._list_ends = list_end_offsets
-        self._ends: dict[tuple[str, int], int] = {}
-        self._ends_current = True  # False while the broker cannot say (see _end_offset)
+        self._end_offset = EndOffsets(list_end_offsets)
         # Each message once and in offset order, whatever Faust delivers (stream.read_positions).
         self._positions = ReadPositions(first_offset_at, seek)
-        self._ack = ack
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
         self._max_hold = max_hold
@@ -180,9 +121,17 @@ class Batches:
         self._clock = clock
         self._monotonic = monotonic
         self._partitions: dict[int, _Partition] = {}
-        self.backoff = RedisBackoff()
-        #: Trigger ids found on the output topic at the last assignment (stream.recent_sends).
-        self.recently_sent: set[str] = set()
+        self.facts = RedisFacts(ledger, metrics, monotonic)
+        self.checkpoint = Checkpoint(
+            changelog=topics.changelog,
+            store=store,
+            broker=broker,
+            facts=self.facts,
+            metrics=metrics,
+            ack=ack,
+            monotonic=monotonic,
+            catalog=catalog,
+        )
 
     # -- assignment ---------------------------------------------------------------------
 
@@ -296,7 +245,10 @@ class Batches:
                 catalog.note(parsed)  # type: ignore[arg-type]
             part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), started)
 
-        await self._refresh_ends(touched)
+        end_topics = self._topics.inputs
+        if catalog is not None:
+            end_topics = (*end_topics, *catalog.end_topics())
+        await self._end_offset.refresh([(t, p) for p in sorted(touched) for t in end_topics])
         if catalog is not None:  # the product side: catalog events, interest, fan-out
             for item, error in catalog.products(sorted(touched), self._end_offset, started, now_ms):
                 out.dead_letter(item.message, error.reason, error.detail, now)
@@ -349,30 +301,11 @@ class Batches:
                 self._fire(part, user_id, now, horizon, facts, out)
 
         await self._release_stragglers(now, out)
-        await self._checkpoint(out, acks)
+        await self.checkpoint.write(out, acks)
+        for part in self._partitions.values():  # all clean now
+            if len(part.cache) > CACHE_PER_PARTITION:
+                part.cache.clear()
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
-
-    def _end_offset(self, topic: str, partition: int) -> int | None:
-        if not self._ends_current:
-            # Not known now: as if something were still unread, so that deadlines wait for
-            # the input read so far (an older answer is lower and would make a topic look
-            # read to its end while the shop's producer may be sending what it buffered).
-            return FOREVER
-        return self._ends.get((topic, partition))
-
-    async def _refresh_ends(self, partitions: Iterable[int]) -> None:
-        topics = self._topics.inputs
-        if self.catalog is not None:
-            topics = (*topics, *self.catalog.end_topics())
-        tps = [(topic, p) for p in partitions for topic in topics]
-        if not tps:
-            return
-        try:
-            self._ends.update(await self._list_ends(tps))
-            self._ends_current = True
-        except Exception as exc:
-            self._ends_current = False
-            log.warning("could not read end offsets (%s); deadlines wait", type(exc).__name__)
 
     @staticmethod
     def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:
@@ -471,27 +404,15 @@ class Batches:
                     users.append(parsed.user_id)
         if not users:
             return {}
-        return await self._lookup(users, now)
-
-    async def _lookup(self, users: list[str], now: datetime) -> dict[str, OutsideFacts] | None:
-        if not self.backoff.ready(self._monotonic()):
-            return None
-        try:
-            found = await self._ledger.lookup(users, now)
-        except RedisUnavailable as exc:
-            self._redis_failed(exc)
-            return None
-        self.backoff.succeeded()
-        self._metrics.redis_up.set(1)
-        return {user: OutsideFacts(s, others) for user, (s, others) in found.items()}
+        return await self.facts.lookup(users, now)
 
     async def _release_stragglers(self, now: datetime, out: Outputs) -> None:
         """Users who fired without prefetched facts (a late event made a stage due at
         once): their decisions were held; ask Redis for them now and release at once."""
         held = [(p, u) for p, u, state in out.dirty_states() if state.held]
-        if not held or not self.backoff.ready(self._monotonic()):
+        if not held or not self.facts.ready():
             return
-        facts = await self._lookup([u for _, u in held], now)
+        facts = await self.facts.lookup([u for _, u in held], now)
         if facts is None:
             return
         for p, user_id in held:
@@ -499,58 +420,6 @@ class Batches:
             state = part.cache[user_id]
             advance = self._driver.time(state, now, now, facts.get(user_id))
             self._keep(part, user_id, advance, out, p)
-
-    def _redis_failed(self, exc: RedisUnavailable) -> None:
-        self.backoff.failed(self._monotonic())
-        self._metrics.redis_errors.labels(exc.operation).inc()
-        self._metrics.redis_up.set(0)
-        log.warning("redis unavailable (%s); decisions are held", exc.operation)
-
-    # -- the checkpoint ------------------------------------------------------------------
-
-    async def _checkpoint(self, out: Outputs, acks: list[Any]) -> None:
-        started = self._monotonic()
-        # 1. Output records (idempotency: a decision already delivered is never sent twice).
-        sent_ids = out.sent_ids()
-        already = self.recently_sent.intersection(sent_ids)
-        if sent_ids and self.backoff.ready(self._monotonic()):
-            try:
-                already |= await self._ledger.already_sent(sent_ids)
-            except RedisUnavailable as exc:
-                self._redis_failed(exc)
-        records = list(out.kafka_records(already))
-        if self.catalog is not None:  # interest, fan-out and their marks
-            records += self.catalog.kafka_records()
-        deliveries = [await self._broker.send(*record) for record in records]
-        for delivery in deliveries:
-            await delivery
-        self._metrics.decided(out.decisions(), out.conversions(), already)
-        # 2. The ledger: contacts and sent marks, once the broker has the records.
-        contacts = out.contacts()
-        if contacts:
-            try:
-                await self._ledger.record(contacts, [t for t in sent_ids if t not in already])
-            except RedisUnavailable as exc:  # the records are out; only the marks are lost
-                self._redis_failed(exc)
-        # 3. One changelog record per dirty user, then the local store.
-        rows = out.rows()
-        if rows:
-            changelog = self._topics.changelog
-            pending = [
-                (p, key, value, await self._broker.send(changelog, key, value, p, None))
-                for p, key, value in rows
-            ]
-            written = [(p, key, value, (await d).offset) for p, key, value, d in pending]
-            self._store.write(written)
-        if self.catalog is not None:  # the products table the same way; its acks in order
-            await self.catalog.write_rows(self._broker)
-            acks = self.catalog.acks(acks)
-        # 4. Offsets: acknowledged messages are committed by Faust (in offset order).
-        await self._ack(acks)
-        self._metrics.checkpoint.observe(self._monotonic() - started)
-        for part in self._partitions.values():
-            if len(part.cache) > CACHE_PER_PARTITION:
-                part.cache.clear()
 
 
 def _of_partition(

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+from stream.watermark import FOREVER
+
 log = logging.getLogger("nudge.read_positions")
 
 TopicPartition = tuple[str, int]
@@ -36,6 +38,8 @@ TopicPartition = tuple[str, int]
 FirstOffsetAt = Callable[[str, int, int], Awaitable[int | None]]
 #: Seek the consumer's partition back to ``offset`` (its messages are delivered again).
 Seek = Callable[[str, int, int], Awaitable[None]]
+#: The broker's end offsets of these topic partitions.
+ListEndOffsets = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
 
 
 class ReadPositions:
@@ -130,3 +134,35 @@ def kafka_first_offset_at(client_kwargs: Mapping[str, object]) -> FirstOffsetAt:
             await probe.stop()
 
     return first_offset_at
+
+
+class EndOffsets:
+    """Where each input partition ends, asked from the broker at each batch.
+
+    Asked right before the horizon is computed: a consumer's highwater is as old as its
+    last fetch, which under load (or after a pause) is older than it looks
+    (:mod:`stream.watermark`). Called as ``end_offsets(topic, partition)``.
+    """
+
+    def __init__(self, list_end_offsets: ListEndOffsets) -> None:
+        self._list = list_end_offsets
+        self._ends: dict[TopicPartition, int] = {}
+        self._current = True  # False while the broker cannot say
+
+    def __call__(self, topic: str, partition: int) -> int | None:
+        if not self._current:
+            # Not known now: as if something were still unread, so that deadlines wait for
+            # the input read so far (an older answer is lower and would make a topic look
+            # read to its end while the shop's producer may be sending what it buffered).
+            return FOREVER
+        return self._ends.get((topic, partition))
+
+    async def refresh(self, tps: list[TopicPartition]) -> None:
+        if not tps:
+            return
+        try:
+            self._ends.update(await self._list(tps))
+            self._current = True
+        except Exception as exc:
+            self._current = False
+            log.warning("could not read end offsets (%s); deadlines wait", type(exc).__name__)

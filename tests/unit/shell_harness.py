@@ -194,7 +194,7 @@ class Shell:
         self.batches = self._new_batches()
         rows = wake_times(self.store.items())
         self.batches.assigned(self.partitions, rows, self.committed())
-        self.batches.recently_sent = {s.json()["trigger_id"] for s in self.triggers()}
+        self.batches.checkpoint.recently_sent = {s.json()["trigger_id"] for s in self.triggers()}
 
     # -- input ----------------------------------------------------------------------------
 

@@ -374,7 +374,7 @@ async def test_sent_marks_in_redis_alone_prevent_a_second_send() -> None:
     with pytest.raises(Crash):
         await shell.tick()
     shell.restart()
-    shell.batches.recently_sent = set()  # the output topic could not be read back
+    shell.batches.checkpoint.recently_sent = set()  # the output topic could not be read back
     await shell.settle(at(hours=1, minutes=2))
     assert len(shell.sent_ids()) == 1
 
