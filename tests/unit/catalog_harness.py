@@ -55,6 +55,12 @@ class ProductStore:
             if self.rows[key][0] == partition:
                 yield key, self.rows[key][1]
 
+    def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self.scans.append(b"from:" + start)
+        for key in sorted(k for k in self.rows if k >= start):
+            if self.rows[key][0] == partition:
+                yield key, self.rows[key][1]
+
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         for partition, key, value, offset in rows:
             if value is None:
