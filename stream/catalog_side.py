@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
     SEEN_PER_PRODUCT,
     Change,
@@ -45,7 +46,6 @@ from stream.catalog_wire import (
     product_key,
     user_of,
 )
-from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.watermark import FOREVER, NEVER, UNORDERED, EndOffset, Watermark
 from triggers.catalog_interest import CatalogBook, Product
 from triggers.events import InvalidEvent, ProductUpdated
@@ -158,9 +158,7 @@ class Rows:
 
     def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The partition's rows from ``start`` on, in key order, the batch's writes merged."""
-        mine = sorted(
-            (k, v) for k, (q, v) in self.dirty.items() if q == partition and k >= start
-        )
+        mine = sorted((k, v) for k, (q, v) in self.dirty.items() if q == partition and k >= start)
         i = 0
         for key, value in self._store.scan_from(partition, start):
             while i < len(mine) and mine[i][0] < key:

@@ -81,12 +81,11 @@ class Sweep:
         bound = EPOCH + self.frontier * MILLISECOND
         interest_before = bound - self._book.window
         armed_before = bound - self._book.armed_for
-        deleted = read = 0
-        for key, value in rows.scan_from(self._partition, self._cursor):
+        deleted = 0
+        for read, (key, value) in enumerate(rows.scan_from(self._partition, self._cursor)):
             if read == self._rows_per_batch:
                 self._cursor = key
                 break
-            read += 1
             if _expired(key, value, interest_before, armed_before):
                 rows.put(self._partition, key, None)
                 deleted += 1

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.catalog_side import FanOut, ProductPartition, Rows
-from stream.catalog_wire import Interest, armed_prefix, decode_interest, interest_prefix, product_key
+from stream.catalog_wire import (
+    Interest,
+    armed_prefix,
+    decode_interest,
+    interest_prefix,
+    product_key,
+)
 from tests.unit.timelines import at, iso
 from triggers.catalog import BackInStockRules, PriceDropRules
 from triggers.catalog_interest import CatalogBook
