@@ -95,6 +95,7 @@ class CatalogFanout:
         self._fanin: dict[int, Marks] = {}  # user partition -> the product partitions' marks
         self._gates: dict[int, Gate] = {}  # user partition -> its fan-out acknowledgements
         self._marked: dict[tuple[str, int], float] = {}  # last mark sent (topic, source)
+        self._swept = 0  # rows swept, as last counted
         self._batch()
 
     def _batch(self) -> None:
@@ -213,11 +214,17 @@ class CatalogFanout:
                 self._acks.append(item)
                 if error is not None:
                     invalid.append((item, error))
+            self._swept += part.swept
             fanout = self.topics.fanout
             self._records += ((fanout, key, value, q, None) for key, value, q in out.records)
             self._mark(fanout, p, part.horizon(now_ms, end_offset), now)
             self._acks += part.gate.ready()
         return invalid
+
+    def swept(self) -> int:
+        """Rows the sweep has deleted since the last call (``nudge_catalog_rows_swept_total``)."""
+        swept, self._swept = self._swept, 0
+        return swept
 
     def user_mark(self, partition: int, horizon_ms: int, now: float) -> None:
         """Announce a user partition's input watermark: its interest up to it is written."""

@@ -221,6 +221,7 @@ class ProductPartition:
         self._pending: dict[str, list[int]] = {}  # product -> waiting catalog event times
         self._blocked: dict[str, list[tuple[Any, Interest]]] = {}  # product -> interest
         self.sweep = Sweep(partition, book, rows_per_batch=sweep_rows, every_ms=sweep_every_ms)
+        self.swept = 0  # rows the sweep deleted in the last batch
 
     # -- input ----------------------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class ProductPartition:
         for times in self._pending.values():
             frontier = min(frontier, *times)
         self.sweep.advance(frontier)
-        self.sweep.step(rows)
+        self.swept = self.sweep.step(rows)  # rows deleted in this batch
         return done
 
     def horizon(self, now_ms: int, end_offset: EndOffset) -> int:

@@ -21,7 +21,8 @@ from stream.catalog_wire import (
     interest_prefix,
     product_key,
 )
-from tests.unit.timelines import at, iso
+from tests.unit.catalog_harness import CAT, CatalogShell
+from tests.unit.timelines import at, iso, make_rules
 from triggers.catalog import BackInStockRules, PriceDropRules
 from triggers.catalog_interest import CatalogBook
 from triggers.events import parse_catalog_event
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.unit
 CATALOG = "shop.catalog"
 WINDOW = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
+BOTH = {
+    "back_in_stock": {"enabled": True, "stages": ["2h"]},
+    "price_drop": {"enabled": True, "stages": ["1h"], "min_drop_percent": 10},
+}
 STAGES = (timedelta(0), timedelta(minutes=30))  # armed users hear of a change for 30 min
 
 
@@ -257,3 +262,18 @@ def test_the_sweep_changes_no_decision(steps: list[Any], sweep_rows: int) -> Non
     drained(swept, until)
     for key, value in swept.store.rows.items():
         assert key.startswith(product_key("")), (key, value)
+
+
+async def test_the_worker_sweeps_through_the_changelog_and_counts_it() -> None:
+    shell = CatalogShell(make_rules(only=(), triggers=BOTH), at(0), partitions=1)
+    shell.user_event("product_viewed", at(0), "u1", product_id="p1", price=10)
+    await shell.at(at(minutes=1))
+    key = interest_prefix("p1") + b"u1"
+    assert shell.pstore is not None and key in shell.pstore.rows
+    catalog = shell.batches.catalog
+    assert catalog is not None and catalog.swept() == 0
+    await shell.at(at(days=14, minutes=2))  # the interest is older than the window
+    assert key not in shell.pstore.rows
+    assert [(r.key, r.value) for r in shell.broker.log(CAT.changelog)][-1] == (key, None)
+    assert catalog.swept() == 1
+    assert catalog.swept() == 0  # counted once
