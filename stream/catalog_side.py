@@ -277,7 +277,7 @@ class ProductPartition:
         for times in self._pending.values():
             frontier = min(frontier, *times)
         self.sweep.advance(frontier)
-        self.swept = self.sweep.step(rows)  # rows deleted in this batch
+        self.swept = self.sweep.step(rows, now)  # rows deleted in this batch
         return done
 
     def horizon(self, now_ms: int, end_offset: EndOffset) -> int:

@@ -21,7 +21,9 @@ Later interest records may rebuild a row: it then differs only in entries older 
 bound, which no such event reads (``docs/protocol.md``, "Catalog fan-out", "Sweep").
 
 A pass starts once the frontier has moved ``every_ms`` past the previous pass's start
-(a quiet table is not re-read every batch); a pass in progress uses the current frontier.
+(a quiet table is not re-read every batch), and takes a step at most every
+``step_seconds`` of wall time (a busy worker runs many batches a second); a pass in
+progress uses the current frontier.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from triggers.timestamps import EPOCH, MILLISECOND, MIN_MILLIS
 
 SWEEP_ROWS = 2_000  # rows read per product partition and batch, at most
 SWEEP_EVERY_MS = 60_000  # event time between the starts of two passes
+SWEEP_STEP_SECONDS = 1.0  # wall time between two steps (a busy worker's batches are many)
 INTEREST = f"i{SEP}".encode()
 ARMED = f"a{SEP}".encode()
 
@@ -56,11 +59,14 @@ class Sweep:
         *,
         rows_per_batch: int = SWEEP_ROWS,
         every_ms: int = SWEEP_EVERY_MS,
+        step_seconds: float = SWEEP_STEP_SECONDS,
     ) -> None:
         self._partition = partition
         self._book = book
         self._rows_per_batch = rows_per_batch
         self._every_ms = every_ms
+        self._step_seconds = step_seconds
+        self._next_step: float | None = None  # monotonic seconds
         self.frontier = NEVER  # the highest event-time frontier seen
         self._cursor: bytes | None = None  # the next key of the pass in progress
         self._last_start = NEVER  # the frontier when the last pass started
@@ -70,14 +76,18 @@ class Sweep:
         if frontier_ms > self.frontier:
             self.frontier = frontier_ms
 
-    def step(self, rows: SweptRows) -> int:
-        """Read at most ``rows_per_batch`` rows from the cursor; returns the rows deleted."""
+    def step(self, rows: SweptRows, now: float) -> int:
+        """Read at most ``rows_per_batch`` rows from the cursor, at most once every
+        ``step_seconds`` (``now``: monotonic seconds); returns the rows deleted."""
         if self.frontier <= MIN_MILLIS:
+            return 0
+        if self._next_step is not None and now < self._next_step:
             return 0
         if self._cursor is None:
             if self._last_start != NEVER and self.frontier - self._last_start < self._every_ms:
                 return 0
             self._cursor, self._last_start = b"", self.frontier
+        self._next_step = now + self._step_seconds
         bound = EPOCH + self.frontier * MILLISECOND
         interest_before = bound - self._book.window
         armed_before = bound - self._book.armed_for

@@ -14,10 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.catalog_side import FanOut, ProductPartition, Rows
+from stream.catalog_sweep import Sweep
 from stream.catalog_wire import (
     Interest,
+    InterestRow,
     armed_prefix,
     decode_interest,
+    encode_row,
     interest_prefix,
     product_key,
 )
@@ -89,6 +92,7 @@ class Side:
         )
         self.rows = Rows(self.store)
         self.read = 0  # catalog messages read
+        self.mono = 0.0  # monotonic seconds
         self.fanout: list[tuple[bytes, bytes, int]] = []
         self.changelog: list[tuple[bytes, bytes | None]] = []
         self._ids = itertools.count()
@@ -110,7 +114,8 @@ class Side:
         self.part.marks.note(0, to_millis(watermark))
         out = FanOut()
         now_ms = to_millis(watermark) + 3_600_000
-        self.part.release(lambda topic, p: self.read, 0.0, now_ms, self.rows, out)
+        self.mono += 1.0  # a second between batches: the sweep steps at every one
+        self.part.release(lambda topic, p: self.read, self.mono, now_ms, self.rows, out)
         self.fanout += out.records
         dirty = [(0, key, value, 0) for key, (_, value) in self.rows.dirty.items()]
         self.changelog += [(key, value) for _, key, value, _ in dirty]
@@ -277,3 +282,21 @@ async def test_the_worker_sweeps_through_the_changelog_and_counts_it() -> None:
     assert [(r.key, r.value) for r in shell.broker.log(CAT.changelog)][-1] == (key, None)
     assert catalog.swept() == 1
     assert catalog.swept() == 0  # counted once
+
+
+def test_a_busy_worker_steps_at_most_once_a_step_time() -> None:
+    store = Store()
+    old = encode_row(InterestRow([(None, at(0))]))
+    store.write([(0, interest_prefix(f"p{i}") + b"u", old, 0) for i in range(4)])
+    book = CatalogBook(BackInStockRules(enabled=True, interest_window=WINDOW), PriceDropRules())
+    sweep = Sweep(0, book, rows_per_batch=1, every_ms=0, step_seconds=1.0)
+    sweep.advance(to_millis(at(hours=2)))
+    rows = Rows(store)
+    assert [sweep.step(rows, now) for now in (10.0, 10.5, 10.99, 11.0, 11.2, 12.5)] == [
+        1,
+        0,
+        0,
+        1,
+        0,
+        1,
+    ]
