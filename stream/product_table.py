@@ -10,7 +10,7 @@ with a prefix scan of the partition's RocksDB (a seek, then keys in order).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,7 @@ def catalog_fanout(
     rules: Rules,
     partitions: int,
     options: dict[str, Any] | None,
+    on_swept: Callable[[int], object] | None = None,
 ) -> CatalogFanout | None:
     """The catalog fan-out and its table, when ``back_in_stock`` or ``price_drop`` is on."""
     if not enabled(rules):
@@ -127,4 +128,5 @@ def catalog_fanout(
         mark_interval=settings.catalog_mark_interval_seconds,
         monotonic=time.monotonic,
         max_message_bytes=settings.max_message_bytes,
+        on_swept=on_swept,
     )

@@ -86,6 +86,7 @@ class CatalogShell(Shell):
         self.pstore: ProductStore | None = None
         self.lines: list[tuple[datetime, int, bytes]] = []  # (time, 0 user / 1 catalog, line)
         self._cids = itertools.count(1)
+        self.swept: list[int] = []  # rows each sweep step deleted
         super().__init__(rules, start, partitions=range(partitions), **kw)
 
     # -- the worker ---------------------------------------------------------------------
@@ -103,6 +104,7 @@ class CatalogShell(Shell):
             mark_interval=0.0,
             monotonic=self.clock.monotonic,
             max_message_bytes=65536,
+            on_swept=self.swept.append,
         )
 
     def consumed(self) -> tuple[str, ...]:
