@@ -199,8 +199,11 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     # Faust's transport with input partitions sought right after rebalances (see module).
     app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
+    registry = CollectorRegistry()
+    metrics = NudgeMetrics.create(registry, rules)
     # The catalog fan-out (stream.catalog_fanout): its topics and table, when it is on.
-    catalog = catalog_fanout(app, settings, rules, partitions, table_options)
+    swept = metrics.catalog_swept.inc
+    catalog = catalog_fanout(app, settings, rules, partitions, table_options, swept)
     fanout_topics = () if catalog is None else (catalog.topics.catalog, *catalog.internal())
     source = app.topic(
         *settings.input_topics,
@@ -221,8 +224,6 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     # Keys and values are bytes we encode ourselves; Faust would default to JSON.
     users.key_serializer = users.value_serializer = "raw"
 
-    registry = CollectorRegistry()
-    metrics = NudgeMetrics.create(registry, rules)
     app.sensors.add(CommitSensor(metrics))
     ledger = ContactLedger.from_url(
         settings.redis_url,

@@ -79,7 +79,9 @@ class CatalogFanout:
         mark_interval: float,
         monotonic: Callable[[], float],
         max_message_bytes: int,
+        on_swept: Callable[[int], object] | None = None,
     ) -> None:
+        """``on_swept``: told the rows each sweep step deleted (a metric)."""
         self.topics = topics
         self._partitions = partitions
         self._store = store
@@ -95,6 +97,7 @@ class CatalogFanout:
         self._fanin: dict[int, Marks] = {}  # user partition -> the product partitions' marks
         self._gates: dict[int, Gate] = {}  # user partition -> its fan-out acknowledgements
         self._marked: dict[tuple[str, int], float] = {}  # last mark sent (topic, source)
+        self._on_swept = on_swept
         self._batch()
 
     def _batch(self) -> None:
@@ -213,6 +216,8 @@ class CatalogFanout:
                 self._acks.append(item)
                 if error is not None:
                     invalid.append((item, error))
+            if part.swept and self._on_swept is not None:
+                self._on_swept(part.swept)
             fanout = self.topics.fanout
             self._records += ((fanout, key, value, q, None) for key, value, q in out.records)
             self._mark(fanout, p, part.horizon(now_ms, end_offset), now)

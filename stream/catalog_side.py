@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
     SEEN_PER_PRODUCT,
     Change,
@@ -59,6 +60,9 @@ class ProductStore(Protocol):
     def get(self, partition: int, key: bytes) -> bytes | None: ...
     def scan(self, partition: int, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
         """The rows whose key starts with ``prefix``, in key order."""
+
+    def scan_from(self, partition: int, start: bytes) -> Iterable[tuple[bytes, bytes]]:
+        """The partition's rows from ``start`` on, in key order (a seek: the sweep)."""
 
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         """Rows ``(partition, key, value or None to delete, changelog offset)``."""
@@ -152,6 +156,25 @@ class Rows:
             if mine is not None:
                 yield key, mine
 
+    def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's rows from ``start`` on, in key order, the batch's writes merged."""
+        mine = sorted((k, v) for k, (q, v) in self.dirty.items() if q == partition and k >= start)
+        i = 0
+        for key, value in self._store.scan_from(partition, start):
+            while i < len(mine) and mine[i][0] < key:
+                if mine[i][1] is not None:
+                    yield mine[i]  # type: ignore[misc]
+                i += 1
+            if i < len(mine) and mine[i][0] == key:
+                if mine[i][1] is not None:
+                    yield mine[i]  # type: ignore[misc]
+                i += 1
+            else:
+                yield key, value
+        for key, value in mine[i:]:
+            if value is not None:
+                yield key, value
+
 
 @dataclass(slots=True)
 class FanOut:
@@ -175,6 +198,8 @@ class ProductPartition:
         max_hold: float,
         unknown_grace_ms: int,
         monotonic: Callable[[], float],
+        sweep_rows: int = SWEEP_ROWS,
+        sweep_every_ms: int = SWEEP_EVERY_MS,
     ) -> None:
         self.partition = partition
         self._partitions = partitions
@@ -195,6 +220,8 @@ class ProductPartition:
         self.gate = Gate()  # the interest topic partition's acknowledgements
         self._pending: dict[str, list[int]] = {}  # product -> waiting catalog event times
         self._blocked: dict[str, list[tuple[Any, Interest]]] = {}  # product -> interest
+        self.sweep = Sweep(partition, book, rows_per_batch=sweep_rows, every_ms=sweep_every_ms)
+        self.swept = 0  # rows the sweep deleted in the last batch
 
     # -- input ----------------------------------------------------------------------------
 
@@ -227,11 +254,13 @@ class ProductPartition:
         """Apply what may be applied; returns the released catalog messages to acknowledge
         (with the InvalidEvent of each one to dead-letter)."""
         done: list[tuple[Any, InvalidEvent | None]] = []
+        frontier = FOREVER  # the least time applied in this batch, then more (below)
         for item, event in self.watermark.release(end_offset, now, now_ms):
             if isinstance(event, InvalidEvent):
                 done.append((item, event))
                 continue
             ts_ms = to_millis(event.ts)
+            frontier = min(frontier, ts_ms)
             self._pending[event.product_id].remove(ts_ms)
             self._unblock(event.product_id, ts_ms, rows)
             self._apply(event, rows, out)
@@ -241,6 +270,14 @@ class ProductPartition:
             self._unblock(product_id, min(waiting) if waiting else FOREVER, rows)
         for product_id in [p for p, times in self._pending.items() if not times]:
             del self._pending[product_id]
+        # The sweep's frontier: no catalog event applied from now on that is not late input
+        # is earlier than this, nor one applied in this batch (a crash before its
+        # checkpoint applies it again): stream.catalog_sweep.
+        frontier = min(frontier, self.horizon(now_ms, end_offset))
+        for times in self._pending.values():
+            frontier = min(frontier, *times)
+        self.sweep.advance(frontier)
+        self.swept = self.sweep.step(rows, now)  # rows deleted in this batch
         return done
 
     def horizon(self, now_ms: int, end_offset: EndOffset) -> int:

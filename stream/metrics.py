@@ -68,6 +68,7 @@ class NudgeMetrics:
     checkpoint: Histogram
     commit_seconds: Histogram
     rebalances: Counter
+    catalog_swept: Counter
     build: Info
     _partition_labels: set[str] = field(default_factory=set)
     _lag_labels: set[tuple[str, str]] = field(default_factory=set)
@@ -180,6 +181,11 @@ class NudgeMetrics:
                 BATCH_SECONDS_BUCKETS,
             ),
             rebalances=counter("nudge_rebalances_total", "Consumer group rebalances seen."),
+            catalog_swept=counter(
+                "nudge_catalog_rows_swept_total",
+                "Catalog fan-out: expired interest and armed rows deleted from the products "
+                "table by its sweep.",
+            ),
             build=Info(
                 "nudge_build", "Nudge's version and the rules version it runs.", registry=registry
             ),

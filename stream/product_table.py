@@ -10,7 +10,7 @@ with a prefix scan of the partition's RocksDB (a seek, then keys in order).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import faust
 from faust.types import TP
 
 from stream.catalog_fanout import CatalogFanout, CatalogTopics, enabled
+from stream.catalog_wire import SEP, partition_of
 from stream.settings import Settings
 from triggers.rules import Rules
 
@@ -47,8 +48,9 @@ class _Event:
 class ProductTable:
     """The table's local store (the catalog side's ``ProductStore``)."""
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: faust.Table, partitions: int) -> None:
         self._table = table
+        self._partitions = partitions
         self._changelog = table.changelog_topic.get_topic_name()
 
     def get(self, partition: int, key: bytes) -> bytes | None:
@@ -64,6 +66,19 @@ class ProductTable:
             if not key.startswith(prefix):
                 return
             yield key, value
+
+    def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        data = self._table.data
+        db_for = getattr(data, "_db_for_partition", None)
+        if db_for is None:  # the in-memory store (development): all partitions, a full sort
+            mine = ((k, v) for k, v in data.items() if k >= start and self._of(k) == partition)
+            yield from sorted(mine)
+            return
+        yield from db_for(partition).items(from_key=start)
+
+    def _of(self, key: bytes) -> int:
+        """The partition of a row: its product's (``kind<US>product[<US>user]``)."""
+        return partition_of(key.split(SEP.encode())[1], self._partitions)
 
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         events = [
@@ -84,6 +99,7 @@ def catalog_fanout(
     rules: Rules,
     partitions: int,
     options: dict[str, Any] | None,
+    on_swept: Callable[[int], object] | None = None,
 ) -> CatalogFanout | None:
     """The catalog fan-out and its table, when ``back_in_stock`` or ``price_drop`` is on."""
     if not enabled(rules):
@@ -106,10 +122,11 @@ def catalog_fanout(
             changelog=products.changelog_topic.get_topic_name(),
         ),
         partitions=partitions,
-        store=ProductTable(products),
+        store=ProductTable(products, partitions),
         max_hold=settings.catalog_max_hold_seconds,
         unknown_grace_ms=UNKNOWN_GRACE_MS,
         mark_interval=settings.catalog_mark_interval_seconds,
         monotonic=time.monotonic,
         max_message_bytes=settings.max_message_bytes,
+        on_swept=on_swept,
     )

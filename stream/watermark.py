@@ -128,13 +128,17 @@ class Watermark:
         # assignment at most, never for good.
         return NEVER if fresh else FOREVER
 
-    def release(self, end_offset: EndOffset, now: float, now_ms: int) -> list[Any]:
-        """The waiting messages that may be applied now, in the order to apply them."""
+    def release(
+        self, end_offset: EndOffset, now: float, now_ms: int, limit: int | None = None
+    ) -> list[Any]:
+        """The waiting messages that may be applied now, in the order to apply them; at
+        most ``limit`` of them (the rest leave at a later call, in the same order, and
+        meanwhile hold :meth:`horizon` at the first of them: they are still waiting)."""
         out: list[Any] = []
         if not self.waiting:
             return out
         topics = self._topics
-        while self.waiting:
+        while self.waiting and (limit is None or len(out) < limit):
             first_name = None
             first: _Waiting | None = None
             oldest_arrival = None

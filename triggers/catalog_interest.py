@@ -69,6 +69,11 @@ class CatalogBook:
         windows = [r.interest_window for r in (self.back, self.drop) if r.enabled]
         return max(windows, default=timedelta(0))
 
+    @property
+    def armed_for(self) -> timedelta:
+        """How long after it was armed a user still hears of an out-of-stock or a rise."""
+        return max(self.back.stages[-1], self.drop.stages[-1])
+
     def note_event(self, event: Event) -> None:
         """Keep what a processed user event says about interest (views, cart adds,
         wishlists) or removes from it (orders)."""
@@ -167,7 +172,7 @@ class CatalogBook:
 
     def _armed(self, product_id: str, ts: datetime) -> dict[str, datetime]:
         armed = self.armed.setdefault(product_id, {})
-        last = max(self.back.stages[-1], self.drop.stages[-1])
+        last = self.armed_for
         for user_id in [u for u, at in armed.items() if at + last < ts]:
             del armed[user_id]
         return armed

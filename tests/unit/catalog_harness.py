@@ -55,6 +55,12 @@ class ProductStore:
             if self.rows[key][0] == partition:
                 yield key, self.rows[key][1]
 
+    def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self.scans.append(b"from:" + start)
+        for key in sorted(k for k in self.rows if k >= start):
+            if self.rows[key][0] == partition:
+                yield key, self.rows[key][1]
+
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         for partition, key, value, offset in rows:
             if value is None:
@@ -80,6 +86,7 @@ class CatalogShell(Shell):
         self.pstore: ProductStore | None = None
         self.lines: list[tuple[datetime, int, bytes]] = []  # (time, 0 user / 1 catalog, line)
         self._cids = itertools.count(1)
+        self.swept: list[int] = []  # rows each sweep step deleted
         super().__init__(rules, start, partitions=range(partitions), **kw)
 
     # -- the worker ---------------------------------------------------------------------
@@ -97,6 +104,7 @@ class CatalogShell(Shell):
             mark_interval=0.0,
             monotonic=self.clock.monotonic,
             max_message_bytes=65536,
+            on_swept=self.swept.append,
         )
 
     def consumed(self) -> tuple[str, ...]:

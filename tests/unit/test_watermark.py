@@ -206,3 +206,44 @@ def test_a_topic_found_behind_long_after_the_assignment_holds_until_read() -> No
     assert part.horizon(T0 + hour + 600) == NEVER
     part.read_one(C, T0 + hour)
     assert part.release(T0 + hour + 700) == [(C, 0), (B, 0)]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(TOPICS), st.integers(min_value=0, max_value=20)),
+        max_size=30,
+    ),
+    st.integers(min_value=1, max_value=5),
+)
+def test_a_bounded_release_is_the_unbounded_one_in_pieces_and_holds_the_horizon(
+    messages: list[tuple[str, int]], limit: int
+) -> None:
+    whole, pieces = Input(), Input()
+    for topic, minutes in messages:
+        whole.read_one(topic, T0 + minutes * MIN)
+        pieces.read_one(topic, T0 + minutes * MIN)
+    now_ms = T0 + 30 * MIN
+    expected = whole.wm.release(whole.end_offset, whole.mono, now_ms)
+    got: list[tuple[str, int]] = []
+    while True:
+        piece = pieces.wm.release(pieces.end_offset, pieces.mono, now_ms, limit=limit)
+        assert len(piece) <= limit
+        got += piece
+        rest = expected[len(got) :]
+        if rest:  # deadlines wait for the first message still to be applied
+            topic, offset = rest[0]
+            assert pieces.horizon(now_ms) <= T0 + dict(messages_at(messages))[topic, offset]
+        if len(piece) < limit:
+            break
+    assert got == expected
+    assert pieces.horizon(now_ms) == whole.horizon(now_ms)
+
+
+def messages_at(messages: list[tuple[str, int]]) -> list[tuple[tuple[str, int], int]]:
+    """Each message's (topic, offset) and its event time offset from T0."""
+    offsets = dict.fromkeys(TOPICS, 0)
+    out = []
+    for topic, minutes in messages:
+        out.append(((topic, offsets[topic]), minutes * MIN))
+        offsets[topic] += 1
+    return out
