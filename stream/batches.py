@@ -52,6 +52,9 @@ log = logging.getLogger("nudge.batches")
 CACHE_PER_PARTITION = 50_000
 #: Users fired per partition per batch; the rest wait for the next tick.
 MAX_DUE_PER_BATCH = 5_000
+#: Messages applied per partition per batch; the rest wait (and hold the horizon) for the
+#: next batch, so that one burst (a catalog fan-out of 25k users) does not stall the others.
+MAX_RELEASE_PER_BATCH = 5_000
 
 
 class Message(Protocol):
@@ -97,6 +100,7 @@ class Batches:
         max_message_bytes: int,
         fire_grace_ms: int,
         max_hold: float,
+        max_release: int = MAX_RELEASE_PER_BATCH,
         unknown_grace_ms: int = 10_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -117,6 +121,7 @@ class Batches:
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
         self._max_hold = max_hold
+        self._max_release = max_release
         self._unknown_grace_ms = unknown_grace_ms
         self._clock = clock
         self._monotonic = monotonic
@@ -258,7 +263,9 @@ class Batches:
         held_back = self._metrics.held_back
         for p in sorted(touched):
             part = self._partitions[p]
-            released = part.watermark.release(self._end_offset, started, now_ms)
+            released = part.watermark.release(
+                self._end_offset, started, now_ms, limit=self._max_release
+            )
             horizon_ms = part.watermark.horizon(now_ms - self._grace_ms, self._end_offset)
             # A horizon before every deadline (input not read yet) counts from the assignment,
             # not from the start of time.

@@ -119,6 +119,7 @@ class Shell:
         grace_ms: int = 0,
         max_hold: float = 2.0,
         unknown_grace_ms: int = 10_000,
+        max_release: int = 5_000,
         auto: bool = True,
     ) -> None:
         self.rules = rules
@@ -126,6 +127,7 @@ class Shell:
         self.grace_ms = grace_ms
         self.max_hold = max_hold
         self.unknown_grace_ms = unknown_grace_ms
+        self.max_release = max_release
         self.clock = Clock(start)
         self.journal = Journal()
         self.broker = Broker(self.journal, auto=auto)
@@ -161,6 +163,7 @@ class Shell:
             max_message_bytes=65536,
             fire_grace_ms=self.grace_ms,
             max_hold=self.max_hold,
+            max_release=self.max_release,
             unknown_grace_ms=self.unknown_grace_ms,
             clock=self.clock.wall,
             monotonic=self.clock.monotonic,

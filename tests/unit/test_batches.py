@@ -513,3 +513,20 @@ async def test_while_end_offsets_cannot_be_read_deadlines_wait_for_the_input_rea
     shell.broker_down = False
     await shell.settle(at(hours=30))
     assert shell.records() == shell.replay(at(hours=30)) == []
+
+
+async def test_a_batch_applies_at_most_max_release_messages_and_the_rest_hold_the_horizon() -> None:
+    shell = Shell(CART_ONLY, at(), max_release=2)
+    for i in range(5):
+        shell.add(at(minutes=i), f"u{i}")
+    shell.clock.set(at(hours=2))  # every cart's first stage is due by now
+    await shell.poll()
+    assert shell.committed()[(CART, 0)] == 2 and shell.batches.waiting() == 3
+    assert shell.records() == []  # u2's cart (minute 2) is not applied: nothing fires past it
+    await shell.tick()
+    assert shell.committed()[(CART, 0)] == 4 and shell.records() == []
+    await shell.tick()  # the last one: now the horizon is the clock's
+    assert shell.committed()[(CART, 0)] == 5 and shell.batches.waiting() == 0
+    assert sorted(r.user for r in shell.records()) == ["u0", "u1", "u2", "u3", "u4"]
+    await shell.settle(at(hours=30))
+    assert shell.records() == shell.replay(at(hours=30))
