@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from simulation.synthetic import generate_events
 from tests.integration.harness import NUDGE, Worker, WorkerGroup, replay_records
@@ -107,6 +108,25 @@ def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[byte
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+async def wait_produced(group: WorkerGroup, count: int, timeout: float = 60.0) -> float:
+    """Wait until the shop's topics hold at least ``count`` events (the traffic process is
+    up and producing: on a busy machine its start can take seconds). Returns the wait."""
+    started = time.monotonic()
+    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
+    await consumer.start()
+    try:
+        keys = ("browse", "cart", "order", "prefs")
+        tps = [TopicPartition(group.topic(k), p) for k in keys for p in range(group.partitions)]
+        while True:
+            produced = sum((await consumer.end_offsets(tps)).values())
+            if produced >= count:
+                return time.monotonic() - started
+            assert time.monotonic() - started < timeout, f"traffic: {produced} of {count} events"
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
 
 
 def cutoff(events: EventSet) -> datetime:
