@@ -51,7 +51,7 @@ from triggers.events import (
 )
 from triggers.firing import fire_due, firing_rules, next_due
 from triggers.frozen import frozen_record
-from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
+from triggers.order_history import add_order, cancel_order, knows_order
 from triggers.records import Conversion, Decision
 from triggers.registry import reactors
 from triggers.rules import Rules
@@ -96,7 +96,8 @@ class Step(msgspec.Struct, frozen=True, gc=False):
 
 def latest_order_placed(state: UserState) -> datetime | None:
     """The latest order_placed seen, cancelled or not: cart and views before it are history."""
-    kept, emptied = last_order_at(state.history), state.cart.emptied_at
+    orders, emptied = state.history.orders, state.cart.emptied_at
+    kept = orders[-1].ts if orders else None  # order_history.last_order_at, inline
     if kept is None or emptied is None:
         return kept or emptied
     return max(kept, emptied)

@@ -86,6 +86,9 @@ def firing_rules(rules: Rules) -> FiringRules:
     )
 
 
+_DORMANCY = dormancy.NAME
+
+
 def next_due(fr: FiringRules, state: UserState) -> datetime | None:
     """The earliest send time pending for the user, or None."""
     earliest = None
@@ -93,8 +96,10 @@ def next_due(fr: FiringRules, state: UserState) -> datetime | None:
         if earliest is None or item.send_at < earliest:
             earliest = item.send_at
     stage = state.dormancy_stage
-    stages = fr.stages[dormancy.NAME]
-    if stage and stage <= len(stages) and state.last_activity is not None:
+    if not stage:
+        return earliest
+    stages = fr.stages[_DORMANCY]
+    if stage <= len(stages) and state.last_activity is not None:
         at = state.dormancy_send_at or state.last_activity + stages[stage - 1]
         if earliest is None or at < earliest:
             earliest = at

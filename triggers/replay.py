@@ -164,6 +164,7 @@ class Replay:
         self._deadlines = Deadlines()  # the same structure as the live service's index
         triggers = rules.triggers
         self.catalog = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
+        self._catalog_enabled = self.catalog.enabled  # the rules are fixed
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
         """Parse and apply one line; raises InvalidEvent (counted) for a bad one, and
@@ -183,7 +184,11 @@ class Replay:
         return self.feed_event(event)
 
     def feed_event(self, event: Event | ProductUpdated) -> list[Record]:
-        out: list[Record] = self._fire_until(event.ts)
+        earliest = self._deadlines.earliest()
+        if earliest is not None and earliest <= to_millis(event.ts):
+            out: list[Record] = self._fire_until(event.ts)
+        else:  # the common case: nobody is due yet
+            out = []
         if self._carry:
             out[:0] = self._carry
             self._carry = []
@@ -223,9 +228,12 @@ class Replay:
         if previous is None:
             summary.users += 1
         self.states[user_id] = advance.state
-        self._collect(advance.records, out)
-        self._deadlines.set(user_id, due_millis(advance.wake))
-        if self.catalog.enabled:
+        records = advance.records
+        if records:
+            self._collect(records, out)
+        wake = advance.wake
+        self._deadlines.set(user_id, None if wake is None else due_millis(wake))
+        if self._catalog_enabled:
             self.catalog.note_event(event)
 
     def _apply_catalog(self, event: ProductUpdated, out: list[Record]) -> None:
