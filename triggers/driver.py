@@ -45,7 +45,8 @@ class Driver:
         self._max_delay = rules.contact_policy.max_delay
 
     def wake(self, state: UserState) -> datetime | None:
-        return _wake(state, self.engine.next_due(state))
+        due = self.engine.next_due(state)
+        return due if not state.held else _wake(state, due)
 
     def event(
         self,

@@ -116,12 +116,14 @@ def fire_due(
 ) -> tuple[UserState, tuple[Decision, ...]]:
     """Reach every stage due by ``until`` (default ``now``), at ``now``; new state, decisions."""
     until = now if until is None else min(until, now)
-    remaining = [item for item in state.pending if item.send_at > until]
+    remaining: list[Pending] = []
+    reached: list[Pending] = []
+    for item in state.pending:
+        (reached if item.send_at <= until else remaining).append(item)
     due_now: list[Pending] = []
-    dormant = _dormancy_pending(fr, state)
-    dormancy_reached = dormant is not None and dormant.send_at <= until
-    reached = [item for item in state.pending if item.send_at <= until]
-    if dormancy_reached:
+    dormant = _dormancy_pending(fr, state, until)
+    dormancy_reached = dormant is not None
+    if dormant is not None:
         reached.append(dormant)
     for item in reached:
         item = _at_send_time(fr, state, item)
@@ -212,11 +214,18 @@ def _firing_order(fr: FiringRules, item: Pending) -> tuple:
     return (item.send_at, -fr.priority[item.trigger], item.trigger, item.subject or "", item.stage)
 
 
-def _dormancy_pending(fr: FiringRules, state: UserState) -> Pending | None:
-    """The inline dormancy episode as a pending stage (None if nothing is pending)."""
+def _dormancy_pending(fr: FiringRules, state: UserState, until: datetime) -> Pending | None:
+    """The inline dormancy episode as a pending stage, if one is pending and due by ``until``
+    (None otherwise)."""
     stage = state.dormancy_stage
+    if not stage:
+        return None
     rules = fr.rules.triggers.dormancy
-    if not stage or stage > len(rules.stages) or state.last_activity is None:
+    last_activity = state.last_activity
+    if stage > len(rules.stages) or last_activity is None:
+        return None
+    send_at = state.dormancy_send_at or last_activity + rules.stages[stage - 1]
+    if send_at > until:
         return None
     return dormancy.as_pending(
         state.dormancy_key or "", stage, state.dormancy_send_at, state.last_activity, rules
