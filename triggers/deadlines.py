@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from triggers.timestamps import EPOCH
-
-_MS = timedelta(milliseconds=1)
 
 
 def due_millis(moment: datetime | None) -> int | None:
     """A due time as an index key: epoch milliseconds, rounded up (never fire early)."""
-    return None if moment is None else -((EPOCH - moment) // _MS)
+    if moment is None:
+        return None
+    span = moment - EPOCH  # days, seconds and microseconds, the last two never negative
+    return span.days * 86_400_000 + span.seconds * 1000 - (-span.microseconds // 1000)
 
 
 class Deadlines:

@@ -38,27 +38,6 @@ def eligible(history: OrderHistory, rules: DormancyRules) -> bool:
     return rules.enabled and (rules.audience == "all" or history.count > 0)
 
 
-def rearmed(
-    key: str | None,
-    stage: int,
-    event_id: str,
-    newest: bool,
-    was_eligible: bool,
-    is_eligible: bool,
-) -> tuple[str | None, int]:
-    """(key, next stage) after an event; stage 0 means nothing pending.
-
-    ``newest``: the event is the user's latest activity (it moves the anchor).
-    A user who just became eligible (first order) is armed from their last
-    activity even if the arming event is older.
-    """
-    if not is_eligible:
-        return None, 0
-    if newest or (stage == 0 and not was_eligible):
-        return event_id, 1
-    return key, stage
-
-
 def as_pending(
     key: str, stage: int, send_at: datetime | None, last_activity: datetime, rules: DormancyRules
 ) -> Pending:

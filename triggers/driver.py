@@ -45,7 +45,8 @@ class Driver:
         self._max_delay = rules.contact_policy.max_delay
 
     def wake(self, state: UserState) -> datetime | None:
-        return _wake(state, self.engine.next_due(state))
+        due = self.engine.next_due(state)
+        return due if not state.held else _wake(state, due)
 
     def event(
         self,
@@ -66,19 +67,27 @@ class Driver:
         step = self.engine.on_event(state, event, now)
         state = step.state
         due = step.next_due
-        if step.outcome == PROCESSED:
-            records += step.records
+        outcome = step.outcome
+        if outcome == PROCESSED:
             if due is not None and due <= horizon and due <= now:
+                records += step.records
                 state, due = self._fire(state, now, horizon, facts, records)
-        return Advance(state, tuple(records), _wake(state, due), step.outcome, state is not before)
+            elif records:
+                records += step.records
+            else:  # the common case: nothing fired, the engine's records as they are
+                wake = due if not state.held else _wake(state, due)
+                return Advance(state, step.records, wake, outcome, state is not before)
+        wake = due if not state.held else _wake(state, due)
+        return Advance(state, tuple(records), wake, outcome, state is not before)
 
     def time(
         self, state: UserState, now: datetime, until: datetime, facts: OutsideFacts | None
     ) -> Advance:
         records: list[Record] = []
-        after = self._release(state, now, facts, records)
-        after, due = self._fire(after, now, min(until, now), facts, records)
-        return Advance(after, tuple(records), _wake(after, due), "fired", after is not state)
+        after = self._release(state, now, facts, records) if state.held else state
+        after, due = self._fire(after, now, until if until <= now else now, facts, records)
+        wake = due if not after.held else _wake(after, due)
+        return Advance(after, tuple(records), wake, "fired", after is not state)
 
     def _release(
         self, state: UserState, now: datetime, facts: OutsideFacts | None, out: list[Record]

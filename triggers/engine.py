@@ -27,7 +27,6 @@ from msgspec.structs import replace
 from triggers import (
     browse_abandonment,
     cart_abandonment,
-    dormancy,
     first_purchase_followup,
     lapsing,
     replenishment,
@@ -51,7 +50,7 @@ from triggers.events import (
 )
 from triggers.firing import fire_due, firing_rules, next_due
 from triggers.frozen import frozen_record
-from triggers.order_history import add_order, cancel_order, knows_order, last_order_at
+from triggers.order_history import add_order, cancel_order, knows_order
 from triggers.records import Conversion, Decision
 from triggers.registry import reactors
 from triggers.rules import Rules
@@ -96,7 +95,8 @@ class Step(msgspec.Struct, frozen=True, gc=False):
 
 def latest_order_placed(state: UserState) -> datetime | None:
     """The latest order_placed seen, cancelled or not: cart and views before it are history."""
-    kept, emptied = last_order_at(state.history), state.cart.emptied_at
+    orders, emptied = state.history.orders, state.cart.emptied_at
+    kept = orders[-1].ts if orders else None  # order_history.last_order_at, inline
     if kept is None or emptied is None:
         return kept or emptied
     return max(kept, emptied)
@@ -141,16 +141,16 @@ class Engine:
         elif state.user_id != event.user_id:
             raise ValueError(f"event for {event.user_id!r} applied to state of {state.user_id!r}")
         if event.test:
-            return Step(state, (), self.next_due(state), TEST)
+            return Step(state, (), next_due(self._firing, state), TEST)
         digest = event_digest(event.event_id)
         if has_seen(state.seen, digest):
-            return Step(state, (), self.next_due(state), DUPLICATE)
+            return Step(state, (), next_due(self._firing, state), DUPLICATE)
         new_state, records = self._handlers[type(event)](
             state, event, remember(state.seen, digest), now
         )
         if self._reactors:
             new_state = self._react(state, new_state, event)
-        return Step(new_state, records, self.next_due(new_state), PROCESSED)
+        return Step(new_state, records, next_due(self._firing, new_state), PROCESSED)
 
     def _finish(
         self,
@@ -173,14 +173,14 @@ class Engine:
         if self._dormancy_customers:
             was_eligible = state.history.count > 0
             is_eligible = was_eligible if history is state.history else history.count > 0
-        key, stage = dormancy.rearmed(
-            state.dormancy_key,
-            state.dormancy_stage,
-            event.event_id,
-            newest,
-            was_eligible,
-            is_eligible,
-        )
+        # The dormancy episode after the event: (key, next stage), stage 0 = nothing pending.
+        # A newest event moves the anchor (a new episode); a user who just became eligible
+        # (first order) is armed from their last activity even if the arming event is older.
+        key, stage = state.dormancy_key, state.dormancy_stage
+        if not is_eligible:
+            key, stage = None, 0
+        elif newest or (stage == 0 and not was_eligible):
+            key, stage = event.event_id, 1
         send_at = None
         if key == state.dormancy_key and stage == state.dormancy_stage:
             send_at = state.dormancy_send_at

@@ -75,7 +75,9 @@ def without(pending: tuple[Pending, ...], item: Pending | None) -> tuple[Pending
 def replace(pending: tuple[Pending, ...], old: Pending | None, new: Pending) -> tuple[Pending, ...]:
     if old is None:
         return (*pending, new)
-    return tuple(new if p is old else p for p in pending)
+    if len(pending) == 1 and pending[0] is old:  # the common case: the only pending stage
+        return (new,)
+    return tuple([new if p is old else p for p in pending])
 
 
 def rearm(

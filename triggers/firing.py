@@ -86,6 +86,9 @@ def firing_rules(rules: Rules) -> FiringRules:
     )
 
 
+_DORMANCY = dormancy.NAME
+
+
 def next_due(fr: FiringRules, state: UserState) -> datetime | None:
     """The earliest send time pending for the user, or None."""
     earliest = None
@@ -93,8 +96,10 @@ def next_due(fr: FiringRules, state: UserState) -> datetime | None:
         if earliest is None or item.send_at < earliest:
             earliest = item.send_at
     stage = state.dormancy_stage
-    stages = fr.stages[dormancy.NAME]
-    if stage and stage <= len(stages) and state.last_activity is not None:
+    if not stage:
+        return earliest
+    stages = fr.stages[_DORMANCY]
+    if stage <= len(stages) and state.last_activity is not None:
         at = state.dormancy_send_at or state.last_activity + stages[stage - 1]
         if earliest is None or at < earliest:
             earliest = at
@@ -111,12 +116,14 @@ def fire_due(
 ) -> tuple[UserState, tuple[Decision, ...]]:
     """Reach every stage due by ``until`` (default ``now``), at ``now``; new state, decisions."""
     until = now if until is None else min(until, now)
-    remaining = [item for item in state.pending if item.send_at > until]
+    remaining: list[Pending] = []
+    reached: list[Pending] = []
+    for item in state.pending:
+        (reached if item.send_at <= until else remaining).append(item)
     due_now: list[Pending] = []
-    dormant = _dormancy_pending(fr, state)
-    dormancy_reached = dormant is not None and dormant.send_at <= until
-    reached = [item for item in state.pending if item.send_at <= until]
-    if dormancy_reached:
+    dormant = _dormancy_pending(fr, state, until)
+    dormancy_reached = dormant is not None
+    if dormant is not None:
         reached.append(dormant)
     for item in reached:
         item = _at_send_time(fr, state, item)
@@ -207,11 +214,18 @@ def _firing_order(fr: FiringRules, item: Pending) -> tuple:
     return (item.send_at, -fr.priority[item.trigger], item.trigger, item.subject or "", item.stage)
 
 
-def _dormancy_pending(fr: FiringRules, state: UserState) -> Pending | None:
-    """The inline dormancy episode as a pending stage (None if nothing is pending)."""
+def _dormancy_pending(fr: FiringRules, state: UserState, until: datetime) -> Pending | None:
+    """The inline dormancy episode as a pending stage, if one is pending and due by ``until``
+    (None otherwise)."""
     stage = state.dormancy_stage
+    if not stage:
+        return None
     rules = fr.rules.triggers.dormancy
-    if not stage or stage > len(rules.stages) or state.last_activity is None:
+    last_activity = state.last_activity
+    if stage > len(rules.stages) or last_activity is None:
+        return None
+    send_at = state.dormancy_send_at or last_activity + rules.stages[stage - 1]
+    if send_at > until:
         return None
     return dormancy.as_pending(
         state.dormancy_key or "", stage, state.dormancy_send_at, state.last_activity, rules

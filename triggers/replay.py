@@ -164,6 +164,7 @@ class Replay:
         self._deadlines = Deadlines()  # the same structure as the live service's index
         triggers = rules.triggers
         self.catalog = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
+        self._catalog_enabled = self.catalog.enabled  # the rules are fixed
 
     def feed_line(self, raw: bytes | str) -> list[Record]:
         """Parse and apply one line; raises InvalidEvent (counted) for a bad one, and
@@ -183,7 +184,11 @@ class Replay:
         return self.feed_event(event)
 
     def feed_event(self, event: Event | ProductUpdated) -> list[Record]:
-        out: list[Record] = self._fire_until(event.ts)
+        earliest = self._deadlines.earliest()
+        if earliest is not None and earliest <= to_millis(event.ts):
+            out: list[Record] = self._fire_until(event.ts)
+        else:  # the common case: nobody is due yet
+            out = []
         if self._carry:
             out[:0] = self._carry
             self._carry = []
@@ -209,7 +214,8 @@ class Replay:
             clock = ts
         user_id = event.user_id
         previous = self.states.get(user_id)
-        advance = self.driver.event(previous, event, clock, self._facts(user_id), clock)
+        facts = _SUPPRESSED_FACTS if user_id in self.suppressed else NO_FACTS
+        advance = self.driver.event(previous, event, clock, facts, clock)
         summary = self.summary
         outcome = advance.outcome
         self.clock = clock
@@ -223,9 +229,12 @@ class Replay:
         if previous is None:
             summary.users += 1
         self.states[user_id] = advance.state
-        self._collect(advance.records, out)
-        self._deadlines.set(user_id, due_millis(advance.wake))
-        if self.catalog.enabled:
+        records = advance.records
+        if records:
+            self._collect(records, out)
+        wake = advance.wake
+        self._deadlines.set(user_id, None if wake is None else due_millis(wake))
+        if self._catalog_enabled:
             self.catalog.note_event(event)
 
     def _apply_catalog(self, event: ProductUpdated, out: list[Record]) -> None:
@@ -295,18 +304,20 @@ class Replay:
         """Every user due by ``moment``, in (due, user) order, each reached exactly when due."""
         out: list[Record] = []
         deadlines = self._deadlines
+        states, wake, suppressed = self.states, self.driver.wake, self.suppressed
         until_ms = to_millis(moment)
         while (earliest := deadlines.earliest()) is not None and earliest <= until_ms:
             for user_id, _ in deadlines.pop_due(earliest):
-                state = self.states[user_id]
-                due = self.driver.wake(state)
+                state = states[user_id]
+                due = wake(state)
                 if due is None or due > moment:  # cannot happen: the index follows the state
                     deadlines.set(user_id, due_millis(due))
                     continue
                 if self.clock is None or due > self.clock:
                     self.clock = due
                 try:
-                    advance = self.driver.time(state, due, due, self._facts(user_id))
+                    facts = _SUPPRESSED_FACTS if user_id in suppressed else NO_FACTS
+                    advance = self.driver.time(state, due, due, facts)
                 except Exception as exc:
                     if not self.keep_going:
                         raise
@@ -317,9 +328,11 @@ class Replay:
                         f"{describe_error(exc)}"
                     )
                     continue
-                self.states[user_id] = advance.state
-                self._collect(advance.records, out)
-                deadlines.set(user_id, due_millis(advance.wake))
+                states[user_id] = advance.state
+                if advance.records:
+                    self._collect(advance.records, out)
+                next_wake = advance.wake
+                deadlines.set(user_id, None if next_wake is None else due_millis(next_wake))
         return out
 
 

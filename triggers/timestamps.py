@@ -140,8 +140,9 @@ def scaled(duration: timedelta, factor: float) -> timedelta:
 
 
 def to_millis(moment: datetime) -> int:
-    """Epoch milliseconds of an aware datetime."""
-    return (moment - EPOCH) // MILLISECOND
+    """Epoch milliseconds of an aware datetime (rounded down)."""
+    span = moment - EPOCH  # days, seconds and microseconds, the last two never negative
+    return span.days * 86_400_000 + span.seconds * 1000 + span.microseconds // 1000
 
 
 def from_millis(millis: int) -> datetime:
