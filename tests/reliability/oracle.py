@@ -8,8 +8,11 @@ none missing, none duplicated (by ``trigger_id``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -69,6 +72,16 @@ class EventSet:
     def at(self, index: int) -> datetime:
         return datetime.fromisoformat(self.events[index]["ts"])
 
+    def shift(self, delta: timedelta) -> None:
+        """Every event ``delta`` later (whole milliseconds), in memory and in the file."""
+        for event in self.events:
+            at = datetime.fromisoformat(event["ts"]) + delta
+            event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.path.write_bytes(self.lines())
+
+    def lines(self) -> bytes:
+        return b"".join(orjson.dumps(e) + b"\n" for e in self.events)
+
 
 def fixed_events(
     path: Path,
@@ -95,19 +108,55 @@ def fixed_events(
         at = start + timedelta(seconds=i / rate + pause)
         event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         events.append(event)
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-    return EventSet(path, events, rate)
+    event_set = EventSet(path, events, rate)
+    path.write_bytes(event_set.lines())
+    return event_set
 
 
-def start_traffic(group: WorkerGroup, events: EventSet) -> subprocess.Popen[bytes]:
-    """``nudge simulate --file --realtime``: each event sent when the clock reaches its ts."""
+def start_traffic(
+    group: WorkerGroup, events: EventSet, lead: float = 2.0
+) -> subprocess.Popen[bytes]:
+    """``nudge simulate --file --realtime``: each event sent when the clock reaches its ts.
+
+    The events reach the traffic process through a FIFO. Once it has opened it (its start,
+    imports included, can take seconds on a busy machine), the events are shifted so that
+    the first is ``lead`` seconds away if it is not already; otherwise the shop's producer
+    would start late and send its first events in a burst, after deadlines they precede,
+    which neither the worker nor replay can know (late input). Call this before computing
+    anything from the events' times.
+    """
+    fifo = group.workdir / f"traffic-{time.monotonic_ns()}.fifo"
+    os.mkfifo(fifo)
     log = (group.workdir / "simulate.log").open("ab")
-    return subprocess.Popen(
-        [NUDGE, "simulate", "--file", str(events.path), "--realtime"],
+    proc = subprocess.Popen(
+        [NUDGE, "simulate", "--file", str(fifo), "--realtime"],
         env=group.env(99, 0),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    deadline = time.monotonic() + 120
+    while True:  # O_NONBLOCK: fails with ENXIO until the reader has opened the FIFO
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            assert proc.poll() is None, f"traffic exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "traffic did not open its input in 2 minutes"
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    late = datetime.now(UTC) + timedelta(seconds=lead) - events.at(0)
+    if late > timedelta(0):
+        events.shift(late)
+    data = events.lines()
+
+    def feed() -> None:  # the FIFO holds 64 KiB: the rest is written as it is read
+        with os.fdopen(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+            pipe.write(data)
+
+    threading.Thread(target=feed, daemon=True, name="traffic-feed").start()
+    return proc
 
 
 async def wait_produced(group: WorkerGroup, count: int, timeout: float = 60.0) -> float:
