@@ -53,7 +53,8 @@ CACHE_PER_PARTITION = 50_000
 #: Users fired per partition per batch; the rest wait for the next tick.
 MAX_DUE_PER_BATCH = 5_000
 #: Messages applied per partition per batch; the rest wait (and hold the horizon) for the
-#: next batch, so that one burst (a catalog fan-out of 25k users) does not stall the others.
+#: next batch, so that one burst (a catalog fan-out of 25k users) is spread over several
+#: checkpoints instead of one.
 MAX_RELEASE_PER_BATCH = 5_000
 
 
