@@ -118,7 +118,7 @@ class Batches:
         # (or after a pause) is older than it looks (stream.watermark).
         self._end_offset = EndOffsets(list_end_offsets)
         # Each message once and in offset order, whatever Faust delivers (stream.read_positions).
-        self._positions = ReadPositions(first_offset_at, seek)
+        self._positions = ReadPositions(first_offset_at, seek, monotonic)
         self._max_bytes = max_message_bytes
         self._grace_ms = fire_grace_ms
         self._max_hold = max_hold
@@ -216,6 +216,7 @@ class Batches:
         out = Outputs(self._topics, self._driver.rules.version_label)
         acks: list[Any] = []
         touched: set[int] = set()
+        await self._positions.retry()  # a seek back lost in Faust's fetcher
         ticks = self._topics.ticks
         catalog = self.catalog
         for item in batch:

@@ -20,6 +20,13 @@ the committed offset of each assignment:
   (not acknowledged) and the consumer is sought back to the expected offset, once, so
   that they come again, in order.
 
+A seek can be lost the same way: a fetch Faust is still handing over when the consumer
+is sought back moves Faust's read offset past the expected one again, and the records
+read again are dropped before the shell sees them (the 2-process benchmark drain stalled
+so). So a partition that has not reached its expected offset ``retry_after`` seconds after
+its seek is sought back again, at the next batch (ticks bring one even to an idle
+partition). Seeking again is harmless: anything delivered twice is left out.
+
 Nothing here changes what is applied, only that every message is applied exactly once
 in its partition's order; a message left out is never acknowledged.
 """
@@ -43,13 +50,22 @@ ListEndOffsets = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition,
 
 
 class ReadPositions:
-    def __init__(self, first_offset_at: FirstOffsetAt, seek: Seek) -> None:
+    def __init__(
+        self,
+        first_offset_at: FirstOffsetAt,
+        seek: Seek,
+        monotonic: Callable[[], float],
+        retry_after: float = 5.0,
+    ) -> None:
         self._first_offset_at = first_offset_at
         self._seek = seek
+        self._monotonic = monotonic
+        self._retry_after = retry_after
         self._next: dict[TopicPartition, int] = {}
         # Per partition in a gap: (expected offset, first offset the broker has from it).
         self._gaps: dict[TopicPartition, tuple[int, int | None]] = {}
-        self._sought: dict[TopicPartition, int] = {}  # expected offset sought back to
+        # Per partition sought back: (expected offset sought back to, when).
+        self._sought: dict[TopicPartition, tuple[int, float]] = {}
 
     def assigned(self, starts: Mapping[TopicPartition, int] | None) -> None:
         """A new assignment: each partition starts at its committed offset (if known)."""
@@ -62,6 +78,25 @@ class ReadPositions:
         for mapping in (self._next, self._gaps, self._sought):
             for tp in [tp for tp in mapping if tp[1] in gone]:
                 del mapping[tp]
+
+    async def retry(self) -> None:
+        """Seek back again each partition whose seek has not brought its expected offset."""
+        if not self._sought:
+            return
+        now = self._monotonic()
+        for tp, (expected, at) in list(self._sought.items()):
+            if self._next.get(tp) != expected:  # read on from it: the seek was not lost
+                del self._sought[tp]
+            elif now - at >= self._retry_after:
+                log.warning(
+                    "%s[%d]: offset %d not delivered %.0f s after seeking back; seeking again",
+                    tp[0],
+                    tp[1],
+                    expected,
+                    now - at,
+                )
+                self._sought[tp] = (expected, now)
+                await self._seek(tp[0], tp[1], expected)
 
     async def take(self, topic: str, partition: int, offset: int) -> bool:
         """True: apply this message; False: leave it out (and do not acknowledge it)."""
@@ -92,8 +127,9 @@ class ReadPositions:
         return await self._read_again(tp, expected, offset, first)
 
     async def _read_again(self, tp: TopicPartition, expected: int, offset: int, first: int) -> bool:
-        """Leave ``offset`` out; seek back to ``expected`` (once per expected offset)."""
-        if self._sought.get(tp) != expected:
+        """Leave ``offset`` out; seek back to ``expected`` (once; :meth:`retry` again)."""
+        sought = self._sought.get(tp)
+        if sought is None or sought[0] != expected:
             log.warning(
                 "%s[%d]: offset %d delivered before %d..%d; reading again from %d",
                 tp[0],
@@ -103,7 +139,7 @@ class ReadPositions:
                 offset - 1,
                 expected,
             )
-            self._sought[tp] = expected
+            self._sought[tp] = (expected, self._monotonic())
             await self._seek(tp[0], tp[1], expected)
         return False
 
