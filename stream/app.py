@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ from stream.product_table import catalog_fanout
 from stream.read_positions import kafka_first_offset_at
 from stream.recent_sends import recently_sent
 from stream.settings import Settings
-from stream.user_rows import unpack_row, wake_times
+from stream.user_rows import UsersStore, unpack_row, wake_times
 from triggers.driver import Driver
 from triggers.rules import Rules
 from triggers.state import UserState
@@ -90,55 +89,6 @@ class _Broker:
         headers: list[tuple[str, bytes]] | None,
     ) -> Any:
         return await self._app.producer.send(topic, key, value, partition, None, headers)
-
-
-@dataclass(slots=True)
-class _ChangelogMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
-
-
-@dataclass(slots=True)
-class _ChangelogEvent:
-    message: _ChangelogMessage
-
-    @property
-    def key(self) -> bytes:
-        return self.message.key
-
-    @property
-    def value(self) -> bytes:
-        return self.message.value
-
-
-class _Store:
-    """The users table's local store: read by key, written only after the changelog."""
-
-    def __init__(self, table: faust.Table) -> None:
-        self._table = table
-        self._changelog = table.changelog_topic.get_topic_name()
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._table.data.get(key)  # type: ignore[no-any-return]
-
-    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
-        events = [
-            _ChangelogEvent(_ChangelogMessage(self._changelog, p, offset, key, value))
-            for p, key, value, offset in rows
-        ]
-        # The store's own recovery path: a write batch per partition, persisted offsets.
-        self._table.data.apply_changelog_batch(events, _same, _same)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 async def start_offsets(
@@ -273,7 +223,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             dlq=settings.topic_dlq,
             changelog=users.changelog_topic.get_topic_name(),
         ),
-        store=_Store(users),
+        store=UsersStore(users),
         broker=_Broker(app),
         ledger=ledger,
         metrics=metrics,

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol
 
-from stream.catalog_wire import SEP, decode_interest, decode_time
+from stream.catalog_wire import ARMED_ROWS, INTEREST_ROWS, decode_interest, decode_time
 from stream.watermark import NEVER
 from triggers.catalog_interest import CatalogBook
 from triggers.timestamps import EPOCH, MILLISECOND, MIN_MILLIS
@@ -40,8 +40,6 @@ from triggers.timestamps import EPOCH, MILLISECOND, MIN_MILLIS
 SWEEP_ROWS = 2_000  # rows read per product partition and batch, at most
 SWEEP_EVERY_MS = 60_000  # event time between the starts of two passes
 SWEEP_STEP_SECONDS = 1.0  # wall time between two steps (a busy worker's batches are many)
-INTEREST = f"i{SEP}".encode()
-ARMED = f"a{SEP}".encode()
 
 
 class SweptRows(Protocol):
@@ -106,9 +104,9 @@ class Sweep:
 
 
 def _expired(key: bytes, value: bytes, interest_before: datetime, armed_before: datetime) -> bool:
-    if key.startswith(INTEREST):
+    if key.startswith(INTEREST_ROWS):
         prices = decode_interest(value)
         return bool(prices) and max(prices.values()) < interest_before
-    if key.startswith(ARMED):
+    if key.startswith(ARMED_ROWS):
         return decode_time(value) < armed_before
     return False

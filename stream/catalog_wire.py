@@ -100,16 +100,21 @@ _interest = msgspec.msgpack.Decoder(InterestRow)
 _time = msgspec.msgpack.Decoder(datetime)
 
 
+PRODUCT_ROWS = f"p{SEP}".encode()  # each kind of row: a prefix of its keys
+INTEREST_ROWS = f"i{SEP}".encode()
+ARMED_ROWS = f"a{SEP}".encode()
+
+
 def product_key(product_id: str) -> bytes:
-    return f"p{SEP}{product_id}".encode()
+    return PRODUCT_ROWS + product_id.encode()
 
 
 def interest_prefix(product_id: str) -> bytes:
-    return f"i{SEP}{product_id}{SEP}".encode()
+    return INTEREST_ROWS + f"{product_id}{SEP}".encode()
 
 
 def armed_prefix(product_id: str) -> bytes:
-    return f"a{SEP}{product_id}{SEP}".encode()
+    return ARMED_ROWS + f"{product_id}{SEP}".encode()
 
 
 def user_of(key: bytes, prefix: bytes) -> str:

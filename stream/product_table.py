@@ -11,38 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from stream.catalog_fanout import CatalogFanout, CatalogTopics, enabled
 from stream.catalog_wire import SEP, partition_of
 from stream.settings import Settings
+from stream.table_store import write_after_changelog
 from triggers.rules import Rules
 
 #: A partition's silent time after an assignment before it counts as unknown (as the
 #: users' watermark's start-up rule).
 UNKNOWN_GRACE_MS = 10_000
-
-
-@dataclass(slots=True)
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes | None
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
-
-
-@dataclass(slots=True)
-class _Event:
-    message: _Message
 
 
 class ProductTable:
@@ -51,7 +32,6 @@ class ProductTable:
     def __init__(self, table: faust.Table, partitions: int) -> None:
         self._table = table
         self._partitions = partitions
-        self._changelog = table.changelog_topic.get_topic_name()
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self._table.data.get(key)  # type: ignore[no-any-return]
@@ -81,16 +61,7 @@ class ProductTable:
         return partition_of(key.split(SEP.encode())[1], self._partitions)
 
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
-        events = [
-            _Event(_Message(self._changelog, p, offset, key, value))
-            for p, key, value, offset in rows
-        ]
-        # The store's own recovery path: a write batch per partition (None deletes).
-        self._table.data.apply_changelog_batch(events, _same, _same)
-
-
-def _same(value: Any) -> Any:
-    return value
+        write_after_changelog(self._table, rows)
 
 
 def catalog_fanout(

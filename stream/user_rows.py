@@ -1,4 +1,6 @@
-"""A user's row in the ``users`` table: when to look at the user next, their partition, their state.
+"""The ``users`` table's rows and its local store.
+
+A user's row: when to look at the user next, their partition, their state.
 
 Layout (bytes): a header ``>qHI`` — the wake time in epoch ms (-1 for none), the
 partition, the length of the encoded state — then the engine's encoded state
@@ -12,8 +14,11 @@ decisions; it is ignored.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
+import faust
+
+from stream.table_store import write_after_changelog
 from triggers.state import UserState, decode_state, encode_state
 
 _HEADER = struct.Struct(">qHI")
@@ -38,3 +43,16 @@ def wake_times(rows: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[int, str, 
     for key, value in rows:
         wake, partition, _ = _HEADER.unpack_from(value)
         yield partition, key.decode(), None if wake == _NONE else wake
+
+
+class UsersStore:
+    """The users table's local store: read by key, written only after the changelog."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.data.get(key)  # type: ignore[no-any-return]
+
+    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+        write_after_changelog(self._table, rows)
