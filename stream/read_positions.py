@@ -24,7 +24,7 @@ A seek can be lost the same way: a fetch Faust is still handing over when the co
 is sought back moves Faust's read offset past the expected one again, and the records
 read again are dropped before the shell sees them (the 2-process benchmark drain stalled
 so). So a partition that has not reached its expected offset ``retry_after`` seconds after
-its seek is sought back again, at the next batch (ticks bring one even to an idle
+its seek (2 s) is sought back again, at the next batch (ticks bring one even to an idle
 partition). Seeking again is harmless: anything delivered twice is left out.
 
 Nothing here changes what is applied, only that every message is applied exactly once
@@ -41,6 +41,8 @@ from stream.watermark import FOREVER
 log = logging.getLogger("nudge.read_positions")
 
 TopicPartition = tuple[str, int]
+#: Seconds after a seek back without its expected offset before seeking back again.
+RETRY_SEEK_AFTER = 2.0
 #: The first offset at or after ``offset`` that holds a record (None: none yet).
 FirstOffsetAt = Callable[[str, int, int], Awaitable[int | None]]
 #: Seek the consumer's partition back to ``offset`` (its messages are delivered again).
@@ -55,7 +57,7 @@ class ReadPositions:
         first_offset_at: FirstOffsetAt,
         seek: Seek,
         monotonic: Callable[[], float],
-        retry_after: float = 5.0,
+        retry_after: float = RETRY_SEEK_AFTER,
     ) -> None:
         self._first_offset_at = first_offset_at
         self._seek = seek

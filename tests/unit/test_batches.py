@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from stream.read_positions import RETRY_SEEK_AFTER
 from stream.user_rows import unpack_row
 from tests.unit.shell_fakes import CART, ORDER, TOPICS, Crash
 from tests.unit.shell_harness import Rec, Shell, Step
@@ -483,11 +484,11 @@ async def test_a_seek_back_lost_in_the_fetcher_is_sought_again_and_nothing_stall
     assert shell.seeks == [(CART, 0, 0)]
     shell.positions[(CART, 0)] = 3  # the seek is lost: 0..2 are dropped by Faust
     await shell.tick()
-    shell.clock.advance(4.9)
+    shell.clock.advance(RETRY_SEEK_AFTER - 0.1)
     await shell.tick()
     assert shell.seeks == [(CART, 0, 0)]  # not yet
     shell.clock.advance(0.1)
-    await shell.tick()  # 5 s after the seek, still at offset 0: sought back again
+    await shell.tick()  # RETRY_SEEK_AFTER after the seek, still at offset 0: sought again
     assert shell.seeks == [(CART, 0, 0), (CART, 0, 0)]
     await shell.poll([CART])
     assert shell.acked[(CART, 0)] == {0, 1, 2}
