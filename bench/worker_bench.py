@@ -308,6 +308,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--live-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--live-only",
+        type=float,
+        metavar="RATE",
+        help="only the lateness phase, at RATE events/s (no drains, no table)",
+    )
     args = parser.parse_args()
     kafka = os.environ.get("NUDGE_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("NUDGE_REDIS_URL")
@@ -315,6 +321,8 @@ def main() -> int:
         raise SystemExit('start the services first: ./dev services && eval "$(./dev env)"')
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
+    if args.live_only is not None:
+        return live_only(kafka, redis_url, workdir, args)
     group = new_group(kafka, redis_url, workdir / "one", THROUGHPUT_RULES, args.partitions)
     # Same topics (same name), fresh app id: its own consumer group, changelog and Redis keys.
     two = new_group(kafka, redis_url, workdir / "two", THROUGHPUT_RULES, args.partitions)
@@ -357,6 +365,25 @@ def main() -> int:
     finally:
         live.stop_all()
     report(args, drains, late, n, users, disk, (load_before, os.getloadavg()))
+    return 0
+
+
+def live_only(kafka: str, redis_url: str, workdir: Path, args: argparse.Namespace) -> int:
+    """A fresh worker, traffic at ``--live-only`` events/s for ``--live-seconds``: lateness."""
+    live = new_group(kafka, redis_url, workdir / "live", LATENESS_RULES, args.partitions)
+    try:
+        live.start(0)
+        rate, seconds = args.live_only, args.live_seconds
+        late = sorted(asyncio.run(live_lateness(live, rate, seconds, args.users)))
+    finally:
+        live.stop_all()
+    if not late:
+        raise SystemExit(f"no decisions: see the worker's log in {workdir / 'live'}")
+    p50, p99 = statistics.median(late), late[int(0.99 * (len(late) - 1))]
+    print(
+        f"lateness at {rate:,.0f} events/s for {seconds:.0f} s, {len(late):,} decisions: "
+        f"p50 {p50:.3f} s, p99 {p99:.3f} s, max {late[-1]:.3f} s"
+    )
     return 0
 
 
