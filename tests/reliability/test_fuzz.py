@@ -24,6 +24,7 @@ CI runs a short, derandomized profile (well under 30 s in total). For a long run
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -815,14 +816,58 @@ def test_parse_rules_raises_only_rules_error_and_accepts_only_valid_rules(text: 
         assert parse_rules(dump_rules(rules)) == rules
 
 
+def accepted_part(data: dict[str, Any]) -> Rules | None:
+    """The rules of ``data`` with every setting the loader refuses taken out (its default
+    stands in), or None if that does not converge. Most rules-shaped drawings have some
+    refused setting; repairing them instead of drawing again until one is accepted keeps
+    their accepted settings and spares ~12 loads per example."""
+    data = copy.deepcopy(data)  # the drawing itself stays as drawn (hypothesis reports it)
+    for _ in range(8):
+        try:
+            return parse_rules(yaml_dump(data))
+        except RulesError as exc:  # the paths of what was refused, deepest first
+            assert exc.errors and all(reason for _, reason in exc.errors), exc.errors
+            for path, _ in sorted(exc.errors, reverse=True):
+                _take_out(data, path.split("."))
+    return None
+
+
+def _take_out(data: dict[str, Any], parts: list[str]) -> None:
+    """Delete the deepest element of ``data`` on the dotted path (the whole, if none)."""
+    node: Any = data
+    parent: Any = None
+    key: Any = None
+    for part in parts:
+        if isinstance(node, dict):
+            match = next((k for k in node if str(k) == part), _MISSING)
+            if match is _MISSING:
+                break
+            parent, key, node = node, match, node[match]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            parent, key, node = node, int(part), node[int(part)]
+        else:
+            break
+    if parent is None:
+        data.clear()
+    else:
+        del parent[key]
+
+
+_MISSING = object()
+
+
 @FUZZ
-@given(text=rules_shaped.map(yaml_dump))
+@given(data=rules_shaped)
 # Found by this fuzz: accepted rules whose arithmetic overflows on an ordinary customer.
-@example(text="triggers: {lapsing: {factor: 1e300}}")
-@example(text="triggers: {dormancy: {stages: [3000000d]}}")
-@example(text="triggers: {replenishment: {fire_at_fraction: 10, products: {coffee-1: 500000d}}}")
-def test_accepted_rules_never_crash_the_engine(text: str) -> None:
-    rules = parse_or_refuse_rules(text)
+@example(data={"triggers": {"lapsing": {"factor": 1e300}}})
+@example(data={"triggers": {"dormancy": {"stages": ["3000000d"]}}})
+@example(
+    data={
+        "triggers": {"replenishment": {"fire_at_fraction": 10, "products": {"coffee-1": "500000d"}}}
+    }
+)
+def test_accepted_rules_never_crash_the_engine(data: dict[str, Any]) -> None:
+    rules = accepted_part(data)
     assume(rules is not None)
     assert rules is not None
     run_engine(Engine(rules), ordinary_customer())
