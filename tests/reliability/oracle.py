@@ -75,12 +75,16 @@ class EventSet:
     def shift(self, delta: timedelta) -> None:
         """Every event ``delta`` later (whole milliseconds), in memory and in the file."""
         for event in self.events:
-            at = datetime.fromisoformat(event["ts"]) + delta
-            event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            event["ts"] = wire_time(datetime.fromisoformat(event["ts"]) + delta)
         self.path.write_bytes(self.lines())
 
     def lines(self) -> bytes:
         return b"".join(orjson.dumps(e) + b"\n" for e in self.events)
+
+
+def wire_time(moment: datetime) -> str:
+    """An event's ``ts`` as the suites write it: UTC, whole milliseconds, ``Z``."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def fixed_events(
@@ -105,8 +109,7 @@ def fixed_events(
         if i >= count:
             break
         pause = quiet[1] if quiet is not None and i >= quiet[0] else 0.0
-        at = start + timedelta(seconds=i / rate + pause)
-        event["ts"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        event["ts"] = wire_time(start + timedelta(seconds=i / rate + pause))
         events.append(event)
     event_set = EventSet(path, events, rate)
     path.write_bytes(event_set.lines())
