@@ -4,6 +4,10 @@ Generates a synthetic shop event file once (``simulation.synthetic``; cached in
 ``bench/out/``, git-ignored), then, in one run, measures on the same file:
 
 (a) baseline - read every line and ``orjson.loads`` it (the floor any replay pays);
+(a2) parse   - read every line and validate it into the engine's events (no engine);
+(a3) floor   - the least a user-keyed engine in Python can do per event: a typed msgspec
+              decode of four fields, one frozen per-user struct replaced in a dict, one
+              heap push; no triggers, no policy (CPython's floor, not a contender);
 (b) replay   - the engine's replay over the same lines (``triggers.replay``), output
               records serialised but not written, followed by the size of every
               user's final state under ``triggers.state.encode_state``;
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
+import heapq
 import io
 import json
 import os
@@ -38,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,6 +153,52 @@ def phase_parse(events: Path) -> dict[str, Any]:
     return {
         "events": count,
         "invalid": invalid,
+        "seconds": elapsed,
+        "cpu_seconds": time.process_time() - cpu,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": _peak_rss_kib(),
+    }
+
+
+class _FloorEvent(msgspec.Struct, frozen=True, gc=False):
+    type: str
+    event_id: str
+    ts: int | str
+    user_id: str = ""  # a catalog line (--new-triggers) has none
+
+
+class _FloorState(msgspec.Struct, frozen=True, gc=False):
+    user_id: str
+    last_ts: int | str
+    events: int
+    last_event_id: str
+
+
+def phase_floor(events: Path) -> dict[str, Any]:
+    """CPython's floor for a per-user engine: decode, replace the user's state, push a due
+    time. What every event costs before any trigger, policy or output is added."""
+    decode = msgspec.json.Decoder(_FloorEvent).decode
+    replace = msgspec.structs.replace
+    push = heapq.heappush
+    states: dict[str, _FloorState] = {}
+    heap: list[tuple[int, str]] = []
+    rss_before = _rss_now_kib()
+    gc.disable()  # as replay does
+    started, cpu = time.perf_counter(), time.process_time()
+    count = 0
+    for line in _lines(events):
+        count += 1
+        event = decode(line)
+        state = states.get(event.user_id)
+        if state is None:
+            state = _FloorState(event.user_id, event.ts, 0, event.event_id)
+        states[event.user_id] = replace(
+            state, last_ts=event.ts, events=state.events + 1, last_event_id=event.event_id
+        )
+        push(heap, (count, event.user_id))
+    elapsed = time.perf_counter() - started
+    return {
+        "events": count,
         "seconds": elapsed,
         "cpu_seconds": time.process_time() - cpu,
         "rss_before_kib": rss_before,
@@ -317,6 +370,7 @@ def report(
     events: Path,
     base: dict[str, Any],
     parse: dict[str, Any],
+    floor: dict[str, Any],
     rep: dict[str, Any],
     cli: dict[str, Any] | None,
     version: str,
@@ -344,6 +398,7 @@ def report(
     phases = [
         ("(a) baseline: read + `orjson.loads`", base),
         ("(a2) read + `parse_event` (validation only)", parse),
+        ("(a3) Python floor: typed decode + per-user struct + heap push", floor),
         ("(b) engine replay: `replay_lines` + `record_to_json`", rep),
     ]
     if cli is not None:
@@ -402,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="cProfile the replay phase (slower; separate file)"
     )
     parser.add_argument(
-        "--phase", choices=("baseline", "parse", "replay", "cli"), help=argparse.SUPPRESS
+        "--phase", choices=("baseline", "parse", "floor", "replay", "cli"), help=argparse.SUPPRESS
     )
     parser.add_argument("--events", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -414,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             result = phase_baseline(events)
         elif args.phase == "parse":
             result = phase_parse(events)
+        elif args.phase == "floor":
+            result = phase_floor(events)
         elif args.phase == "replay":
             profile = OUT_DIR / "replay.prof" if args.profile else None
             result = phase_replay(events, rules, profile)
@@ -434,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     base = _run_phase("baseline", args, events)
     print("(a2) parse_event ...", file=sys.stderr, flush=True)
     parse = _run_phase("parse", args, events)
+    print("(a3) Python floor ...", file=sys.stderr, flush=True)
+    floor = _run_phase("floor", args, events)
     print("(b) replay ...", file=sys.stderr, flush=True)
     rep = _run_phase("replay", args, events)
     cli = None
@@ -443,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         if cli["returncode"] != 0:
             sys.stderr.write(cli["stderr_tail"])
             raise SystemExit("nudge replay failed")
-    print(report(args, events, base, parse, rep, cli, version))
+    print(report(args, events, base, parse, floor, rep, cli, version))
     if _engine_fingerprint() != code_before:
         print("\nWARNING: the engine's code changed during this run; the figures mix versions.")
     if "profile_top" in rep:
