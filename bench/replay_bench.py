@@ -108,6 +108,17 @@ def _shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
+def _measured(count: int, started: float, cpu: float, rss_before: int) -> dict[str, Any]:
+    """A phase's result: events read, wall and CPU seconds since ``started``/``cpu``, RSS."""
+    return {
+        "events": count,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": _peak_rss_kib(),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Phases (each runs in its own child process: ``--phase NAME``)
 # ---------------------------------------------------------------------------------------------
@@ -122,14 +133,7 @@ def phase_baseline(events: Path) -> dict[str, Any]:
     for line in _lines(events):
         loads(line)
         count += 1
-    elapsed = time.perf_counter() - started
-    return {
-        "events": count,
-        "seconds": elapsed,
-        "cpu_seconds": time.process_time() - cpu,
-        "rss_before_kib": rss_before,
-        "peak_rss_kib": _peak_rss_kib(),
-    }
+    return _measured(count, started, cpu, rss_before)
 
 
 def phase_parse(events: Path) -> dict[str, Any]:
@@ -149,15 +153,7 @@ def phase_parse(events: Path) -> dict[str, Any]:
                 parse_catalog_event(line)
             except InvalidEvent:
                 invalid += 1
-    elapsed = time.perf_counter() - started
-    return {
-        "events": count,
-        "invalid": invalid,
-        "seconds": elapsed,
-        "cpu_seconds": time.process_time() - cpu,
-        "rss_before_kib": rss_before,
-        "peak_rss_kib": _peak_rss_kib(),
-    }
+    return {**_measured(count, started, cpu, rss_before), "invalid": invalid}
 
 
 class _FloorEvent(msgspec.Struct, frozen=True, gc=False):
@@ -196,14 +192,7 @@ def phase_floor(events: Path) -> dict[str, Any]:
             state, last_ts=event.ts, events=state.events + 1, last_event_id=event.event_id
         )
         push(heap, (count, event.user_id))
-    elapsed = time.perf_counter() - started
-    return {
-        "events": count,
-        "seconds": elapsed,
-        "cpu_seconds": time.process_time() - cpu,
-        "rss_before_kib": rss_before,
-        "peak_rss_kib": _peak_rss_kib(),
-    }
+    return _measured(count, started, cpu, rss_before)
 
 
 def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) -> dict[str, Any]:
