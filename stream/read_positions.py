@@ -97,8 +97,7 @@ class ReadPositions:
                     expected,
                     now - at,
                 )
-                self._sought[tp] = (expected, now)
-                await self._seek(tp[0], tp[1], expected)
+                await self._seek_back(tp, expected)
 
     async def take(self, topic: str, partition: int, offset: int) -> bool:
         """True: apply this message; False: leave it out (and do not acknowledge it)."""
@@ -141,9 +140,12 @@ class ReadPositions:
                 offset - 1,
                 expected,
             )
-            self._sought[tp] = (expected, self._monotonic())
-            await self._seek(tp[0], tp[1], expected)
+            await self._seek_back(tp, expected)
         return False
+
+    async def _seek_back(self, tp: TopicPartition, expected: int) -> None:
+        self._sought[tp] = (expected, self._monotonic())
+        await self._seek(tp[0], tp[1], expected)
 
 
 def kafka_first_offset_at(client_kwargs: Mapping[str, object]) -> FirstOffsetAt:
