@@ -60,3 +60,13 @@ def test_the_image_installs_with_the_constraints_and_ships_the_licence() -> None
     for package in ("triggers", "stream", "cli", "simulation"):
         assert f"COPY {package} ./{package}" in dockerfile
         assert f"!{package}/**" in allowed
+
+
+def test_the_developer_setup_installs_the_same_pins_as_the_image() -> None:
+    # A new release upstream must not change what a fresh clone's ./dev setup (and CI) runs.
+    dev = (ROOT / "dev").read_text()
+    installs = [line for line in dev.splitlines() if "pip install" in line and "-e " in line]
+    assert installs and all("-c constraints.txt" in line for line in installs)
+    assert "constraints.txt -nt" in dev  # a moved pin reinstalls
+    refresh = (ROOT / "scripts" / "refresh_pins.sh").read_text()
+    assert "pip freeze" in refresh and "constraints.txt" in refresh
