@@ -224,7 +224,8 @@ def report_command(
     out: TextIO | None = None,
 ) -> int:
     """``nudge report AUDIT | --from-kafka [--topic T] [--json] [--html FILE]``; ``-`` is
-    stdin. Exit 2 if unreadable or bad settings, 1 if Kafka or the topic cannot be used."""
+    stdin. Exit 2 if unreadable or bad settings, 1 if Kafka or the topic cannot be used or
+    the input holds no audit record (e.g. an events file)."""
     out = out or sys.stdout
     if from_kafka:
         read = tally_kafka(topic)
@@ -239,6 +240,10 @@ def report_command(
             return 2
         with stream:
             tally = tally_lines(stream)
+    problem = not_audit(tally, source, from_kafka, topic)
+    if problem is not None:
+        print(f"nudge report: {problem}", file=sys.stderr)
+        return 1
     for example in tally.invalid_examples:
         print(f"nudge report: invalid record, skipped: {example}", file=sys.stderr)
     if tally.invalid > len(tally.invalid_examples):
@@ -260,6 +265,36 @@ def report_command(
 
         out.write(render_text(report))
     return 0
+
+
+def not_audit(
+    tally: AuditTally, source: str | None, from_kafka: bool, topic: str | None
+) -> str | None:
+    """One line saying what the input is and what to give instead, when it holds lines but no
+    audit record (e.g. the events file instead of its replay); None when it is fine."""
+    kind = tally.not_audit()
+    if kind is None:
+        return None
+    if from_kafka:
+        name = f"topic {topic}" if topic else "the topic NUDGE_TOPIC_AUDIT names"
+        what = "shop events" if kind == "events" else "no audit record"
+        return (
+            f"{name} holds {what} ({tally.lines:,} records, none a decision or a conversion):"
+            " give the topic the worker writes its audit records to (--topic or"
+            " NUDGE_TOPIC_AUDIT)"
+        )
+    name = "stdin" if source in (None, "-") else source
+    events = "EVENTS" if name == "stdin" else name
+    if kind == "events":
+        return (
+            f"{name} holds shop events ({tally.events:,} of {tally.lines:,} lines), the input of"
+            f" nudge replay, not audit records: run `nudge replay {events} --rules RULES"
+            " --out audit.jsonl`, then `nudge report audit.jsonl`"
+        )
+    return (
+        f"none of the {tally.lines:,} lines of {name} is an audit record (a decision or a"
+        " conversion): give nudge replay's output, or read the audit topic with --from-kafka"
+    )
 
 
 def tally_kafka(topic: str | None) -> AuditTally | int:

@@ -32,6 +32,8 @@ from typing import Annotated
 
 import msgspec
 
+from triggers.events import TOPIC_OF_TYPE
+
 ALL_STAGES = 0  # the stage key of the "every stage" groups
 ALL_VARIANTS = ""  # the variant key of the pooled treatment (variant names are non-empty)
 ARM_OF_STATUS = {"sent": "treatment", "holdout": "holdout"}
@@ -60,6 +62,28 @@ class AuditConversion(msgspec.Struct, tag_field="kind", tag="conversion"):
 
 _decoder = msgspec.json.Decoder(AuditDecision | AuditConversion)
 
+
+class _Shape(msgspec.Struct):
+    """What tells an input event (``type``, contract section 1) from an audit record."""
+
+    type: object = None
+    kind: object = None
+
+
+_shape = msgspec.json.Decoder(_Shape)
+#: The ``type`` of every input event (the user events and the catalog's ``product_updated``).
+EVENT_TYPES = frozenset({*TOPIC_OF_TYPE, "product_updated"})
+
+
+def _is_event(raw: bytes | str) -> bool:
+    """Whether an invalid audit line is an input event (what ``nudge replay`` reads)."""
+    try:
+        shape = _shape.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return shape.kind is None and isinstance(shape.type, str) and shape.type in EVENT_TYPES
+
+
 GroupKey = tuple[str, int, str | None, str]  # trigger, stage (0 = all), variant, arm
 
 
@@ -80,6 +104,7 @@ class AuditTally:
 
     lines: int = 0
     invalid: int = 0
+    events: int = 0  # invalid lines that are input events: replay's input, not its output
     duplicates: int = 0
     invalid_examples: list[str] = field(default_factory=list)  # "line N: reason", the first few
     decisions: int = 0
@@ -101,6 +126,7 @@ class AuditTally:
             record = _decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.invalid += 1
+            self.events += _is_event(raw)
             if len(self.invalid_examples) < 5:
                 self.invalid_examples.append(f"{where or f'line {self.lines}'}: {exc}")
             return
@@ -158,6 +184,14 @@ class AuditTally:
     @property
     def conversion_records(self) -> int:
         return len(self._conversions)
+
+    def not_audit(self) -> str | None:
+        """``"events"`` if the lines are input events (replay's input, not its output),
+        ``"other"`` if none of them is an audit record either, None if the input is an audit
+        stream (or empty)."""
+        if self.lines == 0 or self.decisions or self._conversions or self.duplicates:
+            return None
+        return "events" if self.events else "other"
 
 
 def _group_keys(trigger: str, stage: int, variant: str | None, arm: str) -> list[GroupKey]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 from statistics import NormalDist
 
 import pytest
@@ -15,6 +16,7 @@ from cli.report_data import tally_lines
 from cli.report_page import render_html
 from cli.report_text import render_text
 
+ROOT = Path(__file__).resolve().parents[2]
 Z = NormalDist().inv_cdf(0.975)
 
 
@@ -296,3 +298,28 @@ def test_html_page_is_self_contained_with_the_three_charts() -> None:
 
 def test_unreadable_input_exits_2(tmp_path) -> None:
     assert report_command(str(tmp_path / "missing.jsonl"), out=io.StringIO()) == 2
+
+
+def test_an_events_file_is_refused_in_one_line_with_the_fix(capsys) -> None:
+    # The events a replay reads, given instead of the audit records it writes.
+    events = str(ROOT / "examples" / "shop.jsonl")
+    out = io.StringIO()
+    assert report_command(events, out=out) == 1
+    assert out.getvalue() == ""
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"nudge report: {events} holds shop events (7 of 7 lines), the input of nudge replay,"
+        f" not audit records: run `nudge replay {events} --rules RULES --out audit.jsonl`,"
+        " then `nudge report audit.jsonl`"
+    )
+
+
+def test_a_file_without_any_audit_record_is_exit_1(tmp_path, capsys) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"a": 1}\nnot json\n')
+    assert report_command(str(other), out=io.StringIO()) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"nudge report: none of the 2 lines of {other} is an audit record")
+    empty = tmp_path / "empty.jsonl"  # nothing decided yet: an empty report, not an error
+    empty.write_text("")
+    assert report_command(str(empty), out=io.StringIO()) == 0
