@@ -37,6 +37,10 @@ from triggers.rules import Rules, RulesError, load_rules
 from triggers.timestamps import TimestampError, format_timestamp, parse_timestamp
 
 CHANGES = ("kept", "retimed", "rejudged", "added", "removed")
+# Under the conversions by arm: both replays read the same orders, so B's are not a forecast.
+NOT_A_PREDICTION = (
+    "  replayed shoppers do not react to B's messages: conversions under B are not a prediction"
+)
 HEADERS = ("kept", "re-timed", "re-judged", "added", "removed")
 
 
@@ -220,6 +224,7 @@ def render_comparison(comparison: Comparison, names: tuple[str, str]) -> str:
     out += ["", "conversions        A          B"]
     for arm in ("treatment", "holdout"):
         out.append(f"  {arm:<10} {conv['a', arm]:>10,} {conv['b', arm]:>10,}")
+    out.append(NOT_A_PREDICTION)
     if comparison.invalid or comparison.errors:
         out.append(
             f"invalid lines {comparison.invalid}, stages that could not fire {comparison.errors}"

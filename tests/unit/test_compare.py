@@ -133,6 +133,12 @@ def test_the_table_reads_as_a_summary() -> None:
     assert shift[0] == "cart_abandonment" and shift[1].startswith("-") and shift[2] == "(2"
     (all_row,) = [line for line in text.splitlines() if line.startswith("all ")]
     assert all_row.split() == ["all", "5", "6", "1", "2", "2", "1", "0"]
+    # Right under the conversions by arm, one line says they are not a forecast of B.
+    lines = text.splitlines()
+    holdout = next(i for i, line in enumerate(lines) if line.startswith("  holdout "))
+    assert lines[holdout + 1] == (
+        "  replayed shoppers do not react to B's messages: conversions under B are not a prediction"
+    )
 
 
 @pytest.fixture
