@@ -85,8 +85,7 @@ class CatalogFanout:
         self.topics = topics
         self._partitions = partitions
         self._store = store
-        triggers = rules.triggers
-        self._book = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
+        self._book = CatalogBook.of(rules)
         #: How long a user's event may wait for the fan-out watermark.
         self.max_hold = max_hold
         self._grace_ms = unknown_grace_ms

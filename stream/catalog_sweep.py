@@ -8,7 +8,8 @@ them a batch, and deletes (through the batch's :class:`~stream.catalog_side.Rows
 the changelog has the tombstone before the store) every
 
 - ``i`` row whose latest time is before ``F - interest_window``,
-- ``a`` row armed before ``F - armed_for`` (its last stage's offset),
+- ``a`` row armed before ``F - armed_for`` (its last stage's offset, plus the longest
+  quiet-hours deferral),
 
 where ``F`` (:attr:`Sweep.frontier`) is the highest *event-time frontier* the partition has
 had: after each batch, the least of its fan-out horizon (the user partitions' interest

@@ -20,7 +20,10 @@ price below the product's previous price (or the first known price) that is at l
 (same ``event_id``) and ``test`` catalog events change nothing.
 
 Memory: interest older than the window is dropped when its product is next touched;
-an armed user is forgotten once all the episode's stages are past. No cap drops
+an armed user is forgotten once all the episode's stages are past, quiet hours
+included: a stage they defer can still be cancelled until it is sent (contract 3, step
+2), so the user hears of an out-of-stock or a rise until the last stage's offset plus
+the longest deferral (:func:`~triggers.quiet_hours.longest_deferral`). No cap drops
 users.
 """
 
@@ -38,6 +41,8 @@ from triggers.events import (
     ProductViewed,
     WishlistAdded,
 )
+from triggers.quiet_hours import longest_deferral
+from triggers.rules import Rules
 from triggers.state import Amount
 
 MAX_PRICES = 16  # distinct prices remembered per (user, product); the oldest goes first
@@ -59,6 +64,14 @@ class CatalogBook:
     interest: dict[str, dict[str, dict[Amount | None, datetime]]] = field(default_factory=dict)
     armed: dict[str, dict[str, datetime]] = field(default_factory=dict)  # product -> user -> at
     seen: set[str] = field(default_factory=set)  # catalog event ids
+    deferral: timedelta = timedelta(0)  # the longest quiet hours can defer a stage
+
+    @classmethod
+    def of(cls, rules: Rules) -> CatalogBook:
+        """The book of the rules' catalog triggers and quiet hours."""
+        triggers, quiet = rules.triggers, rules.contact_policy.quiet_hours
+        deferral = timedelta(0) if quiet is None else longest_deferral(quiet.start, quiet.end)
+        return cls(triggers.back_in_stock, triggers.price_drop, deferral=deferral)  # type: ignore[attr-defined]
 
     @property
     def enabled(self) -> bool:
@@ -71,8 +84,9 @@ class CatalogBook:
 
     @property
     def armed_for(self) -> timedelta:
-        """How long after it was armed a user still hears of an out-of-stock or a rise."""
-        return max(self.back.stages[-1], self.drop.stages[-1])
+        """How long after it was armed a user still hears of an out-of-stock or a rise: as
+        long as a stage of the episode may be pending, deferred by quiet hours or not."""
+        return max(self.back.stages[-1], self.drop.stages[-1]) + self.deferral
 
     def note_event(self, event: Event) -> None:
         """Keep what a processed user event says about interest (views, cart adds,

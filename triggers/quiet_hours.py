@@ -87,6 +87,16 @@ def _after_gap(zone: ZoneInfo, wall: datetime) -> datetime:
     return after
 
 
+def longest_deferral(start: time, end: time) -> timedelta:
+    """An upper bound of how long quiet hours ``[start, end)`` defer a stage past its due
+    time, in any zone: the window's length on the clock, plus a day for a clock change
+    during it. A fall-back overlap lengthens a night by the overlap (less than a day); a
+    gap shortens it, even one that skips the whole time outside the window and so keeps
+    it quiet until the next ``end`` (a day later on the clock, less the gap)."""
+    length = datetime.combine(date.min, end) - datetime.combine(date.min, start)
+    return length % timedelta(days=1) + timedelta(days=1)
+
+
 def local_instant(day: date, clock: time, zone: ZoneInfo) -> datetime:
     """The instant (aware UTC) of the wall time ``clock`` on ``day`` in ``zone``: the first
     of the two in a fall-back overlap, and in a spring-forward gap that skips it the first

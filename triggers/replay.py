@@ -162,8 +162,7 @@ class Replay:
         self.errors: list[str] = []
         self._carry: list[Record] = []
         self._deadlines = Deadlines()  # the same structure as the live service's index
-        triggers = rules.triggers
-        self.catalog = CatalogBook(triggers.back_in_stock, triggers.price_drop)  # type: ignore[attr-defined]
+        self.catalog = CatalogBook.of(rules)
         self._catalog_enabled = self.catalog.enabled  # the rules are fixed
 
     def feed_line(self, raw: bytes | str) -> list[Record]:

@@ -16,6 +16,7 @@ from tests.unit.catalog_harness import CAT, CatalogShell
 from tests.unit.shell_fakes import Crash
 from tests.unit.shell_harness import project
 from tests.unit.timelines import at, make_rules
+from triggers.rules import Rules
 
 pytestmark = pytest.mark.unit
 
@@ -59,13 +60,22 @@ def _order(order_id: str, product: str) -> dict[str, Any]:
     return {"order_id": order_id, "items": [line]}
 
 
-async def run(shell: CatalogShell, *, crash_after: int | None = None) -> CatalogShell:
-    """Each event when it happens; the clock then steps through every time replay fires at."""
+async def run(
+    shell: CatalogShell,
+    *,
+    crash_after: int | None = None,
+    events: list[tuple[datetime, str, str, dict[str, Any]]] | None = None,
+    until: datetime = UNTIL,
+) -> CatalogShell:
+    """Each event (default: ``script()``) when it happens; the clock then steps through
+    every time replay fires at."""
     shell.journal.crash_after = crash_after
-    dues = sorted({r["fired_at"] for r in _replayed()})
-    moments = sorted({ts for ts, *_ in script()} | {_parse(d) for d in dues} | {UNTIL})
+    events = script() if events is None else events
+    replayed = _replayed() if shell.rules is RULES else oracle(shell.rules, events, until)
+    dues = sorted({r["fired_at"] for r in replayed})
+    moments = sorted({ts for ts, *_ in events} | {_parse(d) for d in dues} | {until})
     for moment in moments:
-        for ts, kind, who, fields in script():
+        for ts, kind, who, fields in events:
             if ts == moment:
                 if kind == "catalog":
                     shell.catalog(ts, who, **fields)
@@ -89,14 +99,21 @@ _ORACLE: list[dict[str, Any]] = []
 
 def _replayed() -> list[dict[str, Any]]:
     if not _ORACLE:
-        shell = CatalogShell(RULES, at())
-        for ts, kind, who, fields in script():
-            if kind == "catalog":
-                shell.catalog(ts, who, **fields)
-            else:
-                shell.user_event(kind, ts, who, **fields)
-        _ORACLE.extend(r for r in shell.replay_json(UNTIL) if r["kind"] == "decision" or "arm" in r)
+        _ORACLE.extend(oracle(RULES, script(), UNTIL))
     return _ORACLE
+
+
+def oracle(
+    rules: Rules, events: list[tuple[datetime, str, str, dict[str, Any]]], until: datetime
+) -> list[dict[str, Any]]:
+    """``nudge replay``'s decisions and conversions for the events."""
+    shell = CatalogShell(rules, at())
+    for ts, kind, who, fields in events:
+        if kind == "catalog":
+            shell.catalog(ts, who, **fields)
+        else:
+            shell.user_event(kind, ts, who, **fields)
+    return [r for r in shell.replay_json(until) if r["kind"] == "decision" or "arm" in r]
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -145,6 +162,52 @@ def test_every_topic_partition_is_acknowledged_in_offset_order(uncrashed: Catalo
     for tp, offsets in acks.items():
         assert offsets == list(range(len(offsets))), tp
     assert any(t == CAT.fanout for t, _ in acks) and any(t == CAT.interest for t, _ in acks)
+
+
+QUIET_RULES = make_rules(
+    only=(),
+    triggers=RULES.model_dump(include={"triggers"})["triggers"],
+    contact_policy={
+        "frequency_cap": {"max": 5, "per": "24h"},
+        "quiet_hours": {"start": "20:00", "end": "08:00"},  # UTC; at() is 02:00
+    },
+)
+
+
+def quiet_script() -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    """Restocks and drops of p1 and p2 in the night, whose stages wait for 08:00; p1 goes
+    out of stock and its price back up before then, u3 orders p2."""
+    events: list[tuple[datetime, str, str, dict[str, Any]]] = []
+    for product in ("p1", "p2"):
+        events.append((at(), "catalog", product, {"in_stock": False, "price": 100}))
+    for user, products in (("u1", ("p1", "p2")), ("u2", ("p2",)), ("u3", ("p1", "p2"))):
+        for product in products:
+            fields = {"product_id": product, "price": 100}
+            events.append((at(minutes=10), "product_viewed", user, fields))
+    for product in ("p1", "p2"):  # due at 04:00 (drop) and 05:00 (restock): deferred
+        events.append((at(hours=1), "catalog", product, {"in_stock": True, "price": 80}))
+    return [
+        *events,
+        (at(hours=3, minutes=30), "catalog", "p1", {"in_stock": False}),
+        (at(hours=4), "catalog", "p1", {"price": 100}),
+        (at(hours=4, minutes=30), "order_placed", "u3", _order("o3", "p2")),
+    ]
+
+
+async def test_a_stage_deferred_by_quiet_hours_is_cancelled_meanwhile_live_as_in_replay() -> None:
+    until = at(hours=8)
+    shell = await run(CatalogShell(QUIET_RULES, at()), events=quiet_script(), until=until)
+    live = sorted(shell.audit(), key=_key)
+    assert live == sorted(oracle(QUIET_RULES, quiet_script(), until), key=_key)
+    decided = sorted((r["trigger"], r["user_id"], r["context"]["product_id"]) for r in live)
+    # p1's stages are cancelled by its out-of-stock and its rise, u3's by the order
+    assert decided == [
+        ("back_in_stock", "u1", "p2"),
+        ("back_in_stock", "u2", "p2"),
+        ("price_drop", "u1", "p2"),
+        ("price_drop", "u2", "p2"),
+    ]
+    assert {r["fired_at"] for r in live} == {"2026-11-23T08:00:00Z"}
 
 
 def outcome(shell: CatalogShell) -> tuple[Counter[str], list[tuple[str, str, str]]]:

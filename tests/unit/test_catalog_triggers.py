@@ -118,6 +118,30 @@ def test_a_price_rise_that_stays_below_the_price_seen_keeps_the_drop() -> None:
     assert [d.user_id for d in t.decisions("price_drop")] == ["u1"]
 
 
+QUIET = {"quiet_hours": {"start": "20:00", "end": "08:00"}}  # UTC; T0 is 02:00
+
+
+@pytest.mark.parametrize("stages", [BOTH, {name: {"enabled": True} for name in BOTH}])
+def test_a_stage_deferred_by_quiet_hours_is_cancelled_by_an_out_of_stock_or_a_rise_meanwhile(
+    stages: dict[str, Any],
+) -> None:
+    t = Timeline(make_rules(only=(), triggers=stages, contact_policy=QUIET))
+    for product in ("p1", "p2"):
+        catalog(t, at(0), f"c0{product}", product, in_stock=False, price=100)
+        t.view(at(minutes=10), product, price=100)
+        catalog(t, at(hours=1), f"c1{product}", product, in_stock=True, price=80)
+    t.advance(at(hours=3, minutes=30))  # every stage due (at most 2h), deferred to 08:00
+    assert t.decisions() == []
+    assert {iso(p.send_at) for p in t.state().pending} == {"2026-11-23T08:00:00Z"}
+    catalog(t, at(hours=4), "c2", "p1", in_stock=False)  # p1's restock is over
+    catalog(t, at(hours=4, minutes=10), "c3", "p1", price=100)  # and its drop
+    t.advance(at(days=1))
+    assert [(d.trigger, d.context["product_id"], iso(d.fired_at)) for d in t.decisions()] == [
+        ("back_in_stock", "p2", "2026-11-23T08:00:00Z"),
+        ("price_drop", "p2", "2026-11-23T08:00:00Z"),
+    ]
+
+
 def test_off_by_default_catalog_lines_are_read_and_change_nothing() -> None:
     t = Timeline(make_rules())
     catalog(t, at(0), "c0", in_stock=False)
