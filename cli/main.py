@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -316,9 +317,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130  # 128 + SIGINT: the shell's status of a command stopped by Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    """Run one command; its exit status. Ctrl-C (SIGINT) is 130 for every command: one line
+    on stderr (or the command's own stop) and no traceback."""
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        status = int(args.run(args))
+    except KeyboardInterrupt:
+        print(f"{_name(args)}: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
+    return INTERRUPTED if status == 0 and _stopped_by_ctrl_c() else status
+
+
+def _name(args: argparse.Namespace | None) -> str:
+    """``nudge replay``, ``nudge rules check``: the command as typed, for a message."""
+    words = [] if args is None else [args.command, getattr(args, "rules_command", None)]
+    return " ".join(["nudge", *(word for word in words if word)])
+
+
+def _stopped_by_ctrl_c() -> bool:
+    """Whether a Kafka command (simulate, tail, report --from-kafka) stopped on SIGINT: they
+    stop cleanly on a signal, and the status says which one."""
+    client_start = sys.modules.get("stream.client_start")
+    return client_start is not None and signal.SIGINT in client_start.received
 
 
 if __name__ == "__main__":

@@ -27,14 +27,25 @@ class _Client(Protocol):
     async def stop(self) -> None: ...
 
 
+#: The stop signals received since the last stop_on_signals(): after SIGINT (Ctrl-C),
+#: ``nudge`` exits 130.
+received: list[signal.Signals] = []
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set by SIGINT or SIGTERM (call inside the running loop)."""
+    received.clear()
     stop = asyncio.Event()
     quiet_client_logs()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stop, stop, sig)
     return stop
+
+
+def _stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    received.append(sig)
+    stop.set()
 
 
 def quiet_client_logs() -> None:

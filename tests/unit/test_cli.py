@@ -195,10 +195,58 @@ def test_commands_stop_promptly_on_a_signal_without_spinning(
     stopped = time.monotonic()
     process.returncode = os.waitstatus_to_exitcode(status)
     assert stopped - signalled < 3
-    assert process.returncode == 0
+    assert process.returncode == (130 if sig == signal.SIGINT else 0)  # Ctrl-C: 130, as all
     assert b"Traceback" not in process.stderr.read()  # type: ignore[union-attr]
     # Waiting costs no CPU: start-up (imports) is well under the 2.5 s waited.
     assert usage.ru_utime + usage.ru_stime < 2.0
+
+
+def _wait_until_blocked_reading(pid: int) -> None:
+    """Until the process waits on a pipe or a FIFO (its input), not in its imports."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        if "pipe" in wchan or "fifo" in wchan or "partner" in wchan:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the command never waited for its input (wchan {wchan!r})")
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["replay", "-"], "nudge replay"),
+        (["replay", "-", "--compare", "RULES"], "nudge replay"),
+        (["report", "-"], "nudge report"),
+        (["inspect", "ana", "--events", "-"], "nudge inspect"),
+        (["rules", "check", "FIFO"], "nudge rules check"),
+    ],
+)
+def test_ctrl_c_is_exit_130_in_one_line_for_every_command(
+    argv: list[str], name: str, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "rules.fifo"  # opening it waits for a writer: a rules file that hangs
+    os.mkfifo(fifo)
+    rules = tmp_path / "b.yaml"
+    rules.write_text("version: 2\n")
+    argv = [str(fifo) if a == "FIFO" else str(rules) if a == "RULES" else a for a in argv]
+    process = subprocess.Popen(
+        [*NUDGE, *argv],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,  # open, never written: the command waits for its input
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_until_blocked_reading(process.pid)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert err.decode().splitlines() == [f"{name}: interrupted (Ctrl-C)"]
 
 
 def test_a_missing_topic_is_named_with_the_closest_existing_one() -> None:
