@@ -225,9 +225,10 @@ class RulesError(ValueError):
     """An invalid rules file.
 
     ``errors`` is a list of (key path, reason); ``lines`` the line of each in the file
-    (None when unknown); ``source`` the file name, if any. ``str()`` gives one line per
-    error: ``rules.yaml:4: triggers.cart_abandonment.cooldwn: unknown key (did you mean
-    `cooldown`?)``.
+    (None when unknown); ``columns`` the column where it is known (a YAML syntax error);
+    ``source`` the file name, if any. ``str()`` gives one line per error: ``rules.yaml:4:
+    triggers.cart_abandonment.cooldwn: unknown key (did you mean `cooldown`?)``,
+    ``rules.yaml:3:9: not valid YAML: ...``.
     """
 
     def __init__(
@@ -235,23 +236,31 @@ class RulesError(ValueError):
         errors: list[tuple[str, str]],
         lines: list[int | None] | None = None,
         source: str | None = None,
+        columns: list[int | None] | None = None,
     ) -> None:
         self.errors = errors
         self.lines = lines if lines is not None else [None] * len(errors)
+        self.columns = columns if columns is not None else [None] * len(errors)
         self.source = source
         super().__init__("\n".join(self.messages()))
 
     def messages(self) -> list[str]:
         return [
-            _error_line(self.source, line, path, reason)
-            for (path, reason), line in zip(self.errors, self.lines, strict=True)
+            _error_line(self.source, line, column, path, reason)
+            for (path, reason), line, column in zip(
+                self.errors, self.lines, self.columns, strict=True
+            )
         ]
 
 
-def _error_line(source: str | None, line: int | None, path: str, reason: str) -> str:
+def _error_line(
+    source: str | None, line: int | None, column: int | None, path: str, reason: str
+) -> str:
     where = source or ""
-    if line is not None:
-        where = f"{where}:{line}" if where else f"line {line}"
+    if line is not None and where:
+        where += f":{line}" if column is None else f":{line}:{column}"
+    elif line is not None:
+        where = f"line {line}" if column is None else f"line {line}, column {column}"
     return ": ".join(part for part in (where, path, reason) if part)
 
 
@@ -271,6 +280,11 @@ def _reason(error: dict) -> str:
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         return "unknown key"
+    if error["type"] in ("tuple_type", "list_type"):  # pydantic: "Input should be a valid tuple"
+        what = "durations like [1h] or [1h, 24h]" if error["loc"][-1:] == ("stages",) else "items"
+        return f"expected a list of {what}, got {_show(error['input'])}"
+    if error["type"] in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of keys (key: value), got {_show(error['input'])}"
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             return message[len(prefix) :]
@@ -285,7 +299,7 @@ def parse_rules(text: str, source: str | None = None) -> Rules:
     try:
         data, lines = load_yaml(text)
     except YamlProblem as exc:
-        raise RulesError([("", exc.message)], [exc.line], source) from None
+        raise RulesError([("", exc.message)], [exc.line], source, [exc.column]) from None
     except RecursionError:
         raise RulesError([("", "not valid YAML: nested too deeply")], None, source) from None
     except Exception as exc:  # e.g. ValueError: an integer of more than 4300 digits

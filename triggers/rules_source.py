@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 import io
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from ruamel.yaml import YAML
@@ -28,12 +29,13 @@ SEQ = "tag:yaml.org,2002:seq"
 
 
 class YamlProblem(ValueError):
-    """The text is not usable YAML; ``line`` (1-based) when it is known."""
+    """The text is not usable YAML; ``line`` and ``column`` (1-based) when they are known."""
 
-    def __init__(self, message: str, line: int | None) -> None:
+    def __init__(self, message: str, line: int | None, column: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.column = column
 
 
 def _reader() -> YAML:
@@ -50,8 +52,8 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
         root = yaml.compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise YamlProblem(f"not valid YAML{where}: {exc.problem or exc}", None) from None
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise YamlProblem(f"not valid YAML: {exc.problem or exc}", line, column) from None
     lines: dict[Path, int] = {}
     if root is None:
         return None, lines
@@ -158,27 +160,42 @@ def suggest(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
 
 
 def known_keys(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
-    """The field names of the model found at ``path`` under ``model`` ([] if not a model)."""
+    """The field names of the model found at ``path`` under ``model`` ([] if not a model).
+
+    The path goes through models (a field name), mappings (any key: a custom trigger's
+    name) and lists (an index), as pydantic's error locations do."""
     current: Any = model
     for part in path:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        current = _child(current, part)
+        if current is None:
             return []
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
+    current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
 
 
-def _model_in(annotation: Any) -> Any:
-    """The BaseModel class inside an annotation such as ``X | None`` (None if there is none)."""
+def _child(annotation: Any, part: str | int) -> Any:
+    """The annotation of ``part`` inside ``annotation`` (None if it has no such part)."""
+    annotation = _unwrap(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) is not None:
-        for arg in get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
+        field = annotation.model_fields.get(str(part))
+        return None if field is None else field.annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple) and args and isinstance(part, int):
+        return args[0]
     return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` of ``Annotated[X, ...]`` and ``X | None``; a union's model member, if any."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if models or len(members) == 1:
+            return _unwrap((models or members)[0])
+    return annotation

@@ -365,7 +365,7 @@ def test_all_errors_are_reported_at_once() -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("a: [", "not valid YAML at line 1"),
+        ("a: [", "not valid YAML: expected the node content"),
         ("- just\n- a list", "must be a mapping"),
         ("triggers:\n  lapsing: {}\n  lapsing: {}", "duplicate key 'lapsing'"),
         # Whatever the input, parse_rules raises RulesError and nothing else.
@@ -533,7 +533,7 @@ def test_errors_carry_the_line_and_suggest_the_key_meant() -> None:
             "version: 1\ntriggers:\n  lapsing: {}\n  lapsing: {}\n",
             "line 4: duplicate key 'lapsing'",
         ),
-        ("a: 1\nb: [\n", "not valid YAML at line 3, column 1"),
+        ("a: 1\nb: [\n", "line 3, column 1: not valid YAML"),
         ("version: 1\n? [a]\n: 1\n", "line 2: a key must be a scalar"),
         ("version: 1\nx: &a [*a]\n", "line 2: a recursive alias"),
         ('version: 1\n\nholdout: "\\ud800"\n', "line 3: a string holds a lone surrogate"),
@@ -555,6 +555,77 @@ def test_load_rules_names_the_file_in_each_error(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{path}:3: triggers.lapsing.factr: unknown key (did you mean `factor`?)"
     )
+
+
+def test_a_yaml_syntax_error_is_named_by_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("triggers:\n  cart_abandonment:\n    stages: [1h\n  lapsing: {}\n")
+    done = run_nudge("rules", "check", str(path))
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        f"{path}:4:10: not valid YAML: expected ',' or ']', but got ':'",
+        f"{path}: 1 error(s); rules refused",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "triggers: {cart_abandonment: {stages: 1h}}",
+            "expected a list of durations like [1h] or [1h, 24h], got '1h'",
+        ),
+        (
+            "triggers: {custom: {x: {when: {type: search}, stages: 3d}}}",
+            "expected a list of durations like [1h] or [1h, 24h], got '3d'",
+        ),
+        (
+            "triggers: {custom: {x: {when: {type: search}, unless: {type: search}}}}",
+            "expected a list of items, got a dict",
+        ),
+        (
+            "triggers: {custom: {x: {when: order_placed}}}",
+            "expected a mapping of keys (key: value), got 'order_placed'",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_shape_says_what_is_expected(text: str, reason: str) -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    ((_, message),) = caught.value.errors
+    assert message == reason
+
+
+def test_a_misspelt_key_in_a_custom_trigger_gets_the_key_meant() -> None:
+    text = (
+        "triggers:\n"
+        "  custom:\n"
+        "    socks:\n"
+        "      when: {type: order_placed, categroy: [running_shoes]}\n"
+        "      unless: [{type: order_placed, category: [socks], min_totl: 5}]\n"
+        "      stages: [3d]\n"
+        "      cooldwn: 1h\n"
+    )
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text, "rules.yaml")
+    assert str(caught.value).splitlines() == [
+        "rules.yaml:4: triggers.custom.socks.when.categroy: unknown key (did you mean `category`?)",
+        "rules.yaml:5: triggers.custom.socks.unless[0].min_totl: unknown key (did you mean"
+        " `min_total`?)",
+        "rules.yaml:7: triggers.custom.socks.cooldwn: unknown key (did you mean `cooldown`?)",
+    ]
+
+
+def test_custom_triggers_default_to_the_built_in_triggers_24h_cooldown() -> None:
+    rules = parse_rules("triggers: {custom: {mug: {when: {type: order_placed}}}}")
+    assert rules.trigger("mug").cooldown == timedelta(hours=24)
+    assert rules.trigger("cart_abandonment").cooldown == timedelta(hours=24)
+    assert rules.trigger("browse_abandonment").cooldown == timedelta(hours=24)
+    none = parse_rules("triggers: {custom: {mug: {when: {type: order_placed}, cooldown: 0s}}}")
+    assert none.trigger("mug").cooldown == timedelta(0)
+    # Said where a marketer writes one: the example file's custom section.
+    example = (ROOT / "rules.example.yaml").read_text()
+    assert "# cooldown defaults to 24h, as cart and browse abandonment's" in example
 
 
 def test_yaml_1_2_reads_words_and_times_as_strings() -> None:
