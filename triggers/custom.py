@@ -4,7 +4,8 @@
 filters), ``unless`` (events that cancel), ``stages`` and the keys every trigger
 has (``enabled``, ``priority``, ``cooldown``, ``variants``), plus its ``offers``
 and ``audience``. Like every trigger added by contract section 7 it is off unless
-it says ``enabled: true``.
+it says ``enabled: true``; its ``cooldown`` defaults to 24h, as cart and browse
+abandonment's (``cooldown: 0s`` to reach a shopper on every new episode).
 
 A filter names a field the event type has; anything else is refused at load
 with its key path (``triggers.custom.socks.unless[0].min_total: order_placed has
@@ -38,6 +39,7 @@ from triggers.episodes import find_trigger, open_episode, replace, without
 from triggers.events import TOPIC_OF_TYPE, OrderPlaced
 from triggers.order_history import knows_order
 from triggers.rules_types import (
+    Duration,
     Int,
     OfferTable,
     Stages,
@@ -98,6 +100,9 @@ class Match(Strict):
 
 class CustomRules(TriggerRules):
     enabled: bool = False
+    # The built-in triggers' 24h (cart and browse abandonment): a trigger that re-arms on
+    # every match must not reach the same shopper again and again (issue 23).
+    cooldown: Duration = timedelta(hours=24)
     when: Match
     unless: list[Match] = Field(default_factory=list, max_length=20)
     stages: Stages = (timedelta(hours=1),)

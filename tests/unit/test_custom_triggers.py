@@ -201,3 +201,27 @@ def test_the_commented_custom_examples_in_rules_example_yaml_are_valid() -> None
     rules = parse_rules("triggers:\n" + "\n".join(block) + "\n")
     assert set(rules.triggers.custom) == {"socks_after_shoes", "mattress_care"}
     assert rules.triggers.custom["socks_after_shoes"].enabled is True
+
+
+@pytest.mark.parametrize(
+    ("cooldown", "statuses"), [(None, ["sent", "suppressed"]), ("0s", ["sent", "sent"])]
+)
+def test_a_custom_trigger_reaches_a_shopper_at_most_once_a_day_by_default(
+    cooldown: str | None, statuses: list[str]
+) -> None:
+    # "Mug after coffee" re-arms on every coffee order: without the built-in triggers' 24h
+    # cooldown, a shopper ordering coffee twice a day heard of mugs twice a day.
+    mug = {
+        "enabled": True,
+        "when": {"type": "order_placed", "category": ["coffee"]},
+        "stages": ["1h"],
+    }
+    if cooldown is not None:
+        mug["cooldown"] = cooldown
+    t = timeline(mug=mug)
+    order(t, at(0), "o1", ("beans", "coffee"))
+    order(t, at(hours=5), "o2", ("beans", "coffee"))
+    t.advance(at(days=1))
+    decisions = t.decisions("mug")
+    assert [d.status for d in decisions] == statuses
+    assert [d.reason for d in decisions][1] == (None if cooldown else "cooldown")
