@@ -1,10 +1,12 @@
 """The faust-streaming application: topics, the users table, the batch agent, ticks, web views.
 
-One agent consumes the four input topics and the internal tick topic. They have the
-same partition count and one agent reads them, so partition ``p`` of each is assigned
-to the same worker, with the ``users`` table's partition ``p``: a user's events, state
-and deadline ticks never race. The agent takes micro-batches and hands each to
-:class:`stream.batches.Batches` (parse, watermark, core, one checkpoint: see
+One agent consumes the input topics, the internal tick topic and the re-keying topic.
+Topics with the worker's partition count are co-assigned by Faust: partition ``p`` of
+each (ticks, re-keyed input, direct input topics) goes to the same worker as the
+``users`` table's partition ``p``, so a user's events, state and deadline ticks never
+race; input topics of other counts are read wherever Faust assigns them, and what is not
+on its user's partition is re-keyed (``stream.rekeying``). The agent takes micro-batches
+and hands each to :class:`stream.batches.Batches` (parse, watermark, core, one checkpoint: see
 ``docs/protocol.md``). Faust provides the consumer group, rebalancing, the table's
 changelog, recovery and standbys, the web server and timers.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,9 @@ from stream.metrics import CommitSensor, NudgeMetrics
 from stream.product_table import catalog_fanout
 from stream.read_positions import kafka_first_offset_at
 from stream.recent_sends import recently_sent
+from stream.rekeying import Rekeying
 from stream.settings import Settings
+from stream.topics import Layout
 from stream.user_rows import UsersStore, unpack_row, wake_times
 from triggers.driver import Driver
 from triggers.rules import Rules
@@ -115,8 +120,8 @@ async def start_offsets(
     return starts
 
 
-def create_app(settings: Settings, rules: Rules, *, partitions: int | None = None) -> NudgeApp:
-    partitions = partitions or settings.partitions
+def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
+    partitions = layout.partitions
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -158,6 +163,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     source = app.topic(
         *settings.input_topics,
         settings.topic_ticks,
+        settings.topic_rekeyed,
         *fanout_topics,
         key_serializer="raw",
         value_serializer="raw",
@@ -182,8 +188,21 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         prefix=settings.redis_key_prefix,
     )
     input_topics = set(settings.input_topics)
+    # Read from their committed offsets at each assignment (stream.read_positions).
+    read_topics = {*input_topics, settings.topic_rekeyed}
     if catalog is not None:
-        input_topics.add(catalog.topics.catalog)  # started from its committed offsets too
+        read_topics.add(catalog.topics.catalog)
+    rekeying = Rekeying(
+        topic=settings.topic_rekeyed,
+        inputs={t: layout.inputs[t] for t in settings.input_topics},
+        partitions=partitions,
+        everything=settings.rekey == "all",
+        max_hold=settings.rekey_max_hold_seconds,
+        unknown_grace_ms=10_000,
+        mark_interval=settings.rekey_mark_interval_seconds,
+        monotonic=time.monotonic,
+        on_forwarded=lambda topic: metrics.rekeyed.labels(topic).inc(),
+    )
 
     # End offsets come from a client of the worker's own event loop: one ListOffsets request
     # (~1 ms). Faust's consumer answers such calls from its thread between fetches: ~1 s.
@@ -235,6 +254,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
         fire_grace_ms=int(settings.fire_grace_seconds * 1000),
         max_hold=settings.order_max_hold_seconds,
         catalog=catalog,
+        rekeying=rekeying,
     )
     metrics.build.info({"version": _version(), "rules_version": rules.version_label})
     nudge = NudgeApp(app, batches, metrics, registry, ledger)
@@ -255,14 +275,18 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
 
     async def set_up_assignment() -> None:
         # Runs after every recovery (start-up, rebalance), before streams resume.
-        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
+        actives = app.assignor.assigned_actives()
+        owned = [tp for tp in actives if tp.topic in read_topics]
         try:
             starts: dict[tuple[str, int], int] | None = await start_offsets(app, settings, owned)
         except Exception:
             log.exception("could not read committed offsets; deadlines wait for the input")
             starts = None
-        partitions_owned = {tp.partition for tp in owned}
-        pending = batches.assigned(partitions_owned, wake_times(users.items()), starts)
+        partitions_owned = {tp.partition for tp in actives if tp.topic == settings.topic_ticks}
+        sources = [(tp.topic, tp.partition) for tp in actives if tp.topic in input_topics]
+        pending = batches.assigned(
+            partitions_owned, wake_times(users.items()), starts, sources=sources
+        )
         log.info("assigned %d partitions, %d pending deadlines", len(partitions_owned), pending)
         try:
             batches.checkpoint.recently_sent = await recently_sent(
@@ -274,7 +298,10 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
         async with batch_lock:  # the batch in progress finishes its checkpoint first
-            batches.revoked({tp.partition for tp in revoked if tp.topic in input_topics})
+            batches.revoked(
+                {tp.partition for tp in revoked if tp.topic == settings.topic_ticks},
+                [(tp.topic, tp.partition) for tp in revoked if tp.topic in input_topics],
+            )
 
     @app.agent(source, concurrency=1)
     async def process(stream: faust.StreamT) -> None:
@@ -330,7 +357,7 @@ def create_app(settings: Settings, rules: Rules, *, partitions: int | None = Non
             metrics.partitions(batches.partition_gauges())
             monitor = app.monitor
             for tp, end in list(monitor.tp_end_offsets.items()):
-                if tp.topic in input_topics and tp.partition in batches.owned:
+                if tp.topic in input_topics:
                     committed = monitor.tp_committed_offsets.get(tp, 0)
                     metrics.lag(tp.topic, tp.partition, max(0, end - committed))
         except Exception:

@@ -37,6 +37,7 @@ from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.read_positions import EndOffsets, FirstOffsetAt, ListEndOffsets, ReadPositions, Seek
 from stream.redis_facts import Ledger, RedisFacts
+from stream.rekeying import Rekeying
 from stream.user_rows import unpack_row
 from stream.watermark import NEVER, UNORDERED, Watermark
 from triggers.deadlines import Deadlines, due_millis
@@ -106,11 +107,16 @@ class Batches:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         catalog: CatalogFanout | None = None,
+        rekeying: Rekeying | None = None,
     ) -> None:
         self._driver = driver
         #: The catalog fan-out (stream.catalog_fanout), when a catalog trigger is enabled.
         self.catalog = catalog
+        #: Input as shops have it (stream.rekeying); None: every input topic has the
+        #: worker's partition count and every message is on its user's partition.
+        self.rekeying = rekeying
         self._topics = topics
+        self._direct = topics.inputs if rekeying is None else rekeying.direct
         self._store = store
         self._metrics = metrics
         # End offsets are asked from the broker at each batch, right before the horizon is
@@ -137,6 +143,7 @@ class Batches:
             ack=ack,
             monotonic=monotonic,
             catalog=catalog,
+            rekeying=rekeying,
         )
 
     # -- assignment ---------------------------------------------------------------------
@@ -146,29 +153,45 @@ class Batches:
         partitions: Iterable[int],
         rows: Iterable[tuple[int, str, int | None]],
         starts: dict[tuple[str, int], int] | None,
+        sources: Iterable[tuple[str, int]] | None = None,
     ) -> int:
         """A new assignment (after every recovery): start over from the table's rows.
 
-        Whatever waited or was cached is dropped: it is read again from the committed
-        offsets and the store. Returns the number of pending deadlines."""
+        ``sources``: the owned input topic partitions (with re-keying; default: the
+        direct topics' partitions of ``partitions``). Whatever waited or was cached is
+        dropped: it is read again from the committed offsets and the store. Returns the
+        number of pending deadlines."""
         now_ms = to_millis(self._clock())
         self._partitions = {}
         self._positions.assigned(starts)
         partitions = list(partitions)
-        if self.catalog is not None:
-            self.catalog.assigned(partitions, starts, now_ms)
+        catalog, rekeying = self.catalog, self.rekeying
+        if catalog is not None:
+            catalog.assigned(partitions, starts, now_ms)
+        if rekeying is not None:
+            if sources is None:
+                sources = [(t, p) for t in rekeying.direct for p in partitions]
+            rekeying.assigned(partitions, sources, starts, now_ms)
         for p in partitions:
-            topic_starts = _of_partition(starts, self._topics.inputs, p)
+            external: dict[str, Callable[[int], int]] = {}
+            holds: dict[str, float] = {}
+            if rekeying is not None:
+                external |= rekeying.external(p)
+                holds[rekeying.topic] = rekeying.max_hold
+            if catalog is not None:
+                external |= catalog.external(p)
+                holds[catalog.topics.fanout] = catalog.max_hold
             self._partitions[p] = _Partition(
                 Watermark(
-                    self._topics.inputs,
+                    self._direct,
                     p,
-                    topic_starts,
+                    _of_partition(starts, self._direct, p),
                     now_ms,
                     max_hold=self._max_hold,
                     unknown_grace_ms=self._unknown_grace_ms,
-                    external=self.catalog.external(p) if self.catalog is not None else None,
-                    external_hold=self.catalog.max_hold if self.catalog is not None else None,
+                    external=external,
+                    external_holds=holds,
+                    read_external=() if rekeying is None else (rekeying.topic,),
                 ),
                 Deadlines(),
             )
@@ -179,13 +202,15 @@ class Batches:
         self._metrics.reset_partitions(self._partitions)
         return sum(len(part.deadlines) for part in self._partitions.values())
 
-    def revoked(self, partitions: Iterable[int]) -> None:
+    def revoked(self, partitions: Iterable[int], sources: Iterable[tuple[str, int]] = ()) -> None:
         partitions = list(partitions)
         for p in partitions:
             self._partitions.pop(p, None)
         self._positions.revoked(partitions)
         if self.catalog is not None:
             self.catalog.revoked(partitions)
+        if self.rekeying is not None:
+            self.rekeying.revoked(partitions, sources)
         self._metrics.reset_partitions(self._partitions)
 
     @property
@@ -218,44 +243,62 @@ class Batches:
         touched: set[int] = set()
         await self._positions.retry()  # a seek back lost in Faust's fetcher
         ticks = self._topics.ticks
-        catalog = self.catalog
+        catalog, rekeying = self.catalog, self.rekeying
         for item in batch:
             message = item.message
-            part = self._partitions.get(message.partition)
-            if part is None:  # not ours (any more): its new owner reads it
+            topic, p = message.topic, message.partition
+            # A source of another partition count than the worker's: read apart.
+            apart = rekeying is not None and topic in rekeying.apart_topics
+            if apart and not rekeying.reads_apart(topic, p):  # type: ignore[union-attr]
+                continue  # not ours (any more): its new owner reads it
+            part = None if apart else self._partitions.get(p)
+            if part is None and not apart:  # not ours (any more): its new owner reads it
                 continue
-            touched.add(message.partition)
-            if message.topic == ticks:
+            if not apart:
+                touched.add(p)
+            if topic == ticks:
                 acks.append(item)
                 continue
-            if not await self._positions.take(message.topic, message.partition, message.offset):
+            if not await self._positions.take(topic, p, message.offset):
                 continue  # taken before, or ahead of messages not delivered yet
-            if catalog is not None and catalog.takes(message.topic):
+            if part is not None and catalog is not None and catalog.takes(topic):
                 fanned = catalog.read(item, started)  # a user's catalog change, or None
                 if fanned is not None:
-                    part.watermark.add(
-                        message.topic, message.offset, fanned[0], (item, fanned[1]), started
-                    )
+                    part.watermark.add(topic, message.offset, fanned[0], (item, fanned[1]), started)
                 continue
-            try:
-                parsed: Event | InvalidEvent = parse_event(
-                    message.value or b"", max_bytes=self._max_bytes
-                )
-            except InvalidEvent as exc:
-                # Without its traceback: that would keep this frame, and the whole batch
-                # with it, alive in a reference cycle until a full collection.
-                parsed = exc.with_traceback(None)
-            except Exception as exc:  # the parser failed otherwise than on invalid input
-                parsed = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
-            ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
-            if catalog is not None and ts_ms != UNORDERED:
-                catalog.note(parsed)  # type: ignore[arg-type]
-            part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), started)
+            if part is not None and rekeying is not None and topic == rekeying.topic:
+                forwarded = rekeying.read(item)  # a forwarded event, or None (a mark)
+                if forwarded is not None:
+                    parsed = self._parse(forwarded[1])
+                    self._read(part, item, parsed, started)
+                continue
+            parsed = self._parse(message.value or b"")
+            if rekeying is not None:
+                valid = not isinstance(parsed, InvalidEvent)
+                owner = rekeying.owner(parsed.user_id) if valid else p  # type: ignore[union-attr]
+                if apart or owner != p:
+                    if valid:
+                        rekeying.forward(message, parsed.user_id, owner)  # type: ignore[union-attr]
+                    else:  # dead-lettered where it is read
+                        out.dead_letter(message, parsed.reason, parsed.detail, now)  # type: ignore[union-attr]
+                        self._metrics.dead_letter(topic, parsed.reason)  # type: ignore[union-attr]
+                    ts_ms = to_millis(parsed.ts) if valid else UNORDERED  # type: ignore[union-attr]
+                    if apart:
+                        rekeying.read_apart(item, ts_ms, started)
+                    else:  # passes through, so the topic is acknowledged in order
+                        part.watermark.add(
+                            topic, message.offset, ts_ms, (item, None), started, passing=True
+                        )  # type: ignore[union-attr]
+                    continue
+            self._read(part, item, parsed, started)  # type: ignore[arg-type]
 
-        end_topics = self._topics.inputs
+        end_topics = self._direct
         if catalog is not None:
             end_topics = (*end_topics, *catalog.end_topics())
-        await self._end_offset.refresh([(t, p) for p in sorted(touched) for t in end_topics])
+        ends = [(t, p) for p in sorted(touched) for t in end_topics]
+        if rekeying is not None and rekeying.marks_due(started):
+            ends += rekeying.end_topics()
+        await self._end_offset.refresh(ends)
         if catalog is not None:  # the product side: catalog events, interest, fan-out
             for item, error in catalog.products(sorted(touched), self._end_offset, started, now_ms):
                 out.dead_letter(item.message, error.reason, error.detail, now)
@@ -282,6 +325,8 @@ class Batches:
                 )
             due = [u for u, _ in part.deadlines.pop_due(horizon_ms, MAX_DUE_PER_BATCH)]
             work.append((part, released, from_millis(max(horizon_ms, 0)), due))
+        if rekeying is not None:  # how far the owned sources are read, after what they sent
+            rekeying.mark(self._read_bound, self._end_offset, started, now_ms - self._grace_ms)
 
         facts = await self._facts_for(work, now)
         for part, released, horizon, due in work:
@@ -291,11 +336,13 @@ class Batches:
             bounds: list[datetime] = []
             for _, parsed in reversed(released):
                 bounds.append(bound)
-                if not isinstance(parsed, InvalidEvent) and parsed.ts < bound:
+                if parsed is not None and type(parsed) is not InvalidEvent and parsed.ts < bound:
                     bound = parsed.ts
             for (item, parsed), limit in zip(released, reversed(bounds), strict=True):
                 acks.append(item)
                 message = item.message
+                if parsed is None:  # passed through to its user's partition
+                    continue
                 if isinstance(parsed, InvalidEvent):
                     out.dead_letter(message, parsed.reason, parsed.detail, now)
                     self._metrics.dead_letter(message.topic, parsed.reason)
@@ -315,6 +362,28 @@ class Batches:
             if len(part.cache) > CACHE_PER_PARTITION:
                 part.cache.clear()
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
+
+    def _parse(self, raw: bytes) -> Event | InvalidEvent:
+        try:
+            return parse_event(raw, max_bytes=self._max_bytes)
+        except InvalidEvent as exc:
+            # Without its traceback: that would keep this frame, and the whole batch
+            # with it, alive in a reference cycle until a full collection.
+            return exc.with_traceback(None)
+        except Exception as exc:  # the parser failed otherwise than on invalid input
+            return InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+
+    def _read(self, part: _Partition, item: Any, parsed: Event | InvalidEvent, now: float) -> None:
+        """A message of the partition's own: it waits in the watermark for its turn (an
+        invalid one too, so that it is dead-lettered in its turn)."""
+        ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
+        if self.catalog is not None and ts_ms != UNORDERED:
+            self.catalog.note(parsed)  # type: ignore[arg-type]
+        message = item.message
+        part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), now)
+
+    def _read_bound(self, topic: str, partition: int, now_ms: int) -> int:
+        return self._partitions[partition].watermark.read_bound(topic, now_ms, self._end_offset)
 
     @staticmethod
     def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:
@@ -403,7 +472,7 @@ class Batches:
         for part, released, horizon, due in work:
             users += due
             for _, parsed in released:
-                if isinstance(parsed, InvalidEvent):
+                if parsed is None or isinstance(parsed, InvalidEvent):
                     continue
                 state = self._load(part, parsed.user_id)
                 if state is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from stream.catalog_side import FanOut, Gate, Marks, ProductPartition, ProductStore, Rows
+from stream.catalog_side import FanOut, ProductPartition, ProductStore, Rows
 from stream.catalog_wire import (
     Change,
     Interest,
@@ -40,7 +40,7 @@ from stream.catalog_wire import (
     partition_of,
     product_key,
 )
-from stream.watermark import EndOffset
+from stream.watermark import EndOffset, Gate, Marks
 from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook
 from triggers.events import Event, InvalidEvent, ProductUpdated, parse_catalog_event

@@ -23,7 +23,6 @@ Event time (``docs/protocol.md``, "Catalog fan-out"):
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,7 +45,7 @@ from stream.catalog_wire import (
     product_key,
     user_of,
 )
-from stream.watermark import FOREVER, NEVER, UNORDERED, EndOffset, Watermark
+from stream.watermark import FOREVER, UNORDERED, EndOffset, Gate, Marks, Watermark
 from triggers.catalog_interest import CatalogBook, Product
 from triggers.events import InvalidEvent, ProductUpdated
 from triggers.timestamps import to_millis
@@ -66,64 +65,6 @@ class ProductStore(Protocol):
 
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         """Rows ``(partition, key, value or None to delete, changelog offset)``."""
-
-
-class Gate:
-    """Acknowledges one topic partition's messages in offset order, whatever the order in
-    which they are done (Faust commits acknowledged offsets only in order)."""
-
-    def __init__(self) -> None:
-        self._order: deque[Any] = deque()
-        self._done: set[int] = set()
-
-    def read(self, item: Any) -> None:
-        self._order.append(item)
-
-    def done(self, item: Any) -> None:
-        self._done.add(id(item))
-
-    def ready(self) -> list[Any]:
-        out = []
-        while self._order and id(self._order[0]) in self._done:
-            item = self._order.popleft()
-            self._done.discard(id(item))
-            out.append(item)
-        return out
-
-
-class Marks:
-    """The watermarks ``sources`` partitions announce: their least, once all have spoken.
-
-    A source not heard of holds the bound at the start of time for ``grace_ms`` after the
-    assignment (the catalog hold: another worker's partitions may take a while to recover);
-    one silent for ``stale`` seconds is left out (a stopped source delays, never stalls)."""
-
-    def __init__(
-        self, sources: int, assigned_ms: int, grace_ms: int, stale: float, monotonic: Callable
-    ) -> None:
-        self._sources = sources
-        self._assigned_ms = assigned_ms
-        self._grace_ms = grace_ms
-        self._stale = stale
-        self._monotonic = monotonic
-        self._marks: dict[int, tuple[int, float]] = {}
-
-    def note(self, source: int, ms: int) -> None:
-        known = self._marks.get(source)
-        self._marks[source] = (max(ms, known[0]) if known else ms, self._monotonic())
-
-    def bound(self, now_ms: int) -> int:
-        now = self._monotonic()
-        least = FOREVER
-        for source in range(self._sources):
-            known = self._marks.get(source)
-            if known is None:
-                if now_ms - self._assigned_ms < self._grace_ms:
-                    return NEVER
-                continue
-            if now - known[1] <= self._stale and known[0] < least:
-                least = known[0]
-        return least
 
 
 class Rows:

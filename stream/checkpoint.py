@@ -3,7 +3,8 @@
 ``docs/protocol.md`` has the order and what a crash right after each step leaves:
 
 1. the output records (decisions, conversions, dead letters; with the catalog fan-out,
-   its interest, fan-out and mark records), leaving out decisions already delivered;
+   its interest, fan-out and mark records; with re-keying, the forwarded input and the
+   sources' marks), leaving out decisions already delivered;
 2. the Redis ledger: contacts and sent marks, once the broker has the records;
 3. one changelog record per dirty user, then the local store (never ahead of the
    changelog); the products table the same way;
@@ -22,6 +23,7 @@ from stream.catalog_fanout import CatalogFanout
 from stream.metrics import NudgeMetrics
 from stream.outputs import Outputs
 from stream.redis_facts import RedisFacts
+from stream.rekeying import Rekeying
 
 
 class Broker(Protocol):
@@ -57,6 +59,7 @@ class Checkpoint:
         ack: Callable[[list[Any]], Awaitable[None]],
         monotonic: Callable[[], float],
         catalog: CatalogFanout | None,
+        rekeying: Rekeying | None = None,
     ) -> None:
         self._changelog = changelog
         self._store = store
@@ -66,6 +69,7 @@ class Checkpoint:
         self._ack = ack
         self._monotonic = monotonic
         self._catalog = catalog
+        self._rekeying = rekeying
         #: Trigger ids found on the output topic at the last assignment (stream.recent_sends).
         self.recently_sent: set[str] = set()
 
@@ -76,6 +80,8 @@ class Checkpoint:
         already = self.recently_sent.intersection(sent_ids)
         already |= await self._facts.already_sent(sent_ids)
         records = list(out.kafka_records(already))
+        if self._rekeying is not None:  # forwarded input, then the marks that vouch for it
+            records += self._rekeying.kafka_records()
         if self._catalog is not None:  # interest, fan-out and their marks
             records += self._catalog.kafka_records()
         deliveries = [await self._broker.send(*record) for record in records]
@@ -97,6 +103,8 @@ class Checkpoint:
         if self._catalog is not None:  # the products table the same way; its acks in order
             await self._catalog.write_rows(self._broker)
             acks = self._catalog.acks(acks)
+        if self._rekeying is not None:  # the re-keyed topic in order, the apart sources
+            acks = self._rekeying.acks(acks)
         # 4. Offsets: acknowledged messages are committed by Faust (in offset order).
         await self._ack(acks)
         self._metrics.checkpoint.observe(self._monotonic() - started)

@@ -69,6 +69,7 @@ class NudgeMetrics:
     commit_seconds: Histogram
     rebalances: Counter
     catalog_swept: Counter
+    rekeyed: Counter
     build: Info
     _partition_labels: set[str] = field(default_factory=set)
     _lag_labels: set[tuple[str, str]] = field(default_factory=set)
@@ -185,6 +186,12 @@ class NudgeMetrics:
                 "nudge_catalog_rows_swept_total",
                 "Catalog fan-out: expired interest and armed rows deleted from the products "
                 "table by its sweep.",
+            ),
+            rekeyed=counter(
+                "nudge_input_rekeyed_messages_total",
+                "Input messages read on another partition than their user's (or from a topic "
+                "with another partition count), forwarded to the re-keying topic.",
+                "topic",
             ),
             build=Info(
                 "nudge_build", "Nudge's version and the rules version it runs.", registry=registry

@@ -40,9 +40,9 @@ class Settings(BaseSettings):
     # us); an unknown host name or a port that does not speak Kafka fails at once.
     kafka_startup_timeout_seconds: float = Field(default=30.0, gt=0)
     app_id: str = "nudge"
-    # Deprecated: every topic Nudge creates gets the input topics' partition count. If set
-    # and different from that count, the worker warns that it is ignored.
-    partitions: int = Field(default=8, ge=1)
+    # The worker's partition count N (users table, internal topics). Unset: the internal
+    # topics' count if they exist, else the largest input topic's (stream.topics).
+    partitions: int | None = Field(default=None, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     # Topics (defaults from the contract)
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     topic_audit: str = Field(default="marketing.triggers.audit", min_length=1)
     topic_dlq: str = Field(default="shop.events.dlq", min_length=1)
     topic_ticks: str = Field(default="nudge.ticks", min_length=1)
+    # Input messages on a partition that is not their user's, re-keyed by user_id (N
+    # partitions, created by the worker; docs/protocol.md, "Re-keying").
+    topic_rekeyed: str = Field(default="nudge.rekeyed", min_length=1)
+    # A re-keyed source partition silent this long is left out of the re-keying
+    # watermark, and an event waits at most this long for it (a dead worker delays,
+    # never stalls); sources announce how far they have read this often.
+    rekey_max_hold_seconds: float = Field(default=30.0, gt=0)
+    rekey_mark_interval_seconds: float = Field(default=0.25, ge=0)
+    # "misplaced": only messages on another partition than their user's cross the
+    # re-keying topic; "all": every input message does (measured in docs/benchmarks.md).
+    rekey: Literal["misplaced", "all"] = "misplaced"
     # The catalog fan-out's internal topics (created only when a catalog trigger is on).
     topic_interest: str = Field(default="nudge.interest", min_length=1)
     topic_fanout: str = Field(default="nudge.catalog-fanout", min_length=1)

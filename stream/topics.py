@@ -2,15 +2,20 @@
 
 - The four input topics belong to the shop: Nudge never creates them. A missing one (often
   a typo in ``NUDGE_TOPIC_*``) stops the start with every missing name and its variable.
-- They must have one partition count: a user's events, state and deadline ticks must land
-  on the same partition number. That count is the worker's partition count.
-- Nudge creates the tick topic (internal, co-partitioned with the inputs) and the output
-  topics (triggers, audit, dead letters) with that count when they are missing. An existing
-  tick topic with another count stops the start with the fix; existing output topics are
-  used as they are (they are not co-partitioned with anything).
+- They may have any partition counts (contract section 9): a message on a partition that is
+  not its user's is re-keyed (``stream.rekeying``). The worker's partition count ``N`` is
+  ``NUDGE_PARTITIONS`` if set, else the count of Nudge's internal topics if they exist, else
+  the largest input partition count (so a shop whose topics share one count re-keys only
+  what its producers put on the wrong partition).
+- Nudge creates its internal topics (ticks, re-keyed input) with ``N`` partitions and the
+  output topics (triggers, audit, dead letters) with ``N`` when they are missing. An existing
+  internal topic with another count stops the start with the fix; existing output topics
+  are used as they are (they are not co-partitioned with anything).
 - With a catalog trigger on (``back_in_stock``, ``price_drop``), ``shop.catalog`` is an input
-  topic too (the shop's: never created) and the two internal topics of the catalog fan-out
-  (``nudge.interest``, ``nudge.catalog-fanout``) are created and checked like the tick topic.
+  topic too (the shop's: never created; it must have ``N`` partitions and be keyed by
+  product: catalog events are not re-keyed yet) and the two internal topics of the catalog
+  fan-out (``nudge.interest``, ``nudge.catalog-fanout``) are created and checked like the
+  tick topic.
 - After creating topics, their layout is read back until the broker reports it (metadata
   can lag a creation by a moment) or the start-up deadline passes.
 """
@@ -21,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -60,14 +66,25 @@ def input_variables(settings: Settings, catalog: bool = False) -> dict[str, str]
 
 def owned_variables(settings: Settings, catalog: bool = False) -> dict[str, str]:
     """Topic Nudge creates -> the variable that names it (the tick topic first)."""
-    fields: tuple[str, ...] = ("topic_ticks", "topic_triggers", "topic_audit", "topic_dlq")
+    fields: tuple[str, ...] = ("topic_ticks", "topic_rekeyed")
+    fields += ("topic_triggers", "topic_audit", "topic_dlq")
     if catalog:
-        fields += COPARTITIONED[1:]
+        fields += COPARTITIONED[2:]
     return {getattr(settings, field): env_name(field) for field in fields}
 
 
-def input_partitions(settings: Settings, counts: Mapping[str, int], catalog: bool = False) -> int:
-    """The input topics' common partition count; raises with the fix when there is none."""
+@dataclass(frozen=True)
+class Layout:
+    """What the worker reads: its partition count, and each input topic's count."""
+
+    partitions: int
+    inputs: dict[str, int]
+
+
+def input_counts(
+    settings: Settings, counts: Mapping[str, int], catalog: bool = False
+) -> dict[str, int]:
+    """Each input topic's partition count; raises with the fix when one is missing."""
     inputs = input_variables(settings, catalog)
     missing = [name for name in inputs if name not in counts]
     if missing:
@@ -77,35 +94,54 @@ def input_partitions(settings: Settings, counts: Mapping[str, int], catalog: boo
             "creates input topics: create them, or set the variable to the existing topic's "
             "name (or let the Kafka principal describe them)"
         )
-    distinct = {counts[name] for name in inputs}
-    if len(distinct) != 1:
-        layout = ", ".join(f"{name} ({inputs[name]})={counts[name]}" for name in inputs)
+    return {name: counts[name] for name in inputs}
+
+
+def worker_partitions(settings: Settings, counts: Mapping[str, int], catalog: bool = False) -> int:
+    """``N``: ``NUDGE_PARTITIONS``, else the existing internal topics' count, else the
+    largest input partition count (raises with the fix when the catalog topic, which is
+    not re-keyed, has another count)."""
+    inputs = input_counts(settings, counts, catalog)
+    internal = [counts[n] for n in internal_variables(settings, catalog) if n in counts]
+    if settings.partitions is not None:
+        partitions = settings.partitions
+    elif internal:
+        partitions = internal[0]
+    else:
+        partitions = max(c for n, c in inputs.items() if n != settings.topic_catalog)
+    if catalog and inputs[settings.topic_catalog] != partitions:
         raise TopicLayoutError(
-            f"the input topics must have the same partition count, found {layout}. Add "
-            "partitions to the smaller ones (kafka-topics.sh --alter --partitions N) before any "
-            "event is written, or point NUDGE_TOPIC_* at topics with one partition count"
+            f"the catalog topic {settings.topic_catalog} (NUDGE_TOPIC_CATALOG) has "
+            f"{inputs[settings.topic_catalog]} partitions but the worker has {partitions} "
+            "(NUDGE_PARTITIONS, or the other input topics). Catalog events are not re-keyed: "
+            "give the catalog topic that count, or set NUDGE_PARTITIONS to its count"
         )
-    return distinct.pop()
+    return partitions
 
 
-#: Internal topics co-partitioned with the input topics (the catalog ones only when on).
-COPARTITIONED = ("topic_ticks", "topic_interest", "topic_fanout")
+#: Internal topics co-partitioned with the users table (the catalog ones only when on).
+COPARTITIONED = ("topic_ticks", "topic_rekeyed", "topic_interest", "topic_fanout")
+
+
+def internal_variables(settings: Settings, catalog: bool = False) -> dict[str, str]:
+    fields = COPARTITIONED if catalog else COPARTITIONED[:2]
+    return {getattr(settings, field): env_name(field) for field in fields}
 
 
 def check_ticks(
     settings: Settings, counts: Mapping[str, int], partitions: int, catalog: bool = False
 ) -> None:
-    """Existing internal topics must have the input topics' partition count."""
-    for field in COPARTITIONED if catalog else COPARTITIONED[:1]:
-        name = getattr(settings, field)
+    """Existing internal topics must have the worker's partition count."""
+    for name, variable in internal_variables(settings, catalog).items():
         found = counts.get(name)
         if found is not None and found != partitions:
+            kind = "tick" if name == settings.topic_ticks else "internal"
             raise TopicLayoutError(
-                f"the {'tick' if field == 'topic_ticks' else 'internal'} topic {name} "
-                f"({env_name(field)}) has {found} partitions but "
-                f"the input topics have {partitions}. It holds only Nudge's own transient "
-                f"records: delete it (kafka-topics.sh --delete --topic {name}) and restart, "
-                f"or set {env_name(field)} to a new name"
+                f"the {kind} topic {name} ({variable}) has {found} partitions but "
+                f"the worker has {partitions} (NUDGE_PARTITIONS, or the largest input topic). "
+                f"It holds only Nudge's own transient records: stop every worker, delete it "
+                f"(kafka-topics.sh --delete --topic {name}) and restart, or set {variable} to "
+                "a new name, or NUDGE_PARTITIONS to its count"
             )
 
 
@@ -154,7 +190,7 @@ async def _all_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
 
 async def _prepare(
     admin: AIOKafkaAdminClient, settings: Settings, deadline: float, catalog: bool
-) -> int:
+) -> Layout:
     # An input topic created a moment ago may not be in the metadata yet, or without its
     # partitions: look again a few times before calling it missing.
     settle_until = min(deadline, time.monotonic() + INPUT_SETTLE_SECONDS)
@@ -165,7 +201,7 @@ async def _prepare(
         if time.monotonic() >= settle_until:
             break
         await asyncio.sleep(LAYOUT_POLL_SECONDS)
-    partitions = input_partitions(settings, counts, catalog)
+    partitions = worker_partitions(settings, counts, catalog)
     check_ticks(settings, counts, partitions, catalog)
     missing = to_create(settings, counts, partitions, catalog)
     owned = owned_variables(settings, catalog)
@@ -192,20 +228,20 @@ async def _prepare(
                 "that the Kafka principal may create and describe them"
             )
         await asyncio.sleep(LAYOUT_POLL_SECONDS)
-    input_partitions(settings, counts, catalog)  # unchanged while we were creating
+    inputs = input_counts(settings, counts, catalog)  # present while we were creating
     check_ticks(settings, counts, partitions, catalog)
-    internal = {getattr(settings, field) for field in COPARTITIONED}
+    internal = internal_variables(settings, catalog)
     for name in owned:
         if name not in internal and counts[name] != partitions:
             log.info(
                 "output topic has its own partition count",
-                extra={"topic": name, "partitions": counts[name], "input_partitions": partitions},
+                extra={"topic": name, "partitions": counts[name], "worker_partitions": partitions},
             )
-    return partitions
+    return Layout(partitions, inputs)
 
 
-async def prepare_topics(settings: Settings, *, catalog: bool = False) -> int:
-    """Check the input topics, create Nudge's own; return the partition count.
+async def prepare_topics(settings: Settings, *, catalog: bool = False) -> Layout:
+    """Check the input topics, create Nudge's own; return the layout.
 
     All within ``settings.kafka_startup_timeout_seconds``. Raises
     :class:`~stream.broker_probe.BrokerUnusable` when Kafka cannot be reached,

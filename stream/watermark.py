@@ -37,14 +37,21 @@ sources: its messages wait in event-time order (not offset order: the caller ack
 them in offset order), its bound is the least of the first waiting message and the
 ``external`` function's answer (a bound its sources announce), and its first message
 leaves only once it is not later than that answer either. Waiting for an external bound
-ends after ``external_hold`` (default ``max_hold``) rather than ``max_hold``.
+ends after its own hold (``external_holds``, else ``external_hold``, default ``max_hold``)
+rather than ``max_hold``. :class:`Marks` keeps such announced bounds, :class:`Gate`
+acknowledges an external topic's messages in offset order.
+
+A message *passing through* (re-keyed to another partition's owner, ``stream.rekeying``)
+waits in its topic's queue like an unparseable one (it leaves as soon as it heads the
+queue, so the topic is still acknowledged in offset order) but counts as read at its
+event time.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +89,17 @@ class Watermark:
         unknown_grace_ms: int,
         external: Mapping[str, Callable[[int], int]] | None = None,
         external_hold: float | None = None,
+        external_holds: Mapping[str, float] | None = None,
+        read_external: Collection[str] = (),
     ) -> None:
+        """``read_external``: external topics whose announced bound counts in
+        :meth:`read_horizon` (their sources announce what they have *read*)."""
         self.partition = partition
         self._external = dict(external or {})
-        self._external_hold = max_hold if external_hold is None else external_hold
+        hold = max_hold if external_hold is None else external_hold
+        self._holds = {name: (external_holds or {}).get(name, hold) for name in self._external}
         self._names = (*topics, *self._external)
+        self._read_names = (*topics, *(n for n in self._external if n in read_external))
         self._topics = {name: _Topic() for name in self._names}
         self._starts = dict(starts or {})
         self.assigned_ms = assigned_ms
@@ -94,13 +107,16 @@ class Watermark:
         self._unknown_grace_ms = unknown_grace_ms
         self.waiting = 0
 
-    def add(self, topic: str, offset: int, ts_ms: int, item: Any, now: float) -> None:
+    def add(
+        self, topic: str, offset: int, ts_ms: int, item: Any, now: float, *, passing: bool = False
+    ) -> None:
+        """``passing``: the message only passes through (see the module docstring)."""
         state = self._topics[topic]
         if topic in self._external and state.waiting and ts_ms < state.waiting[-1].ts_ms:
             keys = [w.ts_ms for w in state.waiting]
             state.waiting.insert(bisect.bisect_right(keys, ts_ms), _Waiting(ts_ms, now, item))
         else:
-            state.waiting.append(_Waiting(ts_ms, now, item))
+            state.waiting.append(_Waiting(UNORDERED if passing else ts_ms, now, item))
         state.read = offset + 1
         if ts_ms != UNORDERED:
             state.last_ts = ts_ms
@@ -163,12 +179,10 @@ class Watermark:
                         for name in self._names
                     )
                 )
-                or (
-                    waited < self._external_hold
-                    and any(
-                        self._bound(name, end_offset, now_ms) < first.ts_ms
-                        for name in self._external
-                    )
+                or any(
+                    waited < self._holds[name]
+                    and self._bound(name, end_offset, now_ms) < first.ts_ms
+                    for name in self._external
                 )
             ):
                 break  # another topic may still hold an earlier event
@@ -187,11 +201,74 @@ class Watermark:
         return horizon
 
     def read_horizon(self, now_ms: int, end_offset: EndOffset) -> int:
-        """How far the topics that are not external have been *read* (applied or not):
-        ``now_ms``, or the least bound on their unread messages if that is earlier."""
+        """How far the topics that are not external (and the ``read_external`` ones) have
+        been *read* (applied or not): ``now_ms``, or the least bound on their unread
+        messages if that is earlier."""
         horizon = now_ms
-        for name in self._names[: len(self._names) - len(self._external)]:
+        for name in self._read_names:
             bound = self._bound(name, end_offset, now_ms, read=True)
             if bound < horizon:
                 horizon = bound
         return horizon
+
+    def read_bound(self, topic: str, now_ms: int, end_offset: EndOffset) -> int:
+        """How far one topic has been read: ``now_ms``, or its bound on unread messages."""
+        return min(now_ms, self._bound(topic, end_offset, now_ms, read=True))
+
+
+class Gate:
+    """Acknowledges one topic partition's messages in offset order, whatever the order in
+    which they are done (Faust commits acknowledged offsets only in order)."""
+
+    def __init__(self) -> None:
+        self._order: deque[Any] = deque()
+        self._done: set[int] = set()
+
+    def read(self, item: Any) -> None:
+        self._order.append(item)
+
+    def done(self, item: Any) -> None:
+        self._done.add(id(item))
+
+    def ready(self) -> list[Any]:
+        out = []
+        while self._order and id(self._order[0]) in self._done:
+            item = self._order.popleft()
+            self._done.discard(id(item))
+            out.append(item)
+        return out
+
+
+class Marks:
+    """The watermarks ``sources`` partitions announce: their least, once all have spoken.
+
+    A source not heard of holds the bound at the start of time for ``grace_ms`` after the
+    assignment (another worker's partitions may take a while to recover); one silent for
+    ``stale`` seconds is left out (a stopped source delays, never stalls)."""
+
+    def __init__(
+        self, sources: int, assigned_ms: int, grace_ms: int, stale: float, monotonic: Callable
+    ) -> None:
+        self._sources = sources
+        self._assigned_ms = assigned_ms
+        self._grace_ms = grace_ms
+        self._stale = stale
+        self._monotonic = monotonic
+        self._marks: dict[int, tuple[int, float]] = {}
+
+    def note(self, source: int, ms: int) -> None:
+        known = self._marks.get(source)
+        self._marks[source] = (max(ms, known[0]) if known else ms, self._monotonic())
+
+    def bound(self, now_ms: int) -> int:
+        now = self._monotonic()
+        least = FOREVER
+        for source in range(self._sources):
+            known = self._marks.get(source)
+            if known is None:
+                if now_ms - self._assigned_ms < self._grace_ms:
+                    return NEVER
+                continue
+            if now - known[1] <= self._stale and known[0] < least:
+                least = known[0]
+        return least

@@ -18,7 +18,7 @@ from pathlib import Path
 from stream.broker_probe import BrokerUnusable
 from stream.logs import configure_logging, logging_config
 from stream.settings import Settings, SettingsError, load_settings
-from stream.topics import TopicSetupError, prepare_topics
+from stream.topics import Layout, TopicSetupError, prepare_topics
 from triggers.rules import Rules, RulesError, load_rules
 
 log = logging.getLogger("nudge.worker")
@@ -46,10 +46,10 @@ def _load_rules(path: Path | None) -> Rules | None:
 
 def startup_partitions(
     settings: Settings, loop: asyncio.AbstractEventLoop, *, catalog: bool = False
-) -> int | None:
-    """The topics' partition count once Kafka is reached and the topics are in order."""
+) -> Layout | None:
+    """The topics' layout once Kafka is reached and the topics are in order."""
     try:
-        partitions = loop.run_until_complete(prepare_topics(settings, catalog=catalog))
+        layout = loop.run_until_complete(prepare_topics(settings, catalog=catalog))
     except (BrokerUnusable, TopicSetupError) as exc:
         log.error(str(exc).replace("%", "%%"))  # the message is the template: never merged
         return None
@@ -61,14 +61,7 @@ def startup_partitions(
             settings.kafka_startup_timeout_seconds,
         )
         return None
-    if "partitions" in settings.model_fields_set and settings.partitions != partitions:
-        log.warning(
-            "NUDGE_PARTITIONS=%d is ignored: Nudge uses the input topics' partition count, %d; "
-            "unset NUDGE_PARTITIONS",
-            settings.partitions,
-            partitions,
-        )
-    return partitions
+    return layout
 
 
 def worker_command(rules: str | None = None) -> int:
@@ -92,9 +85,10 @@ def worker_command(rules: str | None = None) -> int:
     asyncio.set_event_loop(loop)
     from stream.catalog_fanout import enabled as catalog_enabled
 
-    partitions = startup_partitions(settings, loop, catalog=catalog_enabled(engine_rules))
-    if partitions is None:
+    layout = startup_partitions(settings, loop, catalog=catalog_enabled(engine_rules))
+    if layout is None:
         return EXIT_SETUP
+    partitions = layout.partitions
 
     # Faust and the app only now: a start that fails its checks fails fast.
     from faust.worker import Worker
@@ -102,7 +96,7 @@ def worker_command(rules: str | None = None) -> int:
     from stream.app import create_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    nudge = create_app(settings, engine_rules, partitions=partitions)
+    nudge = create_app(settings, engine_rules, layout=layout)
     log.info(
         "nudge %s starting: rules %s, %d partitions",
         nudge_version(),
@@ -113,7 +107,7 @@ def worker_command(rules: str | None = None) -> int:
             "rules_version": engine_rules.version_label,
             "partitions": partitions,
             "app_id": settings.app_id,
-            "input_topics": list(settings.input_topics),
+            "input_topics": layout.inputs,
         },
     )
     worker = Worker(

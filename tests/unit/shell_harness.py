@@ -144,7 +144,7 @@ class Shell:
         self.restarts = 0
         self._ids = itertools.count(1)
         self.batches = self._new_batches()
-        self.batches.assigned(self.partitions, [], self.committed())
+        self.batches.assigned(self.partitions, [], self.committed(), sources=self.sources())
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -168,10 +168,19 @@ class Shell:
             clock=self.clock.wall,
             monotonic=self.clock.monotonic,
             catalog=self.catalog_fanout(),
+            rekeying=self.rekeying(),
         )
 
     def catalog_fanout(self) -> Any:
         """The catalog fan-out to give the worker (None here; ``tests.unit.catalog_harness``)."""
+        return None
+
+    def rekeying(self) -> Any:
+        """The re-keying to give the worker (None here; ``tests.unit.rekey_harness``)."""
+        return None
+
+    def sources(self) -> list[tuple[str, int]] | None:
+        """The input topic partitions the worker owns (None: the user partitions')."""
         return None
 
     def consumed(self) -> tuple[str, ...]:
@@ -196,7 +205,7 @@ class Shell:
         self.metrics = NudgeMetrics.create(CollectorRegistry())
         self.batches = self._new_batches()
         rows = wake_times(self.store.items())
-        self.batches.assigned(self.partitions, rows, self.committed())
+        self.batches.assigned(self.partitions, rows, self.committed(), sources=self.sources())
         self.batches.checkpoint.recently_sent = {s.json()["trigger_id"] for s in self.triggers()}
 
     # -- input ----------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from stream.topics import (
     MissingInputTopics,
     TopicLayoutError,
     check_ticks,
-    input_partitions,
     to_create,
+    worker_partitions,
 )
 from tests.unit.timelines import make_rules
 
@@ -26,12 +26,13 @@ INPUTS = {"shop.browse": 4, "shop.cart": 4, "shop.order": 4, "shop.prefs": 4}
 
 
 def test_the_catalog_topic_is_required_only_with_a_catalog_trigger_on() -> None:
-    assert input_partitions(SETTINGS, INPUTS) == 4
+    assert worker_partitions(SETTINGS, INPUTS) == 4
     with pytest.raises(MissingInputTopics, match=re.escape("shop.catalog (NUDGE_TOPIC_CATALOG)")):
-        input_partitions(SETTINGS, INPUTS, catalog=True)
-    with pytest.raises(TopicLayoutError, match=re.escape("shop.catalog (NUDGE_TOPIC_CATALOG)=2")):
-        input_partitions(SETTINGS, INPUTS | {"shop.catalog": 2}, catalog=True)
-    assert input_partitions(SETTINGS, INPUTS | {"shop.catalog": 4}, catalog=True) == 4
+        worker_partitions(SETTINGS, INPUTS, catalog=True)
+    # Catalog events are not re-keyed: the catalog topic must have the worker's count.
+    with pytest.raises(TopicLayoutError, match=re.escape("shop.catalog (NUDGE_TOPIC_CATALOG)")):
+        worker_partitions(SETTINGS, INPUTS | {"shop.catalog": 2}, catalog=True)
+    assert worker_partitions(SETTINGS, INPUTS | {"shop.catalog": 4}, catalog=True) == 4
 
 
 def test_the_internal_topics_are_created_with_the_input_partition_count() -> None:
