@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from triggers.rules import RulesError, dump_rules, load_rules
+from triggers.rules_source import EXAMPLE_FILE
 
 
 def rules_check_command(path: str) -> int:
@@ -13,7 +14,11 @@ def rules_check_command(path: str) -> int:
         rules = load_rules(path)
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s); rules refused", file=sys.stderr)
+        print(
+            f"{path}: {len(exc.errors)} error(s); rules refused (every key, commented:"
+            f" {EXAMPLE_FILE})",
+            file=sys.stderr,
+        )
         return 1
     sys.stdout.write(dump_rules(rules))
     return 0

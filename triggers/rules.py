@@ -56,7 +56,14 @@ from triggers.custom import CustomRules, check_name
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
 from triggers.registry import KIND_BY_NAME, KINDS, NAMES
-from triggers.rules_source import YamlProblem, dump_yaml, load_yaml, locate, suggest
+from triggers.rules_source import (
+    EXAMPLE_FILE,
+    YamlProblem,
+    dump_yaml,
+    load_yaml,
+    locate,
+    suggest,
+)
 from triggers.rules_types import (
     MAX_INT,
     Duration,
@@ -308,7 +315,7 @@ def parse_rules(text: str, source: str | None = None) -> Rules:
         data = {}
     if not isinstance(data, dict):
         raise RulesError(
-            [("", "the rules file must be a mapping of keys, see rules.example.yaml")],
+            [("", f"the rules file must be a mapping of keys, see {EXAMPLE_FILE}")],
             [1],
             source,
         )

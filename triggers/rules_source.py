@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import pathlib
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -24,6 +25,9 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]  # mapping keys as str, list indices as int
+#: Every key of the rules file with its default, commented: shipped in the package (the
+#: repository's rules.example.yaml), so that errors can point at it wherever Nudge runs.
+EXAMPLE_FILE = pathlib.Path(__file__).with_name("rules.example.yaml")
 MAP = "tag:yaml.org,2002:map"
 SEQ = "tag:yaml.org,2002:seq"
 

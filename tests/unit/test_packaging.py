@@ -1,9 +1,15 @@
-"""Packaging: the licence file matches the metadata; the image installs pinned versions."""
+"""Packaging: the licence file matches the metadata; the image installs pinned versions; the
+wheel carries the metadata and the commented rules example."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -70,3 +76,66 @@ def test_the_developer_setup_installs_the_same_pins_as_the_image() -> None:
     assert "constraints.txt -nt" in dev  # a moved pin reinstalls
     refresh = (ROOT / "scripts" / "refresh_pins.sh").read_text()
     assert "pip freeze" in refresh and "constraints.txt" in refresh
+
+
+EXAMPLE = ROOT / "rules.example.yaml"
+PACKAGED_EXAMPLE = ROOT / "triggers" / "rules.example.yaml"
+
+
+def test_the_packaged_rules_example_is_the_repositorys() -> None:
+    assert PACKAGED_EXAMPLE.read_bytes() == EXAMPLE.read_bytes(), (
+        "triggers/rules.example.yaml differs from rules.example.yaml: "
+        "cp rules.example.yaml triggers/rules.example.yaml"
+    )
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "rules.example.yaml" in package_data["package-data"]["triggers"]
+
+
+def test_the_metadata_says_what_nudge_is_for_an_index() -> None:
+    classifiers = PROJECT["classifiers"]
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert any(c.startswith("Development Status :: ") for c in classifiers)
+    assert not any(c.startswith("License :: ") for c in classifiers)  # PEP 639: `license`
+    assert PROJECT["keywords"] and PROJECT["description"]
+
+
+def test_the_wheel_ships_the_rules_example_that_errors_point_at(tmp_path: Path) -> None:
+    """What a user installs: the wheel (built from a copy of the sources, in isolation) holds
+    the commented example and its metadata, and a rules error names the installed file."""
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for package in ("triggers", "stream", "cli", "simulation"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    build = [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(source)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("nudge-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("triggers/rules.example.yaml") == EXAMPLE.read_bytes()
+        (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata_text = archive.read(meta).decode()
+    assert "Classifier: Programming Language :: Python :: 3.11" in metadata_text
+    install = [*pip, "install", "--no-deps", "--target", str(site), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    probe = (
+        "from triggers.rules import RulesError, parse_rules\n"
+        "try:\n    parse_rules('- a list')\n"
+        "except RulesError as exc:\n    print(str(exc).rsplit(' see ', 1)[1])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    named = Path(done.stdout.strip())
+    assert named == site / "triggers" / "rules.example.yaml"
+    assert named.read_bytes() == EXAMPLE.read_bytes()

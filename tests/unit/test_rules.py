@@ -483,7 +483,10 @@ def test_rules_check_prints_each_error_with_its_key_path(tmp_path: Path) -> None
         f"{bad}:2: triggers.cart_abandonment.stages[1]: not a duration: 'nope'"
     )
     assert lines[1].startswith(f"{bad}:3: contact_policy.max_delay: a duration cannot be negative")
-    assert lines[2] == f"{bad}: 2 error(s); rules refused"
+    # The last line points at the commented example, shipped with the package.
+    example = ROOT / "triggers" / "rules.example.yaml"
+    assert lines[2] == f"{bad}: 2 error(s); rules refused (every key, commented: {example})"
+    assert example.read_bytes() == (ROOT / "rules.example.yaml").read_bytes()
 
 
 MULTI_LINE = """\
@@ -517,7 +520,7 @@ def test_errors_carry_the_line_and_suggest_the_key_meant() -> None:
         # a missing key: the line of the mapping that lacks it
         "rules.yaml:10: contact_policy.quiet_hours.end: Field required",
         "rules.yaml:13: colour: unknown key (known keys: version, default_timezone, triggers,"
-        " contact_policy, segments, offers)",
+        " contact_policy, segments, offers, channels, retention, erasure_memory)",
     ]
     assert caught.value.lines == [6, 7, 8, 12, 10, 13]
     assert [path for path, _ in caught.value.errors][:2] == [
@@ -564,7 +567,8 @@ def test_a_yaml_syntax_error_is_named_by_file_line_and_column(tmp_path: Path) ->
     assert done.returncode == 1
     assert done.stderr.decode().splitlines() == [
         f"{path}:4:10: not valid YAML: expected ',' or ']', but got ':'",
-        f"{path}: 1 error(s); rules refused",
+        f"{path}: 1 error(s); rules refused (every key, commented:"
+        f" {ROOT / 'triggers' / 'rules.example.yaml'})",
     ]
 
 
