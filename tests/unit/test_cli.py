@@ -249,6 +249,33 @@ def test_ctrl_c_is_exit_130_in_one_line_for_every_command(
     assert err.decode().splitlines() == [f"{name}: interrupted (Ctrl-C)"]
 
 
+def test_ctrl_c_while_the_worker_waits_for_kafka_is_exit_130(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        env = {
+            **os.environ,
+            **kafka_at(int(silent.getsockname()[1]), timeout=60),
+            "NUDGE_DATA_DIR": str(tmp_path / "data"),
+        }
+        process = subprocess.Popen(
+            [*NUDGE, "worker"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        try:
+            silent.settimeout(30)
+            connection, _ = silent.accept()  # start-up checks: reaching Kafka
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=20)
+            connection.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 130
+    assert err.decode().splitlines()[-1] == "nudge worker: interrupted (Ctrl-C)"
+    assert b"Traceback" not in err
+
+
 def test_a_missing_topic_is_named_with_the_closest_existing_one() -> None:
     error = missing_topic(
         "marketing.trigger", {"marketing.triggers", "shop.cart", "__consumer_offsets"}, "k:9092"
