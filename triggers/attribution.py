@@ -31,5 +31,6 @@ def attribute(
         revenue=order.total,
         converted_at=order.ts,
         variant=decision.variant,
+        channel=decision.channel,
     )
     return ContactLog(log.recent, log.last_by_trigger, None), conversion

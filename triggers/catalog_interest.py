@@ -123,6 +123,15 @@ class CatalogBook:
             if not prices:
                 del users[user_id]  # type: ignore[union-attr]
 
+    def forget_user(self, user_id: str) -> None:
+        """Erasure or retention (contract 8.5): the user's interest and armed rows go."""
+        for by_product in (self.interest, self.armed):
+            for product_id in [p for p, users in by_product.items() if user_id in users]:
+                users = by_product[product_id]
+                del users[user_id]
+                if not users:
+                    del by_product[product_id]
+
     def apply(self, event: ProductUpdated) -> list[CatalogChanged]:
         """The per-user messages of one catalog event (none for a duplicate or test one)."""
         if event.test or event.event_id in self.seen:

@@ -1,7 +1,8 @@
 """The contact policy at send time (contract section 3, rules 3 to 7) and the contact log.
 
 ``judge`` applies, in order: opted out -> cooldown (stage 1 of an episode
-only) -> frequency cap -> holdout -> sent. Staleness and quiet hours (rules 1
+only) -> frequency cap -> no channel left (step 5a, contract 8.2, found by
+:func:`triggers.channels.choose_channel`) -> holdout -> sent. Staleness and quiet hours (rules 1
 and 2) are decided before, by the engine, because they move or drop a stage
 rather than judge it.
 
@@ -60,8 +61,11 @@ def judge(
     log: ContactLog,
     outside: Iterable[datetime],
     policy: ContactPolicyRules,
+    channel_refusal: str | None = None,
 ) -> tuple[str, str | None]:
-    """(status, reason) for a stage reached at ``now``, outside quiet hours and not stale."""
+    """(status, reason) for a stage reached at ``now``, outside quiet hours and not stale.
+
+    ``channel_refusal``: why step 5a found no channel (``no_channel``, ``frequency_cap``)."""
     if opted_out:
         return SUPPRESSED, "opted_out"
     if stage == 1 and cooldown > timedelta(0):
@@ -71,6 +75,8 @@ def judge(
     cap = policy.frequency_cap
     if (log.recent or outside) and contacts_in_window(log, outside, now, cap.per) >= cap.max:
         return SUPPRESSED, "frequency_cap"
+    if channel_refusal is not None:
+        return SUPPRESSED, channel_refusal
     if in_holdout(user_id, trigger, policy.holdout_salt, policy.holdout_percent):
         return HOLDOUT, None
     return SENT, None
@@ -84,13 +90,16 @@ def record_contact(
     now: datetime,
     per: timedelta,
     variant: str | None = None,
+    channel: str | None = None,
 ) -> ContactLog:
     """The log after a sent/holdout decision at ``now``: counted, last per trigger, attributable."""
     start = now - per
     recent = (*[moment for moment in log.recent if moment > start], now)
     by_trigger = (*[(n, m) for n, m in log.last_by_trigger if n != trigger], (trigger, now))
     arm = "treatment" if status == SENT else "holdout"
-    return ContactLog(recent, by_trigger, Attributable(trigger_id, trigger, arm, now, variant))
+    return ContactLog(
+        recent, by_trigger, Attributable(trigger_id, trigger, arm, now, variant, channel)
+    )
 
 
 def pruned(

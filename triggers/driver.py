@@ -15,6 +15,22 @@ by the next call that has the facts. Replay always has them.
 
 ``Advance.wake`` is when the user must next be looked at: the next due time, or the
 time the oldest held decision was reached (at once: it waits only for the facts).
+
+Contract section 8, for the shell:
+
+- engagement feedback (``message_*``) and ``user_erased`` are ordinary events of
+  :func:`triggers.events.parse_event`, passed to :meth:`Driver.event` like any other;
+- ``Advance.outcome == "erased"``: the user was erased; ``Advance.state`` is the erasure
+  memory alone (``UserState(user_id, erased_at=ts)``), ``records`` ends with the
+  ``Erasure`` record. The shell deletes everything else it keeps of the user (outside
+  facts, catalog interest rows, deadlines) and stores that memory;
+- ``Advance.outcome == "before_erasure"``: an event not later than a remembered
+  erasure, ignored;
+- :meth:`Driver.expires_at` / :meth:`Driver.expired`: when the user is to be deleted
+  without a record, whatever they had (retention: no event and no pending stage for
+  ``retention``; or an erasure memory with nothing else, ``erasure_memory`` after the
+  erasure). Not part of ``wake``: the shell sweeps for it; ``nudge replay`` keeps a
+  second index (:mod:`triggers.replay`).
 """
 
 from __future__ import annotations
@@ -22,19 +38,22 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+from msgspec.structs import replace
 
-from triggers.engine import NO_FACTS, PROCESSED, Engine, OutsideFacts, Record
+from triggers.catalog import CatalogChanged
+from triggers.engine import Engine
 from triggers.events import Event
 from triggers.held import earliest_held, hold, release
 from triggers.rules import Rules
 from triggers.state import UserState
+from triggers.steps import NO_FACTS, PROCESSED, OutsideFacts, Record
 
 
 class Advance(msgspec.Struct, frozen=True, gc=False):
     state: UserState
     records: tuple[Record, ...]  # in emission order
     wake: datetime | None  # when to look at the user again (None: nothing pending or held)
-    outcome: str  # processed | duplicate | test (events), fired (time)
+    outcome: str  # processed | duplicate | test | before_erasure | erased (events), fired
     changed: bool  # False: the state is the one passed in, nothing to store
 
 
@@ -43,6 +62,9 @@ class Driver:
         self.engine = Engine(rules)
         self.rules = rules
         self._max_delay = rules.contact_policy.max_delay
+        self._retention = rules.retention  # zero: forever
+        self._erasure_memory = rules.erasure_memory
+        self._channels = rules.channels
 
     def wake(self, state: UserState) -> datetime | None:
         due = self.engine.next_due(state)
@@ -68,6 +90,8 @@ class Driver:
         state = step.state
         due = step.next_due
         outcome = step.outcome
+        if self._retention and outcome == PROCESSED and type(event) is not CatalogChanged:
+            state = _touched(state, event.ts)
         if outcome == PROCESSED:
             if due is not None and due <= horizon and due <= now:
                 records += step.records
@@ -94,9 +118,9 @@ class Driver:
     ) -> UserState:
         if not state.held or facts is None:
             return state
-        state, released = release(state, now, facts.suppressed, self._max_delay)
+        state, released = release(state, now, facts.suppressed, self._max_delay, self._channels)
         out += released
-        return state
+        return _touched(state, now) if self._retention and released else state
 
     def _fire(
         self,
@@ -111,12 +135,39 @@ class Driver:
         step = self.engine.on_time(state, now, facts or NO_FACTS, until=until)
         if not step.records:
             return step.state, step.next_due
+        if self._retention:
+            step = replace(step, state=_touched(step.state, now))
         if facts is None:
             after, emitted = hold(state.contacts, step.state, step.records)  # type: ignore[arg-type]
             out += emitted
             return after, step.next_due
         out += step.records
         return step.state, step.next_due
+
+    def expires_at(self, state: UserState) -> datetime | None:
+        """When the user is to be deleted without a record (contract 8.5), as things stand:
+        the end of the erasure memory of a user with nothing else kept; else, with a
+        ``retention``, that long after the later of their last event and last decision,
+        unless a stage is pending or a decision held. None: not as things stand."""
+        erased_at = state.erased_at
+        if erased_at is not None and state == UserState(state.user_id, erased_at=erased_at):
+            return erased_at + self._erasure_memory
+        if not self._retention or state.held or self.engine.next_due(state) is not None:
+            return None
+        last = state.touched_at or state.last_activity
+        return None if last is None else last + self._retention
+
+    def expired(self, state: UserState, now: datetime) -> bool:
+        """Is the user to be deleted now (no record, no trace: contract 8.5)?"""
+        at = self.expires_at(state)
+        return at is not None and at <= now
+
+
+def _touched(state: UserState, moment: datetime) -> UserState:
+    """The state with ``touched_at`` (retention's clock) moved to ``moment`` if later."""
+    if state.touched_at is not None and state.touched_at >= moment:
+        return state
+    return replace(state, touched_at=moment)
 
 
 def _wake(state: UserState, due: datetime | None) -> datetime | None:

@@ -14,14 +14,18 @@ Pure and deterministic: no I/O, no wall clock. The caller (the live service or
 
 ``Step.outcome`` is ``processed``, ``duplicate`` or ``test`` for events (for
 the last two ``state`` is returned unchanged and need not be stored; for a new
-user it is a fresh empty state) and ``fired`` for ``on_time``.
+user it is a fresh empty state), ``before_erasure`` (ignored, unchanged) or
+``erased`` (the state is the erasure memory alone), and ``fired`` for ``on_time``.
+
+Engagement feedback (contract 8.3) is no shop activity: it changes per-channel
+consent only and gives one ``Engagement`` record. ``user_erased`` (8.5) replaces
+the state by ``UserState(user_id, erased_at=ts)`` and gives one ``Erasure`` record.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-import msgspec
 from msgspec.structs import replace
 
 from triggers import (
@@ -33,7 +37,14 @@ from triggers import (
 )
 from triggers.attribution import attribute
 from triggers.catalog import CatalogChanged
+from triggers.channels import after_answers, after_feedback, preferences_after
 from triggers.contact_policy import pruned
+from triggers.event_engagement import (
+    ENGAGEMENT_CLASSES,
+    EngagementEvent,
+    UserErased,
+    audit_record,
+)
 from triggers.events import (
     CartCleared,
     CartItemAdded,
@@ -49,9 +60,8 @@ from triggers.events import (
     WishlistAdded,
 )
 from triggers.firing import fire_due, firing_rules, next_due
-from triggers.frozen import frozen_record
-from triggers.order_history import add_order, cancel_order, knows_order
-from triggers.records import Conversion, Decision
+from triggers.order_history import add_order, cancel_order, knows_order, latest_order_placed
+from triggers.records import Erasure
 from triggers.registry import reactors
 from triggers.rules import Rules
 from triggers.state import (
@@ -66,40 +76,18 @@ from triggers.state import (
     has_seen,
     remember,
 )
-
-PROCESSED = "processed"
-DUPLICATE = "duplicate"
-TEST = "test"
-FIRED = "fired"
-
-Record = Decision | Conversion
-
-
-@frozen_record
-class OutsideFacts:
-    """What the shell looked up outside the core just before calling ``on_time``."""
-
-    suppressed: bool = False  # the user is in the operator's suppression set
-    contacts: tuple[datetime, ...] = ()  # contacts by other senders (frequency cap only)
-
-
-NO_FACTS = OutsideFacts()
-
-
-class Step(msgspec.Struct, frozen=True, gc=False):
-    state: UserState
-    records: tuple[Record, ...]  # in emission order
-    next_due: datetime | None  # when on_time must next be called for this user
-    outcome: str  # processed | duplicate | test | fired
-
-
-def latest_order_placed(state: UserState) -> datetime | None:
-    """The latest order_placed seen, cancelled or not: cart and views before it are history."""
-    orders, emptied = state.history.orders, state.cart.emptied_at
-    kept = orders[-1].ts if orders else None  # order_history.last_order_at, inline
-    if kept is None or emptied is None:
-        return kept or emptied
-    return max(kept, emptied)
+from triggers.steps import (
+    BEFORE_ERASURE,
+    DUPLICATE,
+    ERASED,
+    FIRED,
+    NO_FACTS,
+    PROCESSED,
+    TEST,
+    OutsideFacts,
+    Record,
+    Step,
+)
 
 
 class Engine:
@@ -116,6 +104,7 @@ class Engine:
         self._cooldown = self._firing.cooldown
         self._attribution_window = rules.contact_policy.attribution_window
         self._reactors = reactors(rules)  # triggers with their own event hook
+        self._erasure_memory = rules.erasure_memory
         self._handlers = {
             ProductViewed: self._product_viewed,
             CategoryViewed: self._activity_only,
@@ -129,6 +118,7 @@ class Engine:
             OrderCancelled: self._order_cancelled,
             PreferencesUpdated: self._preferences_updated,
             CatalogChanged: self._catalog_changed,
+            **dict.fromkeys(ENGAGEMENT_CLASSES, self._engagement),
         }
 
     # --- events ------------------------------------------------------------------------
@@ -142,13 +132,22 @@ class Engine:
             raise ValueError(f"event for {event.user_id!r} applied to state of {state.user_id!r}")
         if event.test:
             return Step(state, (), next_due(self._firing, state), TEST)
+        erased_at = state.erased_at
+        if erased_at is not None:  # the erasure memory (contract 8.5)
+            if now - erased_at > self._erasure_memory:
+                state = replace(state, erased_at=None)
+            elif event.ts <= erased_at:
+                return Step(state, (), next_due(self._firing, state), BEFORE_ERASURE)
+        if type(event) is UserErased:
+            erasure = Erasure(state.user_id, event.ts)
+            return Step(UserState(state.user_id, erased_at=event.ts), (erasure,), None, ERASED)
         digest = event_digest(event.event_id)
         if has_seen(state.seen, digest):
             return Step(state, (), next_due(self._firing, state), DUPLICATE)
         new_state, records = self._handlers[type(event)](
             state, event, remember(state.seen, digest), now
         )
-        if self._reactors:
+        if self._reactors and not isinstance(event, EngagementEvent):
             new_state = self._react(state, new_state, event)
         return Step(new_state, records, next_due(self._firing, new_state), PROCESSED)
 
@@ -200,6 +199,10 @@ class Engine:
             stage,
             send_at,
             state.held,
+            state.consent,
+            state.channel_contacts,
+            state.erased_at,
+            state.touched_at,
         )
 
     def _catalog_changed(
@@ -207,6 +210,13 @@ class Engine:
     ) -> tuple[UserState, tuple[Record, ...]]:
         """Not activity: only remembered (the catalog triggers' hooks act on it)."""
         return replace(state, seen=seen), ()
+
+    def _engagement(
+        self, state: UserState, event: EngagementEvent, seen: bytes, now: datetime
+    ) -> tuple[UserState, tuple[Record, ...]]:
+        """No activity: a consent effect (contract 8.3) and one audit record."""
+        consent = after_feedback(state.consent, event)
+        return replace(state, seen=seen, consent=consent), (audit_record(event),)
 
     def _activity_only(
         self, state: UserState, event: Event, seen: bytes, now: datetime
@@ -340,25 +350,22 @@ class Engine:
     def _preferences_updated(
         self, state: UserState, event: PreferencesUpdated, seen: bytes, now: datetime
     ) -> tuple[UserState, tuple[Record, ...]]:
-        prefs = state.prefs or Preferences()
-        opt_in, opt_in_at = prefs.opt_in, prefs.opt_in_at
-        zone, zone_at = prefs.timezone, prefs.timezone_at
-        if event.marketing_opt_in is not None and (opt_in_at is None or event.ts >= opt_in_at):
-            opt_in, opt_in_at = event.marketing_opt_in, event.ts
-        if event.timezone is not None and (zone_at is None or event.ts >= zone_at):
-            zone, zone_at = event.timezone, event.ts
+        prefs = preferences_after(state.prefs, event)
         new_state = self._finish(
             state,
             event,
             seen,
             now,
-            Preferences(opt_in, opt_in_at, zone, zone_at),
+            prefs,
             state.cart,
             state.history,
             state.viewed,
             state.pending,
             state.contacts,
         )
+        if event.channels:  # per-channel consent (contract 8.1)
+            consent = after_answers(state.consent, event.channels, event.ts)
+            new_state = replace(new_state, consent=consent)
         return new_state, ()
 
     def _react(self, before: UserState, after: UserState, event: Event) -> UserState:

@@ -70,6 +70,12 @@ Amount = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)] | Annotated[float, Meta(ge=0,
 #: A unit price is always a float: it is multiplied by (summed) quantities, and float
 #: products stay finite where integer ones could outgrow 64 bits.
 UnitPrice = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+MAX_CHANNEL_ANSWERS = 64
+#: ``preferences_updated.channels`` (contract 8.1): channel name -> consent, at most 64.
+ChannelAnswers = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)], bool],
+    Meta(max_length=MAX_CHANNEL_ANSWERS),
+]
 Birthday = Annotated[
     str,
     Meta(

@@ -27,13 +27,26 @@ or a deep array in one does not matter), but a message must be UTF-8 throughout.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 from msgspec.structs import force_setattr
 
+from triggers.event_base import UserEvent, settle
+from triggers.event_engagement import (
+    ENGAGEMENT_TOPIC,
+    ENGAGEMENT_TYPES,
+    ERASURE_TOPIC,
+    EngagementEvent,
+    MessageBounced,
+    MessageClicked,
+    MessageComplained,
+    MessageDelivered,
+    MessageOpened,
+    MessageUnsubscribed,
+    UserErased,
+)
 from triggers.event_fields import (
     MAX_AMOUNT,
     MAX_ID_CHARS,
@@ -43,6 +56,7 @@ from triggers.event_fields import (
     REASONS,
     Amount,
     Birthday,
+    ChannelAnswers,
     Id,
     InvalidEvent,
     Label,
@@ -56,9 +70,11 @@ from triggers.event_fields import (
     is_birthday,
     is_time_zone,
 )
-from triggers.timestamps import FAST_MS_LIMIT, TimestampError, event_time
 
 __all__ = [
+    "ENGAGEMENT_TOPIC",
+    "ENGAGEMENT_TYPES",
+    "INPUT_TOPIC_OF_TYPE",
     "MAX_AMOUNT",
     "MAX_ID_CHARS",
     "MAX_LABEL_CHARS",
@@ -72,8 +88,15 @@ __all__ = [
     "CartItemRemoved",
     "CategoryViewed",
     "CheckoutStarted",
+    "EngagementEvent",
     "Event",
     "InvalidEvent",
+    "MessageBounced",
+    "MessageClicked",
+    "MessageComplained",
+    "MessageDelivered",
+    "MessageOpened",
+    "MessageUnsubscribed",
     "OrderCancelled",
     "OrderLine",
     "OrderPlaced",
@@ -81,6 +104,7 @@ __all__ = [
     "ProductUpdated",
     "ProductViewed",
     "SearchPerformed",
+    "UserErased",
     "WishlistAdded",
     "is_time_zone",
     "parse_catalog_event",
@@ -88,36 +112,6 @@ __all__ = [
 ]
 
 CATALOG_TOPIC = "shop.catalog"
-_from_timestamp = datetime.fromtimestamp
-
-
-def _settle(event: UserEvent | ProductUpdated) -> None:
-    """The common normalisation: ``ts`` to aware UTC, a null ``test`` to false."""
-    ts = event.ts
-    if type(ts) is int and 0 <= ts < FAST_MS_LIMIT:  # the common case, inline
-        force_setattr(event, "ts", _from_timestamp(ts / 1000, UTC))
-    elif type(ts) is not datetime:
-        try:
-            force_setattr(event, "ts", event_time(ts))
-        except TimestampError as exc:
-            raise InvalidEvent(exc.reason, f"ts: {exc.detail}") from None
-    if event.test is None:
-        force_setattr(event, "test", False)
-
-
-class UserEvent(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
-    """Fields every user event has (contract section 1); unknown extra fields are ignored.
-
-    Each subclass also has ``test`` (true: a test order or staff purchase, ignored
-    entirely; null: false) and ``channel`` (web, app, store, ...), declared last."""
-
-    type: ClassVar[str]
-    event_id: Id
-    user_id: Id
-    ts: Timestamp
-
-    def __post_init__(self) -> None:
-        _settle(self)
 
 
 class ProductViewed(UserEvent, frozen=True, gc=False, tag="product_viewed"):
@@ -131,7 +125,7 @@ class ProductViewed(UserEvent, frozen=True, gc=False, tag="product_viewed"):
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.product_id) is int:
             force_setattr(self, "product_id", str(self.product_id))
 
@@ -165,7 +159,7 @@ class WishlistAdded(UserEvent, frozen=True, gc=False, tag="wishlist_added"):
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.product_id) is int:
             force_setattr(self, "product_id", str(self.product_id))
 
@@ -182,7 +176,7 @@ class CartItemAdded(UserEvent, frozen=True, gc=False, tag="cart_item_added"):
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.product_id) is int:
             force_setattr(self, "product_id", str(self.product_id))
         if self.quantity is None:
@@ -199,7 +193,7 @@ class CartItemRemoved(UserEvent, frozen=True, gc=False, tag="cart_item_removed")
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.product_id) is int:
             force_setattr(self, "product_id", str(self.product_id))
 
@@ -245,7 +239,7 @@ class OrderPlaced(UserEvent, frozen=True, gc=False, tag="order_placed"):
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.order_id) is int:
             force_setattr(self, "order_id", str(self.order_id))
         if self.total is None:
@@ -268,7 +262,7 @@ class OrderCancelled(UserEvent, frozen=True, gc=False, tag="order_cancelled"):
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.order_id) is int:
             force_setattr(self, "order_id", str(self.order_id))
 
@@ -281,11 +275,12 @@ class PreferencesUpdated(UserEvent, frozen=True, gc=False, tag="preferences_upda
     marketing_opt_in: bool | None = None
     timezone: TimeZoneName | None = None
     birthday: Birthday | UnsetType | None = UNSET
+    channels: ChannelAnswers | None = None  # contract 8.1: per-channel consent, name -> yes
     test: bool | None = False
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         zone = self.timezone
         if zone is not None and not is_time_zone(zone):
             raise InvalidEvent(
@@ -313,7 +308,7 @@ class ProductUpdated(
     channel: Label | None = None
 
     def __post_init__(self) -> None:
-        _settle(self)
+        settle(self)
         if type(self.product_id) is int:
             force_setattr(self, "product_id", str(self.product_id))
 
@@ -330,6 +325,13 @@ Event = (
     | OrderPlaced
     | OrderCancelled
     | PreferencesUpdated
+    | UserErased
+    | MessageDelivered
+    | MessageOpened
+    | MessageClicked
+    | MessageBounced
+    | MessageUnsubscribed
+    | MessageComplained
 )
 CatalogEvent = ProductUpdated
 
@@ -346,8 +348,15 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "order_cancelled": "shop.order",
     "preferences_updated": "shop.prefs",
 }
+#: Every user event's topic: the shop's (TOPIC_OF_TYPE, shop activity), the erasure and the
+#: engagement feedback (contract 8.3, 8.5).
+INPUT_TOPIC_OF_TYPE: dict[str, str] = {
+    **TOPIC_OF_TYPE,
+    UserErased.type: ERASURE_TOPIC,
+    **dict.fromkeys(ENGAGEMENT_TYPES, ENGAGEMENT_TOPIC),
+}
 _EVENT_CLASSES: tuple[type[UserEvent], ...] = Event.__args__  # type: ignore[attr-defined]
-assert {cls.type for cls in _EVENT_CLASSES} == TOPIC_OF_TYPE.keys()
+assert {cls.type for cls in _EVENT_CLASSES} == INPUT_TOPIC_OF_TYPE.keys()
 
 _USER = msgspec.json.Decoder(Event)
 _CATALOG = msgspec.json.Decoder(ProductUpdated)
@@ -358,7 +367,7 @@ _OTHERS_OF_USER = {
     f"{CATALOG_TOPIC}, not from the user topics"
 }
 _OTHERS_OF_CATALOG = dict.fromkeys(
-    TOPIC_OF_TYPE,
+    INPUT_TOPIC_OF_TYPE,
     f"a user event: user events are read from the user topics, not from the catalog topic "
     f"{CATALOG_TOPIC}",
 )

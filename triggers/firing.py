@@ -12,7 +12,10 @@ times by priority (highest first, then trigger name, product, stage). For each:
 1. reached later than its send time + ``max_delay``: ``suppressed``/``stale``;
 2. reached inside quiet hours: deferred to the end of the window (no record;
    the end becomes its send time);
-3. otherwise the contact policy (:func:`triggers.contact_policy.judge`) decides.
+3. otherwise the contact policy (:func:`triggers.contact_policy.judge`) decides, with
+   the channel step 5a (:func:`triggers.channels.choose_channel`) between its steps 5
+   and 6; a chosen channel inside its own quiet hours defers the stage to their end
+   (and past the global quiet hours then), where steps 3-6 are judged again.
 
 A decision that is not ``holdout`` carries the user's A/B variant of its trigger
 (:mod:`triggers.variants`; suppressed ones too, so that a report can see what each
@@ -29,6 +32,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from triggers import dormancy
+from triggers.channel_rules import ChannelRules, trigger_channels
+from triggers.channels import choose_channel, record_channel_contact
 from triggers.contact_policy import HOLDOUT, SUPPRESSED, judge, record_contact
 from triggers.custom import context as custom_context
 from triggers.episodes import next_stage, trigger_id
@@ -58,6 +63,8 @@ class FiringRules:
     sections: dict[str, object]  # the trigger's rules section
     contexts: dict[str, ContextOf]
     follows: dict[str, Follow]  # triggers whose next stage is not the next of `stages`
+    channels: dict[str, tuple[str, ...]]  # per trigger, in preference order (contract 8.2)
+    channel_rules: dict[str, ChannelRules]
 
 
 def firing_rules(rules: Rules) -> FiringRules:
@@ -83,6 +90,8 @@ def firing_rules(rules: Rules) -> FiringRules:
             **dict.fromkeys(custom, custom_context),
         },
         {kind.name: kind.follow for kind in KINDS if kind.follow is not None},
+        {name: trigger_channels(rules.channels, section) for name, section in sections.items()},
+        dict(rules.channels),
     )
 
 
@@ -130,6 +139,7 @@ def fire_due(
         (due_now if item.send_at <= until else remaining).append(item)
     policy = fr.rules.contact_policy
     contacts = state.contacts
+    channel_log = state.channel_contacts
     records: list[Decision] = []
     while due_now:
         if len(due_now) == 1:
@@ -139,6 +149,7 @@ def fire_due(
         due_now = [other for other in due_now if other is not item]
         if not fr.enabled[item.trigger]:  # disabled since it was armed: dropped
             continue
+        channel = None
         if now - item.send_at > policy.max_delay:
             status, reason = SUPPRESSED, "stale"
         else:
@@ -148,6 +159,9 @@ def fire_due(
                 remaining.append(_sent_at(item, quiet_end))
                 continue
             prefs = state.prefs
+            channel, refusal = choose_channel(
+                fr.channels[item.trigger], fr.channel_rules, state.consent, channel_log, now
+            )
             status, reason = judge(
                 state.user_id,
                 item.trigger,
@@ -158,9 +172,17 @@ def fire_due(
                 contacts,
                 outside_contacts,
                 policy,
+                refusal,
             )
+            if status == SUPPRESSED:
+                channel = None
+            elif channel is not None:
+                channel_quiet = _channel_quiet_end(fr, state, channel, now)
+                if channel_quiet is not None:  # judged again at the end of its quiet hours
+                    remaining.append(_at_send_time(fr, state, _sent_at(item, channel_quiet)))
+                    continue
         decision_id = trigger_id(state.user_id, item.trigger, item.key, item.stage)
-        decision = _decision(fr, state, item, decision_id, now, status, reason)
+        decision = _decision(fr, state, item, decision_id, now, status, reason, channel)
         records.append(decision)
         if status != SUPPRESSED:
             contacts = record_contact(
@@ -171,7 +193,11 @@ def fire_due(
                 now,
                 policy.frequency_cap.per,
                 decision.variant,
+                channel,
             )
+            if channel is not None:
+                rules = fr.channel_rules[channel]
+                channel_log = record_channel_contact(channel_log, channel, now, rules)
         follow = fr.follows.get(item.trigger)
         if follow is None:
             following = next_stage(item, fr.stages[item.trigger])
@@ -205,6 +231,11 @@ def fire_due(
         key,
         stage,
         send_at,
+        (),
+        state.consent,
+        channel_log,
+        state.erased_at,
+        state.touched_at,
     )
     return new_state, tuple(records)
 
@@ -246,9 +277,22 @@ def _quiet_end(fr: FiringRules, state: UserState, now: datetime) -> datetime | N
     window = fr.rules.contact_policy.quiet_hours
     if window is None:
         return None
+    return quiet_until(now, _zone(fr, state), window.start, window.end)
+
+
+def _channel_quiet_end(
+    fr: FiringRules, state: UserState, channel: str, now: datetime
+) -> datetime | None:
+    """The end of the channel's own quiet hours ``now`` is in (None: not in them)."""
+    window = fr.channel_rules[channel].quiet_hours
+    if window is None:
+        return None
+    return quiet_until(now, _zone(fr, state), window.start, window.end)
+
+
+def _zone(fr: FiringRules, state: UserState) -> ZoneInfo:
     zone_name = state.prefs.timezone if state.prefs is not None else None
-    zone = ZoneInfo(zone_name) if zone_name else fr.default_zone
-    return quiet_until(now, zone, window.start, window.end)
+    return ZoneInfo(zone_name) if zone_name else fr.default_zone
 
 
 def _decision(
@@ -259,6 +303,7 @@ def _decision(
     now: datetime,
     status: str,
     reason: str | None,
+    channel: str | None,
 ) -> Decision:
     segment = segment_of(state.history, now, fr.rules.segments)
     variant = None  # the holdout comes first: a holdout decision has no variant
@@ -279,6 +324,7 @@ def _decision(
         _context(fr, state, item, now),
         fr.rules_version,
         variant,
+        channel,
     )
 
 

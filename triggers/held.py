@@ -17,16 +17,21 @@ as at send time everywhere else: stale if reached later than its send time +
 ``max_delay`` (the send time is when the stage was reached, so a stage deferred by
 quiet hours is not stale because Redis was down at the end of the night); opted out
 if the operator's suppression set or the user's own preferences now say so; else it
-keeps its status and ``fired_at`` becomes the real send time. Idempotency (a decision
-already delivered before a crash is never delivered twice) is the shell's, by its id.
+keeps its status and ``fired_at`` becomes the real send time. A decision on a channel
+whose consent was withdrawn meanwhile (contract 8.3) is suppressed, ``no_channel``.
+Idempotency (a decision already delivered before a crash is never delivered twice) is
+the shell's, by its id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from msgspec.structs import replace
 
+from triggers.channel_rules import ChannelRules
+from triggers.channels import NO_CHANNEL, consent_of, has_consent
 from triggers.contact_policy import HOLDOUT, SENT, SUPPRESSED
 from triggers.records import Decision
 from triggers.state import Attributable, ContactLog, UserState
@@ -48,7 +53,11 @@ def hold(
 
 
 def release(
-    state: UserState, now: datetime, suppressed: bool, max_delay: timedelta
+    state: UserState,
+    now: datetime,
+    suppressed: bool,
+    max_delay: timedelta,
+    channels: Mapping[str, ChannelRules] | None = None,
 ) -> tuple[UserState, tuple[Decision, ...]]:
     """Judge the held decisions now that the facts are known; return the state and records."""
     if not state.held:
@@ -58,11 +67,15 @@ def release(
     attributable = contacts.attributable
     out: list[Decision] = []
     for decision in state.held:
-        status, reason = decision.status, decision.reason
+        status, reason, channel = decision.status, decision.reason, decision.channel
         if now - decision.fired_at > max_delay:
             status, reason = SUPPRESSED, "stale"
         elif opted_out:
             status, reason = SUPPRESSED, "opted_out"
+        elif channels and channel in channels and not _consents(state, channel, channels):
+            status, reason = SUPPRESSED, NO_CHANNEL
+        if status == SUPPRESSED:
+            channel = None
         released = Decision(
             decision.trigger_id,
             decision.trigger,
@@ -77,16 +90,21 @@ def release(
             decision.context,
             decision.rules_version,
             decision.variant,
+            channel,
         )
         out.append(released)
         if status in (SENT, HOLDOUT):
             arm = "treatment" if status == SENT else "holdout"
             attributable = Attributable(
-                decision.trigger_id, decision.trigger, arm, now, decision.variant
+                decision.trigger_id, decision.trigger, arm, now, decision.variant, channel
             )
     if attributable is not contacts.attributable:
         contacts = ContactLog(contacts.recent, contacts.last_by_trigger, attributable)
     return replace(state, contacts=contacts, held=()), tuple(out)
+
+
+def _consents(state: UserState, channel: str, channels: Mapping[str, ChannelRules]) -> bool:
+    return has_consent(consent_of(state.consent, channel), channels[channel])
 
 
 def earliest_held(state: UserState) -> datetime | None:

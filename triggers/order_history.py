@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from triggers.events import OrderPlaced
-from triggers.state import Order, OrderHistory, ProductPurchases
+from triggers.state import Order, OrderHistory, ProductPurchases, UserState
 
 MAX_ORDERS = 32
 MAX_PRODUCTS = 32
@@ -120,3 +120,12 @@ def cancel_order(history: OrderHistory, order_id: str) -> tuple[OrderHistory, Or
         tuple(products),
         cancelled,
     ), order
+
+
+def latest_order_placed(state: UserState) -> datetime | None:
+    """The latest order_placed seen, cancelled or not: cart and views before it are history."""
+    orders, emptied = state.history.orders, state.cart.emptied_at
+    kept = orders[-1].ts if orders else None  # order_history.last_order_at, inline
+    if kept is None or emptied is None:
+        return kept or emptied
+    return max(kept, emptied)

@@ -1,9 +1,12 @@
-"""Output records (contract section 4): decisions and conversions, and their JSON bytes.
+"""Output records (contract sections 4 and 8.6): decisions, conversions, engagement and
+erasure audit records, and their JSON bytes.
 
 ``record_to_json`` is deterministic: fixed key order, RFC 3339 UTC times with
 ``Z`` (milliseconds only when non-zero), the ``context`` mapping in the order
-its trigger built it, ``variant`` (contract 7.2, null where the trigger has no
-variants) last. No trailing newline.
+its trigger built it, then ``variant`` (contract 7.2, null where the trigger has no
+variants) and ``channel`` (contract 8, null without channels or when suppressed).
+An engagement record carries ``url`` and ``bounce`` only when its event had them.
+No trailing newline.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from triggers.timestamps import format_timestamp
 
 SEGMENT_NAMES = ("prospect", "new", "potential", "core", "dormant", "churned")
 STATUSES = ("sent", "holdout", "suppressed")
-SUPPRESSION_REASONS = ("stale", "opted_out", "cooldown", "frequency_cap")
+SUPPRESSION_REASONS = ("stale", "opted_out", "cooldown", "frequency_cap", "no_channel")
 ARMS = ("treatment", "holdout")
 
 
@@ -52,6 +55,7 @@ class Decision:
     context: Mapping[str, object]  # JSON-ready values, trigger specific
     rules_version: str
     variant: str | None = None  # the user's A/B variant (section 7.2); None for holdout
+    channel: str | None = None  # the channel step's choice (8.2); None when suppressed
 
 
 @frozen_record
@@ -67,9 +71,36 @@ class Conversion:
     revenue: float
     converted_at: datetime
     variant: str | None = None  # the converted decision's variant
+    channel: str | None = None  # the converted decision's channel
 
 
-def record_to_json(record: Decision | Conversion) -> bytes:
+@frozen_record
+class Engagement:
+    """One engagement feedback event, as the audit keeps it (contract 8.3)."""
+
+    kind: ClassVar[str] = "engagement"
+    type: str  # the event's type verbatim: message_delivered, message_opened, ...
+    trigger_id: str
+    channel: str
+    user_id: str
+    at: datetime  # the event's ts
+    url: str | None = None  # message_clicked, when given
+    bounce: str | None = None  # message_bounced: hard | soft
+
+
+@frozen_record
+class Erasure:
+    """A user erased (contract 8.5): everything else about them is gone."""
+
+    kind: ClassVar[str] = "erasure"
+    user_id: str
+    erased_at: datetime  # the user_erased event's ts
+
+
+OutputRecord = Decision | Conversion | Engagement | Erasure
+
+
+def record_to_json(record: OutputRecord) -> bytes:
     """The wire form of a record (one JSON object, UTF-8, no newline)."""
     if type(record) is Decision:
         return orjson.dumps(
@@ -88,6 +119,7 @@ def record_to_json(record: Decision | Conversion) -> bytes:
                 "context": record.context,
                 "rules_version": record.rules_version,
                 "variant": record.variant,
+                "channel": record.channel,
             }
         )
     if type(record) is Conversion:
@@ -102,6 +134,29 @@ def record_to_json(record: Decision | Conversion) -> bytes:
                 "revenue": record.revenue,
                 "converted_at": format_timestamp(record.converted_at),
                 "variant": record.variant,
+                "channel": record.channel,
+            }
+        )
+    if type(record) is Engagement:
+        fields: dict[str, object] = {
+            "kind": "engagement",
+            "type": record.type,
+            "trigger_id": record.trigger_id,
+            "channel": record.channel,
+            "user_id": record.user_id,
+            "at": format_timestamp(record.at),
+        }
+        if record.url is not None:
+            fields["url"] = record.url
+        if record.bounce is not None:
+            fields["bounce"] = record.bounce
+        return orjson.dumps(fields)
+    if type(record) is Erasure:
+        return orjson.dumps(
+            {
+                "kind": "erasure",
+                "user_id": record.user_id,
+                "erased_at": format_timestamp(record.erased_at),
             }
         )
     raise TypeError(f"not an output record: {type(record).__name__}")

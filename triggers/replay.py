@@ -45,7 +45,6 @@ or incrementally with :class:`Replay` (``feed_line`` / ``feed_event`` /
 from __future__ import annotations
 
 import gc
-from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,8 +52,7 @@ from datetime import datetime
 
 from triggers.catalog_interest import CatalogBook
 from triggers.deadlines import Deadlines, due_millis
-from triggers.driver import Driver
-from triggers.engine import NO_FACTS, PROCESSED, TEST, OutsideFacts
+from triggers.driver import Advance, Driver
 from triggers.events import (
     Event,
     InvalidEvent,
@@ -62,78 +60,15 @@ from triggers.events import (
     parse_catalog_event,
     parse_event,
 )
-from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision
+from triggers.replay_summary import Record, ReplaySummary
 from triggers.rules import Rules
 from triggers.state import UserState
+from triggers.steps import BEFORE_ERASURE, ERASED, NO_FACTS, PROCESSED, TEST, OutsideFacts
 from triggers.timestamps import format_timestamp, to_millis
 
-Record = Decision | Conversion
+__all__ = ["Record", "Replay", "ReplayResult", "ReplaySummary", "replay_lines"]
+
 _SUPPRESSED_FACTS = OutsideFacts(suppressed=True)
-
-
-@dataclass(slots=True)
-class ReplaySummary:
-    events_read: int = 0  # non-blank lines
-    invalid: int = 0
-    test: int = 0
-    duplicate: int = 0
-    processed: int = 0
-    users: int = 0
-    conversions: int = 0
-    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (trigger, status)
-    reasons: Counter[str] = field(default_factory=Counter)  # suppression reasons
-    arms: Counter[str] = field(default_factory=Counter)  # conversions by arm
-    invalid_reasons: Counter[str] = field(default_factory=Counter)
-    errors: int = 0  # stages that could not fire (keep_going)
-    clock: datetime | None = None  # where the clock ended
-    # Every trigger of the rules (built-in, then custom), listed even with no decision.
-    names: tuple[str, ...] = TRIGGER_NAMES
-
-    @property
-    def ignored(self) -> int:
-        return self.test + self.duplicate
-
-    def count(self, record: Record) -> None:
-        if type(record) is Decision:
-            self.decisions[record.trigger, record.status] += 1
-            if record.reason is not None:
-                self.reasons[record.reason] += 1
-        else:
-            self.conversions += 1
-            self.arms[record.arm] += 1
-
-    def triggers(self) -> list[str]:
-        """The rules' triggers (built-in, then custom ones in the rules' order), then any
-        other trigger that decided something, by name."""
-        others = {trigger for trigger, _ in self.decisions} - set(self.names)
-        return [*self.names, *sorted(others)]
-
-    def lines(self) -> list[str]:
-        out = [
-            f"events read  {self.events_read}",
-            f"invalid      {self.invalid}"
-            + (f" ({_counts(self.invalid_reasons)})" if self.invalid_reasons else ""),
-            f"ignored      {self.ignored} (duplicate {self.duplicate}, test {self.test})",
-            f"processed    {self.processed}",
-            f"users        {self.users}",
-            "decisions    " + "".join(f"{status:>12}" for status in STATUSES),
-        ]
-        for trigger in self.triggers():
-            counts = [self.decisions[trigger, status] for status in STATUSES]
-            out.append(f"  {trigger:<25}" + "".join(f"{n:>12}" for n in counts))
-        if self.reasons:
-            out.append(f"suppressed   {_counts(self.reasons)}")
-        arms = f" ({_counts(self.arms)})" if self.arms else ""
-        out.append(f"conversions  {self.conversions}{arms}")
-        if self.errors:
-            out.append(f"errors       {self.errors} (stages that could not fire, reported above)")
-        if self.clock is not None:
-            out.append(f"clock        {format_timestamp(self.clock)}")
-        return out
-
-
-def _counts(counter: Counter[str]) -> str:
-    return ", ".join(f"{key} {counter[key]}" for key in sorted(counter))
 
 
 class Replay:
@@ -162,6 +97,10 @@ class Replay:
         self.errors: list[str] = []
         self._carry: list[Record] = []
         self._deadlines = Deadlines()  # the same structure as the live service's index
+        # Contract 8.5: when users are to be deleted without a record (retention, the end
+        # of an erasure memory), checked again when the clock reaches it.
+        self._expiries = Deadlines()
+        self._retention = bool(rules.retention)
         self.catalog = CatalogBook.of(rules)
         self._catalog_enabled = self.catalog.enabled  # the rules are fixed
 
@@ -184,6 +123,9 @@ class Replay:
 
     def feed_event(self, event: Event | ProductUpdated) -> list[Record]:
         earliest = self._deadlines.earliest()
+        if self._expiries:  # contract 8.5: someone is to be deleted at some point
+            expiring = self._expiries.earliest()
+            earliest = expiring if earliest is None or expiring < earliest else earliest  # type: ignore[operator]
         if earliest is not None and earliest <= to_millis(event.ts):
             out: list[Record] = self._fire_until(event.ts)
         else:  # the common case: nobody is due yet
@@ -218,23 +160,36 @@ class Replay:
         summary = self.summary
         outcome = advance.outcome
         self.clock = clock
-        if outcome != PROCESSED:
+        if outcome != PROCESSED and outcome != ERASED:
             if outcome == TEST:
                 summary.test += 1
+            elif outcome == BEFORE_ERASURE:
+                summary.before_erasure += 1
             else:
                 summary.duplicate += 1
+            if advance.records:  # stages due before an ignored event still fired
+                self._keep(user_id, advance, out)
             return
         summary.processed += 1
         if previous is None:
             summary.users += 1
-        self.states[user_id] = advance.state
+        self._keep(user_id, advance, out)
+        if outcome == ERASED:
+            self.catalog.forget_user(user_id)
+        elif self._catalog_enabled:
+            self.catalog.note_event(event)
+
+    def _keep(self, user_id: str, advance: Advance, out: list[Record]) -> None:
+        """Store a user's advance: state, records, wake-up and (section 8.5) expiry."""
+        state = advance.state
+        self.states[user_id] = state
         records = advance.records
         if records:
             self._collect(records, out)
         wake = advance.wake
         self._deadlines.set(user_id, None if wake is None else due_millis(wake))
-        if self._catalog_enabled:
-            self.catalog.note_event(event)
+        if self._retention or state.erased_at is not None:
+            self._expiries.set(user_id, due_millis(self.driver.expires_at(state)))
 
     def _apply_catalog(self, event: ProductUpdated, out: list[Record]) -> None:
         """A catalog event: each user concerned gets its CatalogChanged, in user-id order, at
@@ -263,11 +218,8 @@ class Replay:
         self.clock = clock
         summary.processed += 1
         for user_id, advance in advanced:
-            if advance.outcome != PROCESSED:
-                continue
-            self.states[user_id] = advance.state
-            self._collect(advance.records, out)
-            self._deadlines.set(user_id, due_millis(advance.wake))
+            if advance.outcome == PROCESSED:
+                self._keep(user_id, advance, out)
 
     def take_errors(self) -> list[str]:
         """The stages that could not fire since the last call (``keep_going``)."""
@@ -306,6 +258,10 @@ class Replay:
         states, wake, suppressed = self.states, self.driver.wake, self.suppressed
         until_ms = to_millis(moment)
         while (earliest := deadlines.earliest()) is not None and earliest <= until_ms:
+            expiring = self._expiries.earliest()
+            if expiring is not None and expiring < earliest:
+                self._expire(expiring)
+                continue
             for user_id, _ in deadlines.pop_due(earliest):
                 state = states[user_id]
                 due = wake(state)
@@ -327,12 +283,23 @@ class Replay:
                         f"{describe_error(exc)}"
                     )
                     continue
-                states[user_id] = advance.state
-                if advance.records:
-                    self._collect(advance.records, out)
-                next_wake = advance.wake
-                deadlines.set(user_id, None if next_wake is None else due_millis(next_wake))
+                self._keep(user_id, advance, out)
+        while (expiring := self._expiries.earliest()) is not None and expiring <= until_ms:
+            self._expire(expiring)
         return out
+
+    def _expire(self, at_ms: int) -> None:
+        """Delete, without a record, the users whose expiry is ``at_ms`` and still holds."""
+        for user_id, _ in self._expiries.pop_due(at_ms):
+            state = self.states.get(user_id)
+            at = None if state is None else self.driver.expires_at(state)
+            if at is None or due_millis(at) > at_ms:  # cannot happen: the index follows
+                self._expiries.set(user_id, due_millis(at))
+                continue
+            del self.states[user_id]
+            self._deadlines.set(user_id, None)
+            self.catalog.forget_user(user_id)
+            self.summary.expired += 1
 
 
 def _as_bytes(raw: bytes | str) -> bytes:

@@ -52,6 +52,7 @@ from pydantic import (
     model_validator,
 )
 
+from triggers.channel_rules import ChannelTable, check_trigger_channels
 from triggers.custom import CustomRules, check_name
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
@@ -67,9 +68,10 @@ from triggers.rules_source import (
 from triggers.rules_types import (
     MAX_INT,
     Duration,
+    FrequencyCapRules,
     OfferTable,
     PositiveDuration,
-    TimeOfDay,
+    QuietHoursRules,
     TriggerRules,
     Version,
 )
@@ -83,6 +85,8 @@ from triggers.variants import check_offer_keys, offer_for
 
 __all__ = [
     "MAX_DURATION",
+    "FrequencyCapRules",
+    "QuietHoursRules",
     "Rules",
     "RulesError",
     "format_duration",
@@ -91,6 +95,8 @@ __all__ = [
     "parse_rules",
 ]
 
+
+ERASURE_MEMORY = timedelta(days=30)  # contract 8.5's default
 
 CustomName = Annotated[str, AfterValidator(lambda name: check_name(name, NAMES))]
 
@@ -102,24 +108,6 @@ TriggersRules = create_model(
     **{kind.name: (kind.rules, kind.rules()) for kind in KINDS},  # type: ignore[call-overload]
     custom=(dict[CustomName, CustomRules], Field(default_factory=dict, max_length=100)),
 )
-
-
-class FrequencyCapRules(_Strict):
-    max: int = Field(default=2, ge=1, le=MAX_INT)
-    per: PositiveDuration = timedelta(hours=24)
-
-
-class QuietHoursRules(_Strict):
-    """Local times in the user's zone; ``start > end`` crosses midnight."""
-
-    start: TimeOfDay
-    end: TimeOfDay
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> QuietHoursRules:
-        if self.start == self.end:
-            raise ValueError("quiet_hours start and end must differ (omit quiet_hours for none)")
-        return self
 
 
 class ContactPolicyRules(_Strict):
@@ -171,6 +159,9 @@ class Rules(_Strict):
     contact_policy: ContactPolicyRules = ContactPolicyRules()
     segments: SegmentRules = SegmentRules()
     offers: OffersRules = OffersRules()
+    channels: ChannelTable = Field(default_factory=dict)  # contract 8.1, file order kept
+    retention: Duration = timedelta(0)  # 0: forever (contract 8.5)
+    erasure_memory: Duration = ERASURE_MEMORY
     _version_label: str = PrivateAttr(default="")
 
     @field_validator("default_timezone")
@@ -188,6 +179,10 @@ class Rules(_Strict):
             check_offer_keys(
                 {name: section.offers}, {name: section.variants}, ("triggers", "custom")
             )
+        sections = {("triggers", kind.name): self.trigger(kind.name) for kind in KINDS}
+        for name, section in self.triggers.custom.items():  # type: ignore[attr-defined]
+            sections["triggers", "custom", name] = section
+        check_trigger_channels(self.channels, sections)
         return self
 
     def model_post_init(self, context: Any, /) -> None:
@@ -202,6 +197,7 @@ class Rules(_Strict):
                 del data["offers"][kind.name]
         if not data["triggers"]["custom"]:
             del data["triggers"]["custom"]
+        _drop_unused_channel_keys(data)
         canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(canonical, digest_size=4).hexdigest()
         self._version_label = f"{self.version}+{digest}"
@@ -226,6 +222,21 @@ class Rules(_Strict):
         if name in KIND_BY_NAME:
             return self.offers.table(name)
         return self.triggers.custom[name].offers  # type: ignore[attr-defined]
+
+
+_SECTION_8_DEFAULTS = {"channels": {}, "retention": "0s", "erasure_memory": "30d"}
+
+
+def _drop_unused_channel_keys(data: dict[str, Any]) -> None:
+    """Contract section 8 left unused means what the rules meant before it: its keys at
+    their defaults are left out of the content hash (``rules_version`` unchanged)."""
+    for key, default in _SECTION_8_DEFAULTS.items():
+        if data.get(key) == default:
+            del data[key]
+    sections = [*data["triggers"].values(), *data["triggers"].get("custom", {}).values()]
+    for section in sections:
+        if isinstance(section, dict) and section.get("channels", ()) is None:
+            del section["channels"]
 
 
 class RulesError(ValueError):
@@ -356,4 +367,8 @@ def dump_rules(rules: Rules) -> str:
     if not label.isprintable():  # refused at load; kept safe for Rules built in code
         label = label.encode("unicode_escape").decode("ascii")
     header = f"# effective rules; rules_version: {label}\n"
-    return header + dump_yaml(rules.model_dump(mode="json"))
+    data = rules.model_dump(mode="json")
+    for section in [*data["triggers"].values(), *data["triggers"]["custom"].values()]:
+        if isinstance(section, dict) and section.get("channels", ()) is None:
+            del section["channels"]  # no channels of its own: every channel of the rules
+    return header + dump_yaml(data)

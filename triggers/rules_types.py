@@ -13,7 +13,15 @@ import re
 from datetime import time, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from triggers.durations import format_duration, parse_duration
 from triggers.variants import OfferKey, VariantTable
@@ -56,7 +64,7 @@ def _to_time(value: object) -> time:
     raise ValueError(f'expected a time of day "HH:MM" (00:00 to 23:59), got {show(value)}')
 
 
-def _string_keys(value: object) -> object:
+def string_keys(value: object) -> object:
     if isinstance(value, dict):
         keys = [str(key) if isinstance(key, int) else key for key in value]
         if len(set(keys)) < len(keys):
@@ -92,16 +100,57 @@ TimeOfDay = Annotated[
     time, BeforeValidator(_to_time), PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str)
 ]
 Stages = Annotated[tuple[PositiveDuration, ...], Field(min_length=1, max_length=10)]
-IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(_string_keys)]
+IntervalTable = Annotated[dict[str, PositiveDuration], BeforeValidator(string_keys)]
 Int = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
 Version = Annotated[int | str, BeforeValidator(_to_version)]
 # segment, variant or "default" -> offer code; the keys are checked against the variants by Rules
-OfferTable = Annotated[dict[OfferKey, str], BeforeValidator(_string_keys)]
-Variants = Annotated[VariantTable, BeforeValidator(_string_keys)]
+OfferTable = Annotated[dict[OfferKey, str], BeforeValidator(string_keys)]
+Variants = Annotated[VariantTable, BeforeValidator(string_keys)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class FrequencyCapRules(Strict):
+    max: int = Field(default=2, ge=1, le=MAX_INT)
+    per: PositiveDuration = timedelta(hours=24)
+
+
+class QuietHoursRules(Strict):
+    """Local times in the user's zone; ``start > end`` crosses midnight."""
+
+    start: TimeOfDay
+    end: TimeOfDay
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHoursRules:
+        if self.start == self.end:
+            raise ValueError("quiet_hours start and end must differ (omit quiet_hours for none)")
+        return self
+
+
+CHANNEL_NAME = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def _channel_name(value: str) -> str:
+    if not CHANNEL_NAME.fullmatch(value):
+        raise ValueError(f"channel name {show(value)}: use 1..32 of a-z, 0-9 and _")
+    return value
+
+
+def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = [name for n, name in enumerate(names) if name in names[:n]]
+    if repeated:
+        raise ValueError(f"channel {repeated[0]!r} is listed twice")
+    return names
+
+
+ChannelName = Annotated[str, AfterValidator(_channel_name)]
+#: A trigger's channels (contract 8.1): its ordered preference, non-empty, no repeats.
+ChannelList = Annotated[
+    tuple[ChannelName, ...], Field(min_length=1, max_length=32), AfterValidator(_distinct)
+]
 
 
 def check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
@@ -116,9 +165,11 @@ def check_increasing(stages: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
 
 class TriggerRules(Strict):
     """Keys every trigger has. ``cooldown`` applies to stage 1 of a new episode;
-    ``variants`` are A/B variants, name -> weight (:mod:`triggers.variants`)."""
+    ``variants`` are A/B variants, name -> weight (:mod:`triggers.variants`); ``channels``
+    the trigger's channel preference (None: every channel of the rules, in file order)."""
 
     enabled: bool = True
     priority: Int = 0
     cooldown: Duration = timedelta(0)
     variants: Variants = Field(default_factory=dict)
+    channels: ChannelList | None = None

@@ -21,19 +21,25 @@ import msgspec
 import orjson
 from msgspec import UNSET, Meta, UnsetType
 
-from triggers.event_fields import REASONS, Amount, Id
-from triggers.events import Event, ProductUpdated
+from triggers.event_fields import REASONS, Amount, Id, Label
+from triggers.events import ENGAGEMENT_TYPES, Event, ProductUpdated
 from triggers.records import ARMS, SEGMENT_NAMES, STATUSES, SUPPRESSION_REASONS
+from triggers.schema_contexts import (
+    BackInStockContext,
+    BirthdayContext,
+    BrowseAbandonmentContext,
+    CartAbandonmentContext,
+    CustomContext,
+    DormancyContext,
+    FirstPurchaseFollowupContext,
+    LapsingContext,
+    PriceDropContext,
+    ReplenishmentContext,
+    Rfc3339Utc,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
-Rfc3339Utc = Annotated[
-    str,
-    Meta(
-        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3})?Z$",
-        description="RFC 3339 in UTC with Z; milliseconds only when not zero",
-    ),
-]
 TriggerId = Annotated[
     str,
     Meta(
@@ -45,107 +51,15 @@ Variant = Annotated[
     str,
     Meta(min_length=1, max_length=32, description="A/B variant (section 7.2); null: none"),
 ]
+ChannelName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="the channel of the rules' channels (section 8); null: no channels, "
+        "or a suppressed decision",
+    ),
+]
 _DOC = {"forbid_unknown_fields": True, "frozen": True}
-
-
-# --- decision contexts, one per trigger (what each trigger module's context() returns) ---
-
-
-class CartLine(msgspec.Struct, **_DOC):
-    product_id: str
-    quantity: int
-    unit_price: float | None
-    category: str | None
-
-
-class CartAbandonmentContext(msgspec.Struct, **_DOC):
-    """The cart when the stage came due: its lines and value."""
-
-    lines: list[CartLine]
-    items: int
-    value: float
-    checkout_started: bool
-    last_cart_activity: Rfc3339Utc | None
-
-
-class BrowseAbandonmentContext(msgspec.Struct, **_DOC):
-    """The last product viewed (empty if unknown)."""
-
-    product_id: str | UnsetType = UNSET
-    category: str | UnsetType | None = UNSET
-    price: float | UnsetType | None = UNSET
-    viewed_at: Rfc3339Utc | UnsetType = UNSET
-
-
-class ReplenishmentContext(msgspec.Struct, **_DOC):
-    """The product, its last purchase and interval (only ``product_id`` if the product
-    left the history)."""
-
-    product_id: str | None
-    category: str | UnsetType | None = UNSET
-    last_purchase: Rfc3339Utc | UnsetType = UNSET
-    purchases: int | UnsetType = UNSET
-    interval_days: float | UnsetType | None = UNSET
-    interval_source: Literal["product", "category", "learned"] | UnsetType | None = UNSET
-
-
-class FirstPurchaseFollowupContext(msgspec.Struct, **_DOC):
-    """The first order (only ``order_id`` if it left the history)."""
-
-    order_id: str | None
-    order_total: float | UnsetType = UNSET
-    ordered_at: Rfc3339Utc | UnsetType = UNSET
-    products: list[str] | UnsetType = UNSET
-
-
-class LapsingContext(msgspec.Struct, **_DOC):
-    """The last order and the mean gap between the last orders (only ``orders`` if no
-    order is remembered)."""
-
-    orders: int
-    last_order_id: str | UnsetType = UNSET
-    last_order_at: Rfc3339Utc | UnsetType = UNSET
-    mean_gap_days: float | UnsetType | None = UNSET
-
-
-class DormancyContext(msgspec.Struct, **_DOC):
-    """The last activity and the whole days since (null if none is known)."""
-
-    last_activity: Rfc3339Utc | None
-    days_inactive: int | None
-
-
-class BirthdayContext(msgspec.Struct, **_DOC):
-    """The user's birthday and how many days before it the greeting goes out."""
-
-    birthday: Annotated[str, Meta(pattern=r"^[0-9]{2}-[0-9]{2}$", description="MM-DD")]
-    days_before: Annotated[int, Meta(ge=0)]
-
-
-class BackInStockContext(msgspec.Struct, **_DOC):
-    """The product back in stock."""
-
-    product_id: str
-    category: str | None
-
-
-class PriceDropContext(msgspec.Struct, **_DOC):
-    """The product, the lowest price the user saw and its new price."""
-
-    product_id: str
-    category: str | None
-    old_price: float
-    new_price: float
-
-
-class CustomContext(msgspec.Struct, **_DOC):
-    """A custom trigger's arming event: its type, and its product, category and price
-    where present (for an order: the first line that matched)."""
-
-    type: str
-    product_id: str | UnsetType = UNSET
-    category: str | UnsetType = UNSET
-    price: float | UnsetType = UNSET
 
 
 # --- output records ---------------------------------------------------------------------
@@ -168,6 +82,7 @@ class Decision(msgspec.Struct, tag_field="trigger", **_DOC):
     context: dict[str, Any]
     rules_version: str
     variant: Variant | None = None
+    channel: ChannelName | None = None
 
 
 class CartAbandonmentDecision(Decision, tag="cart_abandonment", **_DOC):
@@ -229,6 +144,7 @@ class CustomDecision(msgspec.Struct, **_DOC):
     context: CustomContext
     rules_version: str
     variant: Variant | None = None
+    channel: ChannelName | None = None
 
 
 #: One decision model per trigger (a new trigger adds its context and decision above).
@@ -272,6 +188,29 @@ class Conversion(msgspec.Struct, **_DOC):
     revenue: Amount
     converted_at: Rfc3339Utc
     variant: Variant | None = None
+    channel: ChannelName | None = None
+
+
+class Engagement(msgspec.Struct, **_DOC):
+    """One engagement feedback event (contract 8.3), on ``marketing.triggers.audit``.
+    Key: ``user_id``. ``trigger_id`` and ``channel`` as the delivery provider sent them."""
+
+    kind: Literal["engagement"]
+    type: Literal[ENGAGEMENT_TYPES]  # type: ignore[valid-type]
+    trigger_id: Id
+    channel: Label
+    user_id: Id
+    at: Rfc3339Utc
+    url: str | UnsetType = UNSET
+    bounce: Literal["hard", "soft"] | UnsetType = UNSET
+
+
+class Erasure(msgspec.Struct, **_DOC):
+    """A user erased (contract 8.5), on ``marketing.triggers.audit``. Key: ``user_id``."""
+
+    kind: Literal["erasure"]
+    user_id: Id
+    erased_at: Rfc3339Utc
 
 
 class DeadLetter(msgspec.Struct, **_DOC):
@@ -295,9 +234,16 @@ class DeadLetter(msgspec.Struct, **_DOC):
 _DECISION = msgspec.json.Decoder(AnyDecision)
 _CUSTOM_DECISION = msgspec.json.Decoder(CustomDecision)
 _CONVERSION = msgspec.json.Decoder(Conversion)
+_OTHERS = {
+    "conversion": _CONVERSION,
+    "engagement": msgspec.json.Decoder(Engagement),
+    "erasure": msgspec.json.Decoder(Erasure),
+}
 
 
-def decode_output_record(raw: bytes | str) -> Decision | CustomDecision | Conversion:
+def decode_output_record(
+    raw: bytes | str,
+) -> Decision | CustomDecision | Conversion | Engagement | Erasure:
     """An output record read back into its documentation model: raises
     ``msgspec.ValidationError`` where it breaks its schema (an unknown field too)."""
     kind = orjson.loads(raw).get("kind")
@@ -305,8 +251,8 @@ def decode_output_record(raw: bytes | str) -> Decision | CustomDecision | Conver
         if orjson.loads(raw).get("trigger") in DECISIONS:
             return _DECISION.decode(raw)
         return _CUSTOM_DECISION.decode(raw)
-    if kind == "conversion":
-        return _CONVERSION.decode(raw)
+    if kind in _OTHERS:
+        return _OTHERS[kind].decode(raw)
     raise msgspec.ValidationError(f"not an output record kind: {kind!r}")
 
 
@@ -317,9 +263,10 @@ SCHEMAS: dict[str, tuple[Any, str, str]] = {
     "input-event": (
         Event,
         "Nudge input event",
-        "A user event on shop.browse, shop.cart, shop.order or shop.prefs (contract "
-        "sections 1 and 7.1), discriminated by type. Unknown fields are ignored; JSON null "
-        "for an optional field means absent (except birthday: null removes it).",
+        "A user event on shop.browse, shop.cart, shop.order, shop.prefs or "
+        "marketing.engagement (contract sections 1, 7.1, 8.3 and 8.5), discriminated by "
+        "type. Unknown fields are ignored; JSON null for an optional field means absent "
+        "(except birthday: null removes it).",
     ),
     "catalog-event": (
         ProductUpdated,
@@ -333,6 +280,12 @@ SCHEMAS: dict[str, tuple[Any, str, str]] = {
         "trigger specific.",
     ),
     "conversion": (Conversion, "Nudge conversion", "A conversion record (contract section 4)."),
+    "engagement": (
+        Engagement,
+        "Nudge engagement",
+        "An engagement audit record (contract 8.3): one per valid engagement event.",
+    ),
+    "erasure": (Erasure, "Nudge erasure", "An erasure audit record (contract 8.5)."),
     "dead-letter": (DeadLetter, "Nudge dead letter", "A dead-letter record on shop.events.dlq."),
 }
 

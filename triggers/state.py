@@ -13,16 +13,24 @@ Layout and sizes: ``docs/engine.md`` ("State").
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
 from triggers.records import Decision
+from triggers.state_history import (
+    NO_STORED_HISTORY,
+    Ref,
+    StoredHistory,
+    load_history,
+    store_history,
+)
 from triggers.state_records import (
     DIGEST_SIZE,
     EMPTY_CART,
     EMPTY_HISTORY,
     MAX_CART_LINES,
+    MAX_CONSENT,
     MAX_SEEN,
     NO_CONTACTS,
     RECENT_ADDS,
@@ -30,6 +38,8 @@ from triggers.state_records import (
     Attributable,
     Cart,
     CartLine,
+    ChannelContacts,
+    Consent,
     ContactLog,
     Order,
     OrderHistory,
@@ -48,6 +58,7 @@ __all__ = [
     "EMPTY_CART",
     "EMPTY_HISTORY",
     "MAX_CART_LINES",
+    "MAX_CONSENT",
     "MAX_SEEN",
     "NO_CONTACTS",
     "RECENT_ADDS",
@@ -58,6 +69,8 @@ __all__ = [
     "Attributable",
     "Cart",
     "CartLine",
+    "ChannelContacts",
+    "Consent",
     "ContactLog",
     "Order",
     "OrderHistory",
@@ -104,22 +117,7 @@ _RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
 # - the attributable decision's arm is [arm, variant] when it has an A/B variant.
 # Fields are only ever appended, with defaults, so a shorter (older) array still decodes.
 
-Ref = Annotated[int, msgspec.Meta(ge=0)]  # an index or code, never negative
 TriggerRef = Ref | str
-
-
-class _Purchases(msgspec.Struct, **_RECORD):
-    product_id: Ref | str
-    category: str | None
-    times: tuple[Ref | datetime, ...]
-
-
-class _History(msgspec.Struct, **_RECORD):
-    orders: tuple[Order, ...] = ()
-    count: int = 0
-    monetary: Amount = 0.0
-    products: tuple[_Purchases, ...] = ()
-    cancelled: tuple[str, ...] = ()
 
 
 class _Pending(msgspec.Struct, **_RECORD):
@@ -135,7 +133,8 @@ class _Pending(msgspec.Struct, **_RECORD):
 class _Attributable(msgspec.Struct, **_RECORD):
     trigger_id: str
     trigger: TriggerRef
-    arm: str | tuple[str, str]  # (arm, variant) when the decision has an A/B variant
+    # (arm, variant) when the decision has an A/B variant, (arm, variant, channel) with a channel
+    arm: str | tuple[str | None, ...]
     fired_at: Ref | datetime
 
 
@@ -145,17 +144,17 @@ class _Contacts(msgspec.Struct, **_RECORD):
     attributable: _Attributable | None = None
 
 
-_NO_HISTORY = _History()
 _NO_CONTACTS = _Contacts()
+_NO_SECTION_8 = ((), (), None, None)
 
 
-class _State(msgspec.Struct, **_RECORD):
+class _StateBase(msgspec.Struct, **_RECORD):
     user_id: str
     seen: bytes = b""
     last_activity: datetime | None = None
     prefs: Preferences | None = None
     cart: Cart = EMPTY_CART
-    history: _History = _NO_HISTORY
+    history: StoredHistory = NO_STORED_HISTORY
     viewed: View | None = None
     pending: tuple[_Pending, ...] = ()
     contacts: _Contacts = _NO_CONTACTS
@@ -165,11 +164,20 @@ class _State(msgspec.Struct, **_RECORD):
     held: tuple[Decision, ...] = ()
 
 
+class _State(_StateBase, **_RECORD):
+    """The stored state; a state without contract 8's fields is stored as a _StateBase."""
+
+    consent: tuple[Consent, ...] = ()
+    channel_contacts: tuple[ChannelContacts, ...] = ()
+    erased_at: datetime | None = None
+    touched_at: datetime | None = None
+
+
 # The live worker decodes a state, steps it and encodes the result, whose history and
 # contacts are most often the very objects decoding made (they change on orders and
 # contacts only): the stored form of the latest of each is kept, keyed by identity (the
 # memo holds the object, so its id cannot be reused), and encoding reuses it.
-_history_memo: list[tuple[OrderHistory, _History]] = [(EMPTY_HISTORY, _NO_HISTORY)]
+_history_memo: list[tuple[OrderHistory, StoredHistory]] = [(EMPTY_HISTORY, NO_STORED_HISTORY)]
 _contacts_memo: list[tuple[ContactLog, _Contacts]] = [(NO_CONTACTS, _NO_CONTACTS)]
 
 _FORMAT_BYTE = STATE_FORMAT.to_bytes(1, "big")
@@ -204,9 +212,9 @@ def encode_state(state: UserState) -> bytes:
     if history is memo[0]:
         stored_history = memo[1]
     elif history == EMPTY_HISTORY:
-        stored_history = _NO_HISTORY
+        stored_history = NO_STORED_HISTORY
     else:
-        stored_history = _store_history(history)
+        stored_history = store_history(history)
         _history_memo[0] = (history, stored_history)
     pending = state.pending
     if pending:
@@ -232,8 +240,9 @@ def encode_state(state: UserState) -> bytes:
     else:
         stored_contacts = _store_contacts(contacts)
         _contacts_memo[0] = (contacts, stored_contacts)
+    section_8 = (state.consent, state.channel_contacts, state.erased_at, state.touched_at)
     return _FORMAT_BYTE + _encode(
-        _State(
+        (_State if section_8 != _NO_SECTION_8 else _StateBase)(
             state.user_id,
             state.seen,
             state.last_activity,
@@ -247,34 +256,9 @@ def encode_state(state: UserState) -> bytes:
             state.dormancy_stage,
             state.dormancy_send_at,
             state.held,
+            *(section_8 if section_8 != _NO_SECTION_8 else ()),
         )
     )
-
-
-def _store_history(history: OrderHistory) -> _History:
-    orders = history.orders
-    order_ts = [order.ts for order in orders]
-    containing: dict[str, list[int]] = {}  # product id -> indexes of the orders with it
-    for n, order in enumerate(orders):
-        for product in order.products:
-            if product in containing:
-                containing[product].append(n)
-            else:
-                containing[product] = [n]
-    ids = dict(zip(containing, range(len(containing)), strict=True))
-    products = []
-    for p in history.products:
-        product_id: Ref | str = p.product_id
-        times: tuple[Ref | datetime, ...] = p.times
-        refs = containing.get(p.product_id)
-        if refs is not None:  # its times are usually those of the orders with it: refer to them
-            product_id = ids[p.product_id]
-            k = min(len(times), len(refs))
-            tail = refs[len(refs) - k :]
-            if k and tuple(map(order_ts.__getitem__, tail)) == times[len(times) - k :]:
-                times = (*times[: len(times) - k], *tail)
-        products.append(_Purchases(product_id, p.category, times))
-    return _History(orders, history.count, history.monetary, tuple(products), history.cancelled)
 
 
 def _store_contacts(contacts: ContactLog) -> _Contacts:
@@ -293,9 +277,7 @@ def _store_contacts(contacts: ContactLog) -> _Contacts:
         _Attributable(
             attributable.trigger_id,
             _code(attributable.trigger, attributable.trigger),
-            attributable.arm
-            if attributable.variant is None
-            else (attributable.arm, attributable.variant),
+            _stored_arm(attributable),
             recent.index(fired_at) if fired_at in recent else fired_at,
         ),
     )
@@ -318,8 +300,8 @@ def decode_state(data: bytes) -> UserState:
 
 def _from_stored(stored: _State) -> UserState:
     history = EMPTY_HISTORY
-    if stored.history != _NO_HISTORY:
-        history = _load_history(stored.history)
+    if stored.history != NO_STORED_HISTORY:
+        history = load_history(stored.history)
         _history_memo[0] = (history, stored.history)
     pending: list[Pending] = []
     if stored.pending:
@@ -362,41 +344,23 @@ def _from_stored(stored: _State) -> UserState:
         stored.dormancy_stage,
         stored.dormancy_send_at,
         stored.held,
+        stored.consent,
+        stored.channel_contacts,
+        stored.erased_at,
+        stored.touched_at,
     )
-
-
-def _load_history(stored: _History) -> OrderHistory:
-    orders = stored.orders
-    order_ts = [order.ts for order in orders]
-    ids: dict[str, None] = {}
-    for order in orders:
-        for product in order.products:
-            ids[product] = None
-    names = list(ids)
-    products = []
-    for p in stored.products:
-        product_id = p.product_id
-        try:  # every time refers to an order (the usual case)
-            times = tuple(map(order_ts.__getitem__, p.times))  # type: ignore[arg-type]
-        except TypeError:
-            times = tuple(order_ts[at] if type(at) is int else at for at in p.times)  # type: ignore[misc]
-        products.append(
-            ProductPurchases(
-                product_id if type(product_id) is str else names[product_id],  # type: ignore[index]
-                p.category,
-                times,
-            )
-        )
-    return OrderHistory(orders, stored.count, stored.monetary, tuple(products), stored.cancelled)
 
 
 def _load_contacts(stored: _Contacts) -> ContactLog:
     recent = stored.recent
     attributable = stored.attributable
-    arm, variant = "", None
+    arm, variant, channel = "", None, None
     if attributable is not None:
-        arm = attributable.arm if type(attributable.arm) is str else attributable.arm[0]
-        variant = None if type(attributable.arm) is str else attributable.arm[1]
+        stored_arm = attributable.arm
+        if type(stored_arm) is str:
+            arm = stored_arm
+        else:
+            arm, variant, channel = (*stored_arm, None)[:3]  # type: ignore[assignment]
     return ContactLog(
         recent,
         tuple(
@@ -413,5 +377,14 @@ def _load_contacts(stored: _Contacts) -> ContactLog:
             if type(attributable.fired_at) is int
             else attributable.fired_at,
             variant,
+            channel,
         ),
     )
+
+
+def _stored_arm(attributable: Attributable) -> str | tuple[str | None, ...]:
+    if attributable.channel is not None:
+        return (attributable.arm, attributable.variant, attributable.channel)
+    if attributable.variant is not None:
+        return (attributable.arm, attributable.variant)
+    return attributable.arm

@@ -19,7 +19,13 @@ bounded, so a state never grows without limit:
 - ``contacts``: contact times inside the frequency-cap window, the last contact
   per trigger (cooldown) and the one decision a next order can convert;
 - ``held``: decisions reached while the outside facts could not be asked
-  (see :mod:`triggers.held`).
+  (see :mod:`triggers.held`);
+- ``consent``: per-channel answers (contract 8.1, 8.3), at most
+  :data:`MAX_CONSENT` channels (the least recently changed one goes first);
+- ``channel_contacts``: contact times inside their channel's own frequency window,
+  kept only for channels with a cap of their own;
+- ``erased_at``: the erasure memory (contract 8.5); ``touched_at``: the later of the
+  last event and the last decision, kept only when the rules set a ``retention``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ MAX_SEEN = 256
 DIGEST_SIZE = 8
 MAX_CART_LINES = 50
 RECENT_ADDS = 8
+MAX_CONSENT = 64
 
 _RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
 
@@ -118,12 +125,29 @@ class Attributable(msgspec.Struct, **_RECORD):
     arm: str  # treatment | holdout
     fired_at: datetime
     variant: str | None = None  # the decision's A/B variant (a conversion carries it)
+    channel: str | None = None  # the decision's channel (a conversion carries it)
 
 
 class ContactLog(msgspec.Struct, **_RECORD):
     recent: tuple[datetime, ...] = ()  # sent/holdout times inside the frequency window
     last_by_trigger: tuple[tuple[str, datetime], ...] = ()  # latest contact per trigger
     attributable: Attributable | None = None
+
+
+class Consent(msgspec.Struct, **_RECORD):
+    """What one channel's consent is made of (contract 8.1, 8.3, 8.7)."""
+
+    channel: str
+    answer: bool | None = None  # the latest preferences_updated.channels answer (event time)
+    answer_at: datetime | None = None
+    withdrawn_at: datetime | None = None  # the latest feedback that set it false
+
+
+class ChannelContacts(msgspec.Struct, **_RECORD):
+    """Contacts on one channel inside its own frequency window (a channel with a cap)."""
+
+    channel: str
+    times: tuple[datetime, ...] = ()
 
 
 EMPTY_CART = Cart()
@@ -147,6 +171,11 @@ class UserState(msgspec.Struct, **_RECORD):
     dormancy_send_at: datetime | None = None  # set when quiet hours deferred that stage
     # Decisions reached while the outside facts could not be asked (triggers.held).
     held: tuple[Decision, ...] = ()
+    # Contract section 8 (appended: a state that uses none of it is stored as before).
+    consent: tuple[Consent, ...] = ()  # per channel, least recently changed first
+    channel_contacts: tuple[ChannelContacts, ...] = ()
+    erased_at: datetime | None = None  # erasure memory: events not later than it are ignored
+    touched_at: datetime | None = None  # later of last event and decision (retention only)
 
 
 # --- event-id memory ---------------------------------------------------------------------

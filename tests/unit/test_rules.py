@@ -520,7 +520,7 @@ def test_errors_carry_the_line_and_suggest_the_key_meant() -> None:
         # a missing key: the line of the mapping that lacks it
         "rules.yaml:10: contact_policy.quiet_hours.end: Field required",
         "rules.yaml:13: colour: unknown key (known keys: version, default_timezone, triggers,"
-        " contact_policy, segments, offers)",
+        " contact_policy, segments, offers, channels, retention, erasure_memory)",
     ]
     assert caught.value.lines == [6, 7, 8, 12, 10, 13]
     assert [path for path, _ in caught.value.errors][:2] == [

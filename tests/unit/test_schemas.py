@@ -15,7 +15,7 @@ import pytest
 from simulation.synthetic import generate_events
 from stream.dead_letters import dead_letter_record
 from tests.unit.timelines import at, wire
-from triggers.events import TOPIC_OF_TYPE, InvalidEvent, parse_event
+from triggers.events import INPUT_TOPIC_OF_TYPE, InvalidEvent, parse_event
 from triggers.records import TRIGGER_NAMES, record_to_json
 from triggers.replay import replay_lines
 from triggers.rules import parse_rules
@@ -65,7 +65,7 @@ def test_every_trigger_has_a_decision_model_and_every_event_type_a_schema() -> N
     decision = schema_document("decision")
     assert set(decision["discriminator"]["mapping"]) == set(TRIGGER_NAMES)
     events = schema_document("input-event")
-    assert set(events["discriminator"]["mapping"]) == set(TOPIC_OF_TYPE)
+    assert set(events["discriminator"]["mapping"]) == set(INPUT_TOPIC_OF_TYPE)
     catalog = schema_document("catalog-event")
     assert "user_id" not in catalog["$defs"]["ProductUpdated"]["properties"]
     for name in SCHEMAS:
