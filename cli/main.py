@@ -242,6 +242,14 @@ def _add_simulate(sub: Subparsers) -> None:
         "wishlists and birthdays, for birthday, back_in_stock and price_drop",
     )
 
+    simulate.add_argument(
+        "--keys",
+        choices=("user", "random", "null"),
+        default="user",
+        help="message keys of user events: by user_id (default), random, or none, as a "
+        "shop's producers may have them (Nudge re-keys what is misplaced)",
+    )
+
     def run(args: argparse.Namespace) -> int:
         from stream.simulate import simulate_command
 
@@ -255,6 +263,7 @@ def _add_simulate(sub: Subparsers) -> None:
             file=args.file,
             realtime=args.realtime,
             new_triggers=args.new_triggers,
+            keys=args.keys,
         )
 
     simulate.set_defaults(run=run)

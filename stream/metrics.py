@@ -191,7 +191,7 @@ class NudgeMetrics:
                 "nudge_input_rekeyed_messages_total",
                 "Input messages read on another partition than their user's (or from a topic "
                 "with another partition count), forwarded to the re-keying topic.",
-                "topic",
+                ("topic",),
             ),
             build=Info(
                 "nudge_build", "Nudge's version and the rules version it runs.", registry=registry

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sys
 import time
 from collections.abc import Iterator
@@ -99,13 +100,17 @@ async def produce(
     file: BinaryIO | None,
     realtime: bool = False,
     new_triggers: bool = False,
+    keys: str = "user",
 ) -> int:
     """Produce until the source ends, ``limit`` is reached or SIGINT/SIGTERM; the count sent.
 
     Raises KafkaUnavailable when the broker cannot be reached or refuses the records,
     MissingTopic at the first catalog event (``new_triggers``, or a ``product_updated``
-    line of the file) when the catalog topic does not exist.
+    line of the file) when the catalog topic does not exist. ``keys``: how user events are
+    keyed, as shops' producers do it: ``user`` (by ``user_id``, what Nudge prefers),
+    ``random`` (a random key per message), ``null`` (no key: spread by the client).
     """
+    rekey = random.Random(seed)
     topics = topic_map(settings)
     stop = stop_on_signals()
     producer = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", linger_ms=5)
@@ -134,6 +139,8 @@ async def produce(
                 )
                 key, topic = route(item, topics)
                 value = orjson.dumps(item)
+            if keys != "user" and topic != settings.topic_catalog:
+                key = None if keys == "null" else rekey.randbytes(8).hex().encode()
             if topic == settings.topic_catalog and not catalog_checked:
                 await _check_catalog_topic(settings)  # at the first catalog event
                 catalog_checked = True
@@ -225,6 +232,7 @@ def simulate_command(
     file: str | None,
     realtime: bool = False,
     new_triggers: bool = False,
+    keys: str = "user",
 ) -> int:
     """Exit status: 0 when done or stopped, 1 when Kafka cannot be used, 2 for bad input."""
     try:
@@ -250,6 +258,7 @@ def simulate_command(
                 file=source,
                 realtime=realtime,
                 new_triggers=new_triggers,
+                keys=keys,
             )
         )
     except (KafkaUnavailable, MissingTopic) as exc:

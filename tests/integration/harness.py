@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 NUDGE = str(Path(sys.executable).parent / "nudge")
 
 TOPIC_KEYS = (
-    "browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks",
+    "browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks", "rekeyed",
     "catalog", "interest", "fanout",
 )  # fmt: skip
 DEFAULT_NAMES = {
+    "rekeyed": "nudge.rekeyed",
     "browse": "shop.browse",
     "cart": "shop.cart",
     "order": "shop.order",
@@ -89,6 +90,8 @@ class WorkerGroup:
     create_inputs: bool = True
     #: Also create ``shop.catalog`` (a rules file with a catalog trigger on needs it).
     catalog: bool = False
+    #: Input topic key ("browse", ...) -> its own partition count (else ``partitions``).
+    input_counts: dict[str, int] = field(default_factory=dict)
 
     def topic(self, key: str) -> str:
         return f"{self.name}.{DEFAULT_NAMES[key]}"
@@ -119,9 +122,11 @@ class WorkerGroup:
 
     def create_input_topics(self) -> None:
         keys = ("browse", "cart", "order", "prefs", *(("catalog",) if self.catalog else ()))
-        names = [self.topic(key) for key in keys]
         with ThreadPoolExecutor(1) as pool:  # callable from a test inside a running loop
-            pool.submit(asyncio.run, create_topics(self.kafka, names, self.partitions)).result()
+            for key in keys:
+                count = self.input_counts.get(key, self.partitions)
+                create = create_topics(self.kafka, [self.topic(key)], count)
+                pool.submit(asyncio.run, create).result()
 
     def start(self, index: int = 0, *, wait_ready: bool = True) -> Worker:
         if self.create_inputs:

@@ -52,8 +52,12 @@ class RekeyShell(Shell):
             unknown_grace_ms=self.unknown_grace_ms,
             mark_interval=0.0,
             monotonic=self.clock.monotonic,
-            on_forwarded=self.forwarded.append,
+            on_forwarded=self._forwarded,
         )
+
+    def _forwarded(self, topic: str) -> None:
+        self.forwarded.append(topic)
+        self.metrics.rekeyed.labels(topic).inc()  # the worker's counter, as live
 
     def sources(self) -> list[tuple[str, int]]:
         return [(t, s) for t, count in self.counts.items() for s in range(count)]
