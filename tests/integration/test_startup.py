@@ -70,7 +70,8 @@ def errors(lines: list[Any]) -> list[str]:
 async def test_existing_four_partition_inputs_give_a_ready_worker(
     kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
 ) -> None:
-    # The shop's situation: its inputs exist with 4 partitions; NUDGE_PARTITIONS says 8.
+    # The shop's situation: its inputs exist with 4 partitions; NUDGE_PARTITIONS says 8:
+    # the worker has 8 partitions (its own topics) and re-keys the inputs (contract 9).
     group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_PARTITIONS="8")
     try:
         worker = group.start()  # creates the four inputs (4 partitions), waits for /readyz
@@ -78,12 +79,13 @@ async def test_existing_four_partition_inputs_give_a_ready_worker(
         found = await layout(kafka_bootstrap, f"{group.name}.")
     finally:
         group.stop_all()
-    assert found == {group.topic(key): 4 for key in (*INPUTS, *OWNED)}
+    inputs = {group.topic(key): 4 for key in INPUTS}
+    assert found == inputs | {group.topic(key): 8 for key in (*OWNED, "rekeyed")}
     lines = json_lines(worker)
     started = [line for line in lines if "rules_version" in line]
-    assert started and started[0]["partitions"] == 4, lines[:20]
+    assert started and started[0]["partitions"] == 8, lines[:20]
+    assert started[0]["input_topics"] == inputs
     assert started[0]["rules_version"].startswith("3")
-    assert any("NUDGE_PARTITIONS=8 is ignored" in line["msg"] for line in lines)
 
 
 async def test_a_missing_input_topic_fails_fast_naming_it_and_creates_nothing(
@@ -104,20 +106,22 @@ async def test_a_missing_input_topic_fails_fast_naming_it_and_creates_nothing(
     assert sorted(await layout(kafka_bootstrap, f"{group.name}.")) == sorted(present)
 
 
-async def test_inputs_with_different_partition_counts_are_refused_with_the_fix(
+async def test_an_existing_rekeying_topic_with_another_count_than_n_is_named_with_the_fix(
     kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
 ) -> None:
+    # Input topics of other counts are fine (re-keyed); Nudge's own must have N.
     group = group_for(kafka_bootstrap, redis_url, rules, tmp_path)
     group.create_inputs = False
     await create_topics(kafka_bootstrap, [group.topic(k) for k in ("browse", "cart", "order")], 4)
     await create_topics(kafka_bootstrap, [group.topic("prefs")], 2)
+    await create_topics(kafka_bootstrap, [group.topic("rekeyed")], 3)
 
     code, _, lines = failed_start(group)
 
     assert code == 2
     (message,) = errors(lines)
-    assert f"{group.topic('prefs')} (NUDGE_TOPIC_PREFS)=2" in message
-    assert "--partitions" in message
+    assert f"{group.topic('rekeyed')} (NUDGE_TOPIC_REKEYED) has 3 partitions" in message
+    assert "kafka-topics.sh --delete" in message
     assert group.topic("ticks") not in await layout(kafka_bootstrap, f"{group.name}.")
 
 
