@@ -324,9 +324,14 @@ def _record_line(record: Mapping[str, Any]) -> str:
             f"{record['converted_at']}  conversion  {record['trigger']} {record['arm']}{variant}"
             f"  order {record['order_id']} {record['revenue']}"
         )
+    if record.get("kind") == "engagement":
+        return f"{record['at']}  engagement  {record['type']} {record['channel']}"
+    if record.get("kind") == "erasure":
+        return f"{record['erased_at']}  erasure"
     reason = f" ({record['reason']})" if record.get("reason") else ""
     offer = f" offer {record['offer']}" if record.get("offer") else ""
+    channel = f" on {record['channel']}" if record.get("channel") else ""
     return (
         f"{record['fired_at']}  decision    {record['trigger']} stage {record['stage']} "
-        f"{record['status']}{reason}{variant}{offer}"
+        f"{record['status']}{reason}{channel}{variant}{offer}"
     )

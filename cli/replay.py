@@ -197,6 +197,7 @@ def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed
         "ignored": summary.ignored,
         "duplicate": summary.duplicate,
         "test": summary.test,
+        "before_erasure": summary.before_erasure,
         "processed": summary.processed,
         "users": summary.users,
         "decisions": {
@@ -206,6 +207,9 @@ def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed
         "suppressed": dict(sorted(summary.reasons.items())),
         "conversions": summary.conversions,
         "conversions_by_arm": dict(sorted(summary.arms.items())),
+        "engagement": summary.engagement,
+        "erasures": summary.erasures,
+        "expired": summary.expired,
         "errors": summary.errors,
         "clock": format_timestamp(summary.clock) if summary.clock is not None else None,
         "elapsed_seconds": round(elapsed, 3),

@@ -101,6 +101,8 @@ class Driver:
             else:  # the common case: nothing fired, the engine's records as they are
                 wake = due if not state.held else _wake(state, due)
                 return Advance(state, step.records, wake, outcome, state is not before)
+        elif step.records:  # erased: the erasure record
+            records += step.records
         wake = due if not state.held else _wake(state, due)
         return Advance(state, tuple(records), wake, outcome, state is not before)
 

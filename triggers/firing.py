@@ -204,6 +204,8 @@ def fire_due(
         else:
             following = follow(state, item, fr.sections[item.trigger], fr.rules.default_timezone)
         if following is not None:
+            if following.send_at < item.send_at:  # due while this one waited for a quiet end
+                following = _sent_at(following, item.send_at)
             if following.send_at <= until:  # already due: deferred if due in quiet hours
                 following = _at_send_time(fr, state, following)
             (due_now if following.send_at <= until else remaining).append(following)
