@@ -68,9 +68,14 @@ class CatalogBook:
 
     @classmethod
     def of(cls, rules: Rules) -> CatalogBook:
-        """The book of the rules' catalog triggers and quiet hours."""
+        """The book of the rules' catalog triggers and quiet hours: the global ones, then
+        (contract 8.2) a channel's own, whose end may fall in the global ones again."""
         triggers, quiet = rules.triggers, rules.contact_policy.quiet_hours
         deferral = timedelta(0) if quiet is None else longest_deferral(quiet.start, quiet.end)
+        windows = [c.quiet_hours for c in rules.channels.values() if c.quiet_hours is not None]
+        if windows:
+            channel = max(longest_deferral(window.start, window.end) for window in windows)
+            deferral = channel + 2 * deferral
         return cls(triggers.back_in_stock, triggers.price_drop, deferral=deferral)  # type: ignore[attr-defined]
 
     @property

@@ -411,3 +411,34 @@ def test_invalid_engagement_lines_are_reported_like_other_invalid_lines() -> Non
     ]
     assert result.invalid[0][2] == "$.bounce is required"
     assert [type(r) for r in result.records] == [Engagement]
+
+
+# --- schemas and the stored state ------------------------------------------------------------
+
+
+def test_section_8_records_match_their_schemas_and_consent_survives_the_state_codec() -> None:
+    from triggers.schemas import decode_output_record, schema_document
+    from triggers.state import decode_state, encode_state
+
+    tl = Timeline(cart_rules(CHANNELS, stages=["1h", "2h"]))
+    tl.send("preferences_updated", at(minutes=-1), channels={"sms": True, "fax": False})
+    tl.add(at())
+    tl.send("message_bounced", at(minutes=5), trigger_id="t", channel="email", bounce="hard")
+    tl.send("message_clicked", at(minutes=6), trigger_id="t", channel="push", url="https://x")
+    tl.advance(at(hours=8))  # stage 2 (04:00Z) waits for sms's quiet end, 09:00Z
+    tl.send("user_erased", at(hours=9), user="u2")
+    kinds = [orjson.loads(record_to_json(r))["kind"] for r in tl.records]
+    assert kinds == ["engagement", "engagement", "decision", "decision", "erasure"]
+    for record in tl.records:
+        decode_output_record(record_to_json(record))  # raises where it breaks its schema
+    assert [(d.channel, d.fired_at) for d in tl.decisions()] == [
+        ("push", at(hours=1)),
+        ("sms", at(hours=7)),  # push at its cap, email bounced
+    ]
+    state = tl.state()
+    assert {c.channel for c in state.consent} == {"sms", "fax", "email"}
+    assert [c.channel for c in state.channel_contacts] == ["push"]  # only capped channels
+    assert decode_state(encode_state(state)) == state
+    assert schema_document("engagement")["title"] == "Nudge engagement"
+    mapping = schema_document("input-event")["discriminator"]["mapping"]
+    assert {"user_erased", "message_bounced", "message_clicked"} <= set(mapping)
