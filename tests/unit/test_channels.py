@@ -442,3 +442,19 @@ def test_section_8_records_match_their_schemas_and_consent_survives_the_state_co
     assert schema_document("engagement")["title"] == "Nudge engagement"
     mapping = schema_document("input-event")["discriminator"]["mapping"]
     assert {"user_erased", "message_bounced", "message_clicked"} <= set(mapping)
+
+
+def test_the_commented_channels_example_in_rules_example_yaml_is_valid() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "rules.example.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("# channels:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or line.startswith("# and under"):
+            break
+        block.append(line[2:])
+    rules = parse_rules("\n".join(block) + "\n")
+    assert list(rules.channels) == ["push", "email", "sms"]
+    assert rules.channels["sms"].consent == "opt_in"
