@@ -205,3 +205,33 @@ def test_never_a_decision_on_a_channel_without_consent_at_its_send_time(
         listed = rules.trigger(decision.trigger).channels or tuple(rules.channels)
         assert decision.channel in listed
         assert _consents(rules, events, decision.user_id, decision.channel, decision.fired_at)
+
+
+@PROPERTY_SETTINGS
+@given(consent_timelines(), st.data())
+def test_after_an_erasure_no_decision_comes_of_anything_before_it(
+    world: tuple[Rules, list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    rules, events = world
+    erasures = data.draw(st.lists(st.sampled_from(events), max_size=3))
+    for n, erased in enumerate(erasures):
+        events.append({"event_id": f"x{n}", "type": "user_erased",
+                       "user_id": erased["user_id"], "ts": erased["ts"]})  # fmt: skip
+    events.sort(key=lambda event: parse_timestamp(event["ts"]))  # stable: erasure last
+    until = parse_timestamp(events[-1]["ts"]) + timedelta(days=10)
+    result = replay_lines([orjson.dumps(e) for e in events], rules, until)
+    assert result.invalid == []
+    for record in result.records:
+        if type(record) is not Decision:
+            continue
+        mine = [e for e in events if e["user_id"] == record.user_id]
+        before = [parse_timestamp(e["ts"]) for e in mine if e["type"] == "user_erased"]
+        erased_at = max((t for t in before if t < record.fired_at), default=None)
+        if erased_at is None:
+            continue
+        # something armed it after the erasure: a shop event (feedback is no activity)
+        assert any(
+            erased_at < parse_timestamp(e["ts"]) < record.fired_at
+            for e in mine
+            if e["type"] != "user_erased" and not e["type"].startswith("message_")
+        )
