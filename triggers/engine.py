@@ -12,14 +12,10 @@ Pure and deterministic: no I/O, no wall clock. The caller (the live service or
   contact policy. A stage reached inside quiet hours is deferred (no record);
   its new send time shows in ``next_due``.
 
-``Step.outcome`` is ``processed``, ``duplicate`` or ``test`` for events (for
-the last two ``state`` is returned unchanged and need not be stored; for a new
-user it is a fresh empty state), ``before_erasure`` (ignored, unchanged) or
-``erased`` (the state is the erasure memory alone), and ``fired`` for ``on_time``.
-
-Engagement feedback (contract 8.3) is no shop activity: it changes per-channel
-consent only and gives one ``Engagement`` record. ``user_erased`` (8.5) replaces
-the state by ``UserState(user_id, erased_at=ts)`` and gives one ``Erasure`` record.
+``Step.outcome`` for events: ``processed``, ``duplicate``, ``test`` (the last two
+return the state unchanged; for a new user a fresh one, not to be stored),
+``before_erasure`` (unchanged) or ``erased`` (the state is the erasure memory alone,
+contract 8.5); ``fired`` for ``on_time``. Engagement feedback (8.3) is no activity.
 """
 
 from __future__ import annotations
@@ -214,8 +210,7 @@ class Engine:
     def _engagement(
         self, state: UserState, event: EngagementEvent, seen: bytes, now: datetime
     ) -> tuple[UserState, tuple[Record, ...]]:
-        """No activity: a consent effect (contract 8.3) and one audit record."""
-        consent = after_feedback(state.consent, event)
+        consent = after_feedback(state.consent, event)  # no activity: contract 8.3
         return replace(state, seen=seen, consent=consent), (audit_record(event),)
 
     def _activity_only(
