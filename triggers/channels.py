@@ -58,7 +58,7 @@ def has_consent(entry: Consent | None, rules: ChannelRules) -> bool:
 def _with(consent: ConsentLog, entry: Consent) -> ConsentLog:
     """The log with ``entry`` as its most recently changed one (bounded)."""
     kept = [other for other in consent if other.channel != entry.channel]
-    return (*kept[len(kept) + 1 - MAX_CONSENT :], entry)
+    return (*kept[max(0, len(kept) + 1 - MAX_CONSENT) :], entry)
 
 
 def after_answers(consent: ConsentLog, answers: Mapping[str, bool], ts: datetime) -> ConsentLog:

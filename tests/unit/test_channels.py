@@ -458,3 +458,21 @@ def test_the_commented_channels_example_in_rules_example_yaml_is_valid() -> None
     rules = parse_rules("\n".join(block) + "\n")
     assert list(rules.channels) == ["push", "email", "sms"]
     assert rules.channels["sms"].consent == "opt_in"
+
+
+def test_consent_kept_per_user_is_bounded_and_compact() -> None:
+    from triggers.state import MAX_CONSENT, encode_state
+
+    tl = Timeline(cart_rules(CHANNELS))
+    for n in range(40):
+        answers = {f"c{n}_{k}": k % 2 == 0 for k in range(3)}
+        tl.send("preferences_updated", at(minutes=n), channels=answers)
+    tl.send("message_complained", at(hours=1), trigger_id="t", channel="push")
+    consent = tl.state().consent
+    assert len(consent) == MAX_CONSENT
+    assert consent[-1].channel == "push" and consent[-1].withdrawn_at == at(hours=1)
+    assert consent[0].channel == "c19_0"  # the least recently changed went first
+    assert len(encode_state(tl.state())) < 3000
+    tl.add(at(hours=2))
+    tl.advance(at(hours=4))
+    assert tl.decisions()[0].channel == "email"  # push withdrawn, sms never said yes
