@@ -66,7 +66,15 @@ from triggers.state import UserState
 from triggers.steps import BEFORE_ERASURE, ERASED, NO_FACTS, PROCESSED, TEST, OutsideFacts
 from triggers.timestamps import format_timestamp, to_millis
 
-__all__ = ["Record", "Replay", "ReplayResult", "ReplaySummary", "replay_lines"]
+__all__ = [
+    "Record",
+    "Replay",
+    "ReplayResult",
+    "ReplaySummary",
+    "describe_error",
+    "replay_lines",
+    "without_cycle_collector",
+]
 
 _SUPPRESSED_FACTS = OutsideFacts(suppressed=True)
 
