@@ -65,19 +65,9 @@ class RekeyShell(Shell):
     def consumed(self) -> tuple[str, ...]:
         return (*TOPICS.inputs, TOPICS.ticks, REKEYED)
 
-    def _tps(self) -> list[tuple[str, int]]:
+    def owned_tps(self) -> list[tuple[str, int]]:
         own = [(t, p) for t in (TOPICS.ticks, REKEYED) for p in self.partitions]
         return [*self.sources(), *own]
-
-    def committed(self) -> dict[tuple[str, int], int]:
-        out = {}
-        for tp in self._tps():
-            done = self.acked.get(tp, set())
-            offset = 0
-            while offset in done:
-                offset += 1
-            out[tp] = offset
-        return out
 
     def all_acked(self) -> bool:
         committed = self.committed()
@@ -106,7 +96,7 @@ class RekeyShell(Shell):
     ) -> list[FakeEvent]:
         self._sync()
         wanted = set(topics) if topics is not None else set(self.consumed())
-        owned = set(self._tps())
+        owned = set(self.owned_tps())
         batch = []
         for (topic, partition), log in sorted(self.inputs.items()):
             if topic not in wanted or (topic, partition) not in owned:

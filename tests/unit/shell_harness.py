@@ -251,16 +251,19 @@ class Shell:
         self.seeks.append((topic, partition, offset))
         self.positions[(topic, partition)] = offset
 
+    def owned_tps(self) -> list[tuple[str, int]]:
+        """The topic partitions the worker reads."""
+        return [(t, p) for t in self.consumed() for p in self.partitions]
+
     def committed(self) -> dict[tuple[str, int], int]:
         """What Faust commits: per topic partition, the offset after the acked prefix."""
         out = {}
-        for t in self.consumed():
-            for p in self.partitions:
-                done = self.acked.get((t, p), set())
-                offset = 0
-                while offset in done:
-                    offset += 1
-                out[(t, p)] = offset
+        for tp in self.owned_tps():
+            done = self.acked.get(tp, set())
+            offset = 0
+            while offset in done:
+                offset += 1
+            out[tp] = offset
         return out
 
     def unread(
