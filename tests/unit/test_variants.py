@@ -166,9 +166,9 @@ def test_conversions_carry_the_variant_and_the_record_shows_it() -> None:
     (conversion,) = tl.order(at(hours=3), "o1", ["p1"], user=user)
     assert (conversion.arm, conversion.variant) == ("treatment", "B")
     decision = orjson.loads(record_to_json(tl.decisions()[0]))
-    assert list(decision)[-1] == "variant" and decision["variant"] == "B"
+    assert list(decision)[-2:] == ["variant", "channel"] and decision["variant"] == "B"
     converted = orjson.loads(record_to_json(conversion))
-    assert list(converted)[-1] == "variant" and converted["variant"] == "B"
+    assert list(converted)[-2:] == ["variant", "channel"] and converted["variant"] == "B"
 
 
 def test_records_without_variants_say_null() -> None:
@@ -262,7 +262,7 @@ def test_replay_with_variants_is_byte_identical_run_to_run() -> None:
             1,
             "default",
         ),
-        ("triggers: {lapsing: {variants: [A, B]}}", "triggers.lapsing.variants", 1, "dictionary"),
+        ("triggers: {lapsing: {variants: [A, B]}}", "triggers.lapsing.variants", 1, "a mapping"),
         (
             "triggers: {lapsing: {variants: {A: 1}}}\noffers:\n  lapsing: {B: X}\n",
             "offers.lapsing.B",
