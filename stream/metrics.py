@@ -70,6 +70,8 @@ class NudgeMetrics:
     rebalances: Counter
     catalog_swept: Counter
     rekeyed: Counter
+    engagement: Counter
+    erasures: Counter
     build: Info
     _partition_labels: set[str] = field(default_factory=set)
     _lag_labels: set[tuple[str, str]] = field(default_factory=set)
@@ -192,6 +194,18 @@ class NudgeMetrics:
                 "Input messages read on another partition than their user's (or from a topic "
                 "with another partition count), forwarded to the re-keying topic.",
                 ("topic",),
+            ),
+            engagement=counter(
+                "nudge_engagement_events_total",
+                "Delivery provider feedback applied (marketing.engagement), by event type and "
+                "channel.",
+                ("type", "channel"),
+            ),
+            erasures=counter(
+                "nudge_erasures_total",
+                "Users erased: user_erased events applied and idle users deleted by retention, "
+                "by cause.",
+                ("cause",),
             ),
             build=Info(
                 "nudge_build", "Nudge's version and the rules version it runs.", registry=registry
