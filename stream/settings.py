@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     topic_cart: str = Field(default="shop.cart", min_length=1)
     topic_order: str = Field(default="shop.order", min_length=1)
     topic_prefs: str = Field(default="shop.prefs", min_length=1)
+    # Delivery feedback (contract 8.3), written by the shop's delivery providers. An input
+    # like the four above, except that the worker creates it (N partitions) when missing.
+    topic_engagement: str = Field(default="marketing.engagement", min_length=1)
     # Catalog events (contract 7.1, keyed by product). `nudge simulate` writes them here
     # (--new-triggers, or a file's product_updated lines); the worker reads them when
     # back_in_stock or price_drop is on (the catalog fan-out, docs/protocol.md).
@@ -131,8 +134,15 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def input_topics(self) -> tuple[str, str, str, str]:
-        return (self.topic_browse, self.topic_cart, self.topic_order, self.topic_prefs)
+    def input_topics(self) -> tuple[str, ...]:
+        """The topics of user events: the shop's four, then the engagement feedback."""
+        return (
+            self.topic_browse,
+            self.topic_cart,
+            self.topic_order,
+            self.topic_prefs,
+            self.topic_engagement,
+        )
 
 
 class SettingsError(ValueError):
