@@ -11,6 +11,9 @@
   output topics (triggers, audit, dead letters) with ``N`` when they are missing. An existing
   internal topic with another count stops the start with the fix; existing output topics
   are used as they are (they are not co-partitioned with anything).
+- The engagement topic (``marketing.engagement``, contract 8.3) is an input topic read like
+  the four, with one difference: Nudge defines its records, so Nudge creates it (``N``
+  partitions) when it is missing. A shop that never sends feedback needs do nothing.
 - With a catalog trigger on (``back_in_stock``, ``price_drop``), ``shop.catalog`` is an input
   topic too (the shop's: never created; it must have ``N`` partitions and be keyed by
   product: catalog events are not re-keyed yet) and the two internal topics of the catalog
@@ -64,10 +67,14 @@ def input_variables(settings: Settings, catalog: bool = False) -> dict[str, str]
     return {getattr(settings, field): env_name(field) for field in fields}
 
 
+#: The input topic of delivery feedback: read like the shop's, created by Nudge when missing.
+FEEDBACK = "topic_engagement"
+
+
 def owned_variables(settings: Settings, catalog: bool = False) -> dict[str, str]:
     """Topic Nudge creates -> the variable that names it (the tick topic first)."""
     fields: tuple[str, ...] = ("topic_ticks", "topic_rekeyed")
-    fields += ("topic_triggers", "topic_audit", "topic_dlq")
+    fields += ("topic_triggers", "topic_audit", "topic_dlq", FEEDBACK)
     if catalog:
         fields += COPARTITIONED[2:]
     return {getattr(settings, field): env_name(field) for field in fields}
@@ -84,7 +91,8 @@ class Layout:
 def input_counts(
     settings: Settings, counts: Mapping[str, int], catalog: bool = False
 ) -> dict[str, int]:
-    """Each input topic's partition count; raises with the fix when one is missing."""
+    """Each input topic's partition count (the engagement topic's once it exists); raises
+    with the fix when one of the shop's is missing."""
     inputs = input_variables(settings, catalog)
     missing = [name for name in inputs if name not in counts]
     if missing:
@@ -94,7 +102,9 @@ def input_counts(
             "creates input topics: create them, or set the variable to the existing topic's "
             "name (or let the Kafka principal describe them)"
         )
-    return {name: counts[name] for name in inputs}
+    feedback = getattr(settings, FEEDBACK)
+    present = {feedback: counts[feedback]} if feedback in counts else {}
+    return {name: counts[name] for name in inputs} | present
 
 
 def worker_partitions(settings: Settings, counts: Mapping[str, int], catalog: bool = False) -> int:
@@ -232,7 +242,7 @@ async def _prepare(
     check_ticks(settings, counts, partitions, catalog)
     internal = internal_variables(settings, catalog)
     for name in owned:
-        if name not in internal and counts[name] != partitions:
+        if name not in internal and name not in inputs and counts[name] != partitions:
             log.info(
                 "output topic has its own partition count",
                 extra={"topic": name, "partitions": counts[name], "worker_partitions": partitions},
