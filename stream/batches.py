@@ -413,7 +413,7 @@ class Batches:
             out.dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}"[:500], now)
             self._metrics.dead_letter(message.topic, "processing_error")
             return
-        self._metrics.event(message.topic, event.type, advance.outcome)
+        self._metrics.event(message.topic, event, advance.outcome)
         self._keep(part, user_id, advance, out, message.partition)
 
     def _fire(

@@ -24,6 +24,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from triggers.event_engagement import ENGAGEMENT_CLASSES, EngagementEvent
+from triggers.events import Event
 from triggers.records import (
     ARMS,
     STATUSES,
@@ -33,6 +35,7 @@ from triggers.records import (
     Decision,
 )
 from triggers.rules import Rules
+from triggers.steps import ERASED, PROCESSED
 
 # `*_created` series add nothing for Nudge's users and double the scrape size.
 disable_created_metrics()
@@ -41,6 +44,10 @@ LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
 #: A contact's arm: sent decisions are the treatment, holdout decisions the holdout.
+ENGAGEMENT_TYPES = tuple(cls.type for cls in ENGAGEMENT_CLASSES)
+OTHER_CHANNEL = "other"  # an engagement event's channel the rules do not name
+ERASED_BY_EVENT = "user_erased"
+ERASED_BY_RETENTION = "retention"
 _ARM_OF_STATUS = {"sent": "treatment", "holdout": "holdout"}
 _PARTITIONED = ("pending_deadlines", "held_back", "held_decisions")
 
@@ -75,6 +82,9 @@ class NudgeMetrics:
     build: Info
     _partition_labels: set[str] = field(default_factory=set)
     _lag_labels: set[tuple[str, str]] = field(default_factory=set)
+    #: The rules' channel names: an engagement event's other channel counts as "other"
+    #: (the field is free text from the provider; labels stay bounded).
+    _channels: frozenset[str] = frozenset()
 
     @classmethod
     def create(cls, registry: CollectorRegistry, rules: Rules | None = None) -> NudgeMetrics:
@@ -224,12 +234,30 @@ class NudgeMetrics:
                     metrics.recipients.labels(trigger, arm, variant)
             metrics.lateness.labels(trigger)
         metrics.redis_up.set(0)
+        if rules is not None:
+            metrics._channels = frozenset(rules.channels)
+            for event_type in ENGAGEMENT_TYPES:
+                for channel in (*rules.channels, OTHER_CHANNEL):
+                    metrics.engagement.labels(event_type, channel)
+        metrics.erasures.labels(ERASED_BY_EVENT)
+        metrics.erasures.labels(ERASED_BY_RETENTION)
         return metrics
 
     # -- per batch ----------------------------------------------------------------------
 
-    def event(self, topic: str, event_type: str, outcome: str) -> None:
-        self.events.labels(topic, event_type, outcome).inc()
+    def event(self, topic: str, event: Event, outcome: str) -> None:
+        """One applied input event: by outcome; feedback by channel; an erasure."""
+        self.events.labels(topic, event.type, outcome).inc()
+        if outcome == PROCESSED and isinstance(event, EngagementEvent):
+            channel = event.channel if event.channel in self._channels else OTHER_CHANNEL
+            self.engagement.labels(event.type, channel).inc()
+        elif outcome == ERASED:
+            self.erasures.labels(ERASED_BY_EVENT).inc()
+
+    def expired(self, users: int) -> None:
+        """Users deleted by retention (or whose erasure memory ended: no cause label)."""
+        if users:
+            self.erasures.labels(ERASED_BY_RETENTION).inc(users)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self.dead_letters.labels(reason).inc()
