@@ -73,6 +73,9 @@ class _Partition:
     deadlines: Deadlines
     cache: dict[str, UserState] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)  # users with held decisions
+    #: Users deleted in this batch (retention, end of an erasure memory): their rows are
+    #: still in the store until the checkpoint writes the tombstones.
+    deleted: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,7 @@ class Batches:
         await self._release_stragglers(now, out)
         await self.checkpoint.write(out, acks)
         for part in self._partitions.values():  # all clean now
+            part.deleted.clear()
             if len(part.cache) > CACHE_PER_PARTITION:
                 part.cache.clear()
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
@@ -403,6 +407,10 @@ class Batches:
         user_id = event.user_id
         try:
             state = self._load(part, user_id)
+            if state is not None and self._driver.expired(state, event.ts):
+                # Deleted at its expiry, before this event, as replay does (contract 8.5).
+                self._delete(part, user_id, state, out, message.partition)
+                state = None
             advance = self._driver.event(
                 state, event, now, self._facts(facts, user_id), max(horizon, event.ts)
             )
@@ -429,6 +437,9 @@ class Batches:
             state = self._load(part, user_id)
             if state is None:
                 return
+            if self._driver.expired(state, horizon):  # retention, or an erasure memory's end
+                self._delete(part, user_id, state, out, part.watermark.partition)
+                return
             advance = self._driver.time(state, now, horizon, self._facts(facts, user_id))
         except Exception:  # one user's failure must not cost the others their deadlines
             log.exception(
@@ -440,10 +451,16 @@ class Batches:
     def _keep(
         self, part: _Partition, user_id: str, advance: Advance, out: Outputs, partition: int
     ) -> None:
+        # The deadline index (and the row's wake) holds the earlier of the next due stage
+        # and the user's expiry (contract 8.5), so expired users are found like due ones.
         wake_ms = due_millis(advance.wake)
+        expiry_ms = due_millis(self._driver.expires_at(advance.state))
+        if expiry_ms is not None and (wake_ms is None or expiry_ms < wake_ms):
+            wake_ms = expiry_ms
         part.deadlines.set(user_id, wake_ms)
         if advance.changed:
             state = advance.state
+            part.deleted.discard(user_id)
             part.cache[user_id] = state
             if state.held:
                 part.held[user_id] = len(state.held)
@@ -453,7 +470,21 @@ class Batches:
         if advance.records:
             out.records(user_id, advance.records)
 
+    def _delete(
+        self, part: _Partition, user_id: str, state: UserState, out: Outputs, partition: int
+    ) -> None:
+        """Delete a user without a record: a tombstone on the changelog, then the store."""
+        part.deadlines.set(user_id, None)
+        part.cache.pop(user_id, None)
+        part.held.pop(user_id, None)
+        part.deleted.add(user_id)
+        out.deleted(partition, user_id)
+        if state.erased_at is None:  # retention (the end of an erasure memory is no erasure)
+            self._metrics.expired(1)
+
     def _load(self, part: _Partition, user_id: str) -> UserState | None:
+        if user_id in part.deleted:
+            return None
         state = part.cache.get(user_id)
         if state is None:
             stored = self._store.get(user_id.encode())

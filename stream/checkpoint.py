@@ -5,7 +5,8 @@
 1. the output records (decisions, conversions, dead letters; with the catalog fan-out,
    its interest, fan-out and mark records; with re-keying, the forwarded input and the
    sources' marks), leaving out decisions already delivered;
-2. the Redis ledger: contacts and sent marks, once the broker has the records;
+2. the Redis ledger: erased users' keys deleted, then contacts and sent marks, once the
+   broker has the records;
 3. one changelog record per dirty user, then the local store (never ahead of the
    changelog); the products table the same way;
 4. the messages are acknowledged, so that Faust commits their offsets (in offset order).
@@ -43,8 +44,9 @@ class LocalStore(Protocol):
     """The users table's local store (RocksDB)."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
-        """Rows ``(partition, key, value, changelog offset)``, once the changelog has them."""
+    def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
+        """Rows ``(partition, key, value or None to delete, changelog offset)``, once the
+        changelog has them."""
 
 
 class Checkpoint:
@@ -88,9 +90,13 @@ class Checkpoint:
         for delivery in deliveries:
             await delivery
         self._metrics.decided(out.decisions(), out.conversions(), already)
-        # 2. The ledger: contacts and sent marks, once the broker has the records (if Redis
-        # fails now, the records are out; only the marks are lost).
-        await self._facts.record(out.contacts(), [t for t in sent_ids if t not in already])
+        # 2. The ledger, once the broker has the records: erased users' keys go, then the
+        # contacts and sent marks (if Redis fails now, the records are out; only the marks
+        # are lost; erasures are retried).
+        await self._facts.erase(out.erased())
+        contacts = out.contacts()
+        kept = {t for _, t, _ in contacts}
+        await self._facts.record(contacts, [t for t in sent_ids if t not in already and t in kept])
         # 3. One changelog record per dirty user, then the local store.
         rows = out.rows()
         if rows:

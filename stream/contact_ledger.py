@@ -7,7 +7,12 @@ Keys (prefix configurable, default ``nudge:``):
   other senders write their own members and Nudge counts them toward the
   frequency cap;
 - ``{prefix}sent:{trigger_id}`` (string with TTL): this decision reached
-  ``marketing.triggers``; a replay after a crash does not send it again.
+  ``marketing.triggers``; a replay after a crash does not send it again;
+- ``{prefix}sent-by:{user_id}`` (set with the same TTL): the user's sent marks, so that an
+  erasure (contract 8.5) finds them (a trigger id is a hash, not the user id).
+
+An erasure deletes the user's sent marks, their set, and Nudge's own members of their
+contacts; members other senders wrote are theirs to erase.
 
 Every method raises :class:`RedisUnavailable` when Redis cannot be reached, so the
 caller can hold due decisions back (never send unchecked) and retry later.
@@ -68,6 +73,9 @@ class ContactLedger:
     def _sent_key(self, trigger_id: str) -> str:
         return f"{self._prefix}sent:{trigger_id}"
 
+    def _sent_by_key(self, user_id: str) -> str:
+        return f"{self._prefix}sent-by:{user_id}"
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
@@ -122,12 +130,16 @@ class ContactLedger:
         """Record this engine's contacts ``(user, trigger id, time)`` and the ids it sent,
         for a whole batch in one pipelined round trip."""
         by_user: dict[str, dict[str, float]] = {}
+        sent = set(sent)
+        sent_by: dict[str, list[str]] = {}
         for user_id, trigger_id, at in contacts:
             by_user.setdefault(user_id, {})[f"{SENDER}:{trigger_id}"] = at.timestamp()
-        sent = list(sent)
+            if trigger_id in sent:
+                sent_by.setdefault(user_id, []).append(trigger_id)
         if not by_user and not sent:
             return
         retention = self._retention.total_seconds()
+        ttl = int(self._sent_ttl.total_seconds())
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_id, members in by_user.items():
@@ -135,10 +147,36 @@ class ContactLedger:
                     pipe.zadd(key, members)
                     pipe.zremrangebyscore(key, "-inf", max(members.values()) - retention)
                     pipe.expire(key, int(retention))
-                for trigger_id in sent:
-                    pipe.set(
-                        self._sent_key(trigger_id), b"1", ex=int(self._sent_ttl.total_seconds())
-                    )
+                for trigger_id in sorted(sent):
+                    pipe.set(self._sent_key(trigger_id), b"1", ex=ttl)
+                for user_id, ids in sent_by.items():
+                    pipe.sadd(self._sent_by_key(user_id), *ids)
+                    pipe.expire(self._sent_by_key(user_id), ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise RedisUnavailable("record", exc) from exc
+
+    async def erase(self, user_ids: Iterable[str]) -> None:
+        """Erased users (contract 8.5): their sent marks and Nudge's contacts, in two round
+        trips (read what there is, delete it); idempotent."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return
+        mine = f"{SENDER}:".encode()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in users:
+                    pipe.smembers(self._sent_by_key(user_id))
+                    pipe.zrange(self._contacts_key(user_id), 0, -1)
+                found = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for index, user_id in enumerate(users):
+                    ids, members = found[2 * index], found[2 * index + 1]
+                    keys = [self._sent_key(t.decode()) for t in sorted(ids)]
+                    pipe.delete(self._sent_by_key(user_id), *keys)
+                    ours = [m for m in members if m.startswith(mine)]
+                    if ours:
+                        pipe.zrem(self._contacts_key(user_id), *ours)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable("erase", exc) from exc

@@ -220,6 +220,7 @@ class NudgeMetrics:
             build=Info(
                 "nudge_build", "Nudge's version and the rules version it runs.", registry=registry
             ),
+            _channels=frozenset(() if rules is None else rules.channels),
         )
         for trigger in TRIGGER_NAMES:
             for status in STATUSES:
@@ -235,7 +236,6 @@ class NudgeMetrics:
             metrics.lateness.labels(trigger)
         metrics.redis_up.set(0)
         if rules is not None:
-            metrics._channels = frozenset(rules.channels)
             for event_type in ENGAGEMENT_TYPES:
                 for channel in (*rules.channels, OTHER_CHANNEL):
                     metrics.engagement.labels(event_type, channel)

@@ -14,7 +14,7 @@ from typing import Any
 from stream.dead_letters import dead_letter_record
 from stream.user_rows import pack_row
 from triggers.engine import Record
-from triggers.records import Conversion, Decision, record_to_json
+from triggers.records import Conversion, Decision, Erasure, record_to_json
 from triggers.state import UserState
 
 JSON = ("content-type", b"application/json")
@@ -27,7 +27,8 @@ class Outputs:
         self._version = rules_version.encode()
         self._records: list[tuple[str, Record]] = []  # (user, record), in emission order
         self._dead: list[tuple[bytes | None, bytes]] = []
-        self._dirty: dict[tuple[int, str], tuple[UserState, int | None]] = {}
+        #: Per (partition, user): the state to write and its wake, or None (a tombstone).
+        self._dirty: dict[tuple[int, str], tuple[UserState, int | None] | None] = {}
 
     def records(self, user_id: str, records: tuple[Record, ...]) -> None:
         self._records += ((user_id, record) for record in records)
@@ -47,9 +48,14 @@ class Outputs:
     def dirty(self, partition: int, user_id: str, state: UserState, wake_ms: int | None) -> None:
         self._dirty[(partition, user_id)] = (state, wake_ms)
 
+    def deleted(self, partition: int, user_id: str) -> None:
+        """The user's row goes (retention, the end of an erasure memory)."""
+        self._dirty[(partition, user_id)] = None
+
     def dirty_states(self) -> Iterator[tuple[int, str, UserState]]:
-        for (partition, user_id), (state, _) in self._dirty.items():
-            yield partition, user_id, state
+        for (partition, user_id), row in self._dirty.items():
+            if row is not None:
+                yield partition, user_id, row[0]
 
     def decisions(self) -> list[Decision]:
         return [r for _, r in self._records if type(r) is Decision]
@@ -60,13 +66,22 @@ class Outputs:
     def sent_ids(self) -> list[str]:
         return [r.trigger_id for r in self.decisions() if r.status == "sent"]
 
+    def erased(self) -> list[str]:
+        """The users erased in this batch (contract 8.5), in order."""
+        return [user_id for user_id, r in self._records if type(r) is Erasure]
+
     def contacts(self) -> list[tuple[str, str, datetime]]:
-        """``(user, trigger id, time)`` of every sent or held-out decision."""
-        return [
-            (user_id, r.trigger_id, r.fired_at)
-            for user_id, r in self._records
-            if type(r) is Decision and r.status in ("sent", "holdout")
-        ]
+        """``(user, trigger id, time)`` of every sent or held-out decision the ledger keeps:
+        not those of a user erased later in the batch (the erasure deletes them)."""
+        erased: set[str] = set()
+        kept = []
+        for user_id, r in reversed(self._records):
+            if type(r) is Erasure:
+                erased.add(user_id)
+            elif type(r) is Decision and r.status in ("sent", "holdout") and user_id not in erased:
+                kept.append((user_id, r.trigger_id, r.fired_at))
+        kept.reverse()
+        return kept
 
     def kafka_records(self, already_sent: set[str]) -> Iterator[KafkaRecord]:
         """Audit (every decision and conversion), triggers (sent decisions), dead letters.
@@ -92,8 +107,9 @@ class Outputs:
         for key, value in self._dead:
             yield topics.dlq, key, value, None, [JSON]
 
-    def rows(self) -> list[tuple[int, bytes, bytes]]:
+    def rows(self) -> list[tuple[int, bytes, bytes | None]]:
+        """Changelog rows: a packed state, or None (a tombstone: compaction removes the key)."""
         return [
-            (partition, user_id.encode(), pack_row(state, wake_ms, partition))
-            for (partition, user_id), (state, wake_ms) in self._dirty.items()
+            (partition, user_id.encode(), None if row is None else pack_row(*row, partition))
+            for (partition, user_id), row in self._dirty.items()
         ]

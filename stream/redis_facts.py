@@ -34,6 +34,7 @@ class Ledger(Protocol):
     async def record(
         self, contacts: Iterable[tuple[str, str, datetime]], sent: Iterable[str]
     ) -> None: ...
+    async def erase(self, user_ids: Iterable[str]) -> None: ...
 
 
 @dataclass
@@ -67,6 +68,9 @@ class RedisFacts:
         self._metrics = metrics
         self._monotonic = monotonic
         self.backoff = RedisBackoff()
+        #: Erased users whose Redis keys could not be deleted yet: retried at each
+        #: checkpoint (a crash loses the list; the keys' TTLs bound what is left).
+        self.erasing: list[str] = []
 
     def ready(self) -> bool:
         """False while the backoff after a failure runs: do not ask now."""
@@ -103,6 +107,18 @@ class RedisFacts:
             await self._ledger.record(contacts, sent)
         except RedisUnavailable as exc:
             self._failed(exc)
+
+    async def erase(self, users: list[str]) -> None:
+        """Delete erased users' keys, with any whose deletion failed before."""
+        self.erasing += users
+        if not self.erasing or not self.ready():
+            return
+        try:
+            await self._ledger.erase(self.erasing)
+        except RedisUnavailable as exc:
+            self._failed(exc)
+            return
+        self.erasing = []
 
     def _failed(self, exc: RedisUnavailable) -> None:
         self.backoff.failed(self._monotonic())

@@ -54,5 +54,5 @@ class UsersStore:
     def get(self, key: bytes) -> bytes | None:
         return self._table.data.get(key)  # type: ignore[no-any-return]
 
-    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+    def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         write_after_changelog(self._table, rows)

@@ -32,14 +32,14 @@ from stream.batches import Topics
 from stream.contact_ledger import RedisUnavailable
 
 TOPICS = Topics(
-    inputs=("shop.browse", "shop.cart", "shop.order", "shop.prefs"),
+    inputs=("shop.browse", "shop.cart", "shop.order", "shop.prefs", "marketing.engagement"),
     ticks="nudge.ticks",
     triggers="marketing.triggers",
     audit="marketing.triggers.audit",
     dlq="shop.events.dlq",
     changelog="nudge-users-changelog",
 )
-BROWSE, CART, ORDER, PREFS = TOPICS.inputs
+BROWSE, CART, ORDER, PREFS, ENGAGEMENT = TOPICS.inputs
 
 
 class Crash(Exception):
@@ -176,9 +176,12 @@ class Store:
         row = self.rows.get(key)
         return None if row is None else row[1]
 
-    def write(self, rows: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+    def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         for partition, key, value, offset in rows:
-            self.rows[key] = (partition, value, offset)
+            if value is None:
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = (partition, value, offset)
         self.writes.append([key for _, key, _, _ in rows])
         self.journal.log("store", tuple(key for _, key, _, _ in rows))
 
@@ -191,7 +194,10 @@ class Store:
         store = cls(journal)
         for record in records:
             assert record.key is not None
-            store.rows[record.key] = (record.partition, record.value, record.offset)
+            if record.value is None:  # a tombstone
+                store.rows.pop(record.key, None)
+            else:
+                store.rows[record.key] = (record.partition, record.value, record.offset)
         return store
 
 
@@ -206,6 +212,7 @@ class Ledger:
         self.suppressed: set[str] = set()
         self.contacts: dict[str, dict[str, datetime]] = {}  # user -> member -> time
         self.sent: set[str] = set()
+        self.sent_by: dict[str, set[str]] = {}  # user -> their sent marks
         self.calls: Counter[str] = Counter()
         self.looked_up: list[list[str]] = []  # the users of each lookup
 
@@ -250,8 +257,27 @@ class Ledger:
         self._check("record")
         for user_id, trigger_id, at in contacts:
             self.contacts.setdefault(user_id, {})[f"nudge:{trigger_id}"] = at
+            if trigger_id in sent:
+                self.sent_by.setdefault(user_id, set()).add(trigger_id)
         self.sent.update(sent)
         self.journal.log("ledger", tuple(t for _, t, _ in contacts), tuple(sent))
+
+    async def erase(self, user_ids: Iterable[str]) -> None:
+        users = list(user_ids)
+        self._check("erase")
+        for user_id in users:
+            self.sent -= self.sent_by.pop(user_id, set())
+            members = self.contacts.get(user_id, {})
+            for member in [m for m in members if m.startswith("nudge:")]:
+                del members[member]
+            if not members:
+                self.contacts.pop(user_id, None)
+        self.journal.log("erase", tuple(users))
+
+    def keys_of(self, user_id: str) -> list[str]:
+        """What the ledger keeps of a user (Nudge's contacts and sent marks)."""
+        contacts = [m for m in self.contacts.get(user_id, {}) if m.startswith("nudge:")]
+        return contacts + sorted(self.sent_by.get(user_id, set()) & self.sent)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from tests.unit.shell_fakes import (
 )
 from tests.unit.timelines import wire
 from triggers.driver import Driver
-from triggers.events import TOPIC_OF_TYPE, parse_event
+from triggers.events import INPUT_TOPIC_OF_TYPE, parse_event
 from triggers.records import Decision, record_to_json
 from triggers.replay import replay_lines
 from triggers.rules import Rules
@@ -65,6 +65,10 @@ class Rec(NamedTuple):
 def project(record: dict[str, Any]) -> Rec:
     """A record without ``fired_at``: live reaches a stage at ``now`` (a tick, a batch),
     replay exactly when due; everything else must be equal."""
+    if record["kind"] == "engagement":
+        return Rec("engagement", record["user_id"], record["trigger_id"], status=record["type"])
+    if record["kind"] == "erasure":
+        return Rec("erasure", record["user_id"], "", converted_at=record["erased_at"])
     if record["kind"] == "decision":
         return Rec(
             "decision",
@@ -134,7 +138,7 @@ class Shell:
         self.ledger = Ledger(self.journal)
         self.store = Store(self.journal)
         self.registry = CollectorRegistry()
-        self.metrics = NudgeMetrics.create(self.registry)
+        self.metrics = NudgeMetrics.create(self.registry, rules)
         self.inputs: dict[tuple[str, int], list[FakeMessage]] = {}
         self.positions: dict[tuple[str, int], int] = {}
         self.acked: dict[tuple[str, int], set[int]] = {}
@@ -202,7 +206,7 @@ class Shell:
         if from_changelog:
             self.store = Store.from_changelog(self.journal, self.broker.log(TOPICS.changelog))
         self.positions = dict(self.committed())
-        self.metrics = NudgeMetrics.create(CollectorRegistry())
+        self.metrics = NudgeMetrics.create(CollectorRegistry(), self.rules)
         self.batches = self._new_batches()
         rows = wake_times(self.store.items())
         self.batches.assigned(self.partitions, rows, self.committed(), sources=self.sources())
@@ -224,7 +228,7 @@ class Shell:
         event_id = fields.pop("event_id", None) or f"e{next(self._ids)}"
         value = wire(kind, ts, user, event_id, **fields)
         self.events.append(value)
-        return self.produce(TOPIC_OF_TYPE[kind], value, partition, user.encode())
+        return self.produce(INPUT_TOPIC_OF_TYPE[kind], value, partition, user.encode())
 
     def add(self, ts: datetime, user: str = "u1", product: str = "p1", **kw: Any) -> int:
         return self.event("cart_item_added", ts, user, product_id=product, unit_price=10.0, **kw)
@@ -392,7 +396,7 @@ class Shell:
             self.clock.set(max(self.clock.now, group[-1][0].ts))
             for event, raw in group:
                 self.events.append(raw)
-                self.produce(TOPIC_OF_TYPE[event.kind], raw, 0, event.user.encode())
+                self.produce(INPUT_TOPIC_OF_TYPE[event.kind], raw, 0, event.user.encode())
             for topics, limit in polls[index] if index < len(polls) else ():
                 await self.poll(topics, limit)
             await self.tick()
