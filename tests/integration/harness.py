@@ -26,14 +26,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from triggers.events import TOPIC_OF_TYPE as CONTRACT_TOPIC_OF_TYPE
+from triggers.events import INPUT_TOPIC_OF_TYPE as CONTRACT_TOPIC_OF_TYPE
 
 ROOT = Path(__file__).resolve().parents[2]
 NUDGE = str(Path(sys.executable).parent / "nudge")
 
 TOPIC_KEYS = (
     "browse", "cart", "order", "prefs", "triggers", "audit", "dlq", "ticks", "rekeyed",
-    "catalog", "interest", "fanout",
+    "catalog", "interest", "fanout", "engagement",
 )  # fmt: skip
 DEFAULT_NAMES = {
     "rekeyed": "nudge.rekeyed",
@@ -48,6 +48,7 @@ DEFAULT_NAMES = {
     "catalog": "shop.catalog",
     "interest": "nudge.interest",
     "fanout": "nudge.catalog-fanout",
+    "engagement": "marketing.engagement",
 }
 #: event type -> topic key, from the contract's type -> default topic map.
 TOPIC_OF_TYPE = {
