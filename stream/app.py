@@ -176,6 +176,10 @@ def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
         value_type=bytes,
         options=table_options,
         help="Per-user engine state.",
+        # Erasure (contract 8.5): a user's superseded rows are compacted away within this.
+        extra_topic_configs={
+            "max.compaction.lag.ms": str(int(settings.changelog_max_compaction_lag_seconds * 1000))
+        },
     )
     # Keys and values are bytes we encode ourselves; Faust would default to JSON.
     users.key_serializer = users.value_serializer = "raw"

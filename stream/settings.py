@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # After every assignment, trigger ids sent to the output topic this long ago or less
     # are read back and never sent again (a crash between a send and its bookkeeping).
     recent_sends_window_seconds: float = Field(default=600.0, ge=0)
+    # The users changelog is created with this max.compaction.lag.ms: an erased user's
+    # earlier records are compacted away within it (contract 8.5; 7 days).
+    changelog_max_compaction_lag_seconds: float = Field(default=604_800.0, gt=0)
     log_level: str = "INFO"
     # The admin endpoint GET /admin/users/{user_id} (stream.admin) is served only when set,
     # to requests that carry it as "Authorization: Bearer <token>".

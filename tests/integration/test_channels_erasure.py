@@ -14,6 +14,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.user_rows import unpack_row
 from tests.integration.harness import WorkerGroup, produce, read_all, replay_records
@@ -100,6 +102,21 @@ async def changelog_rows(group: WorkerGroup, user: str) -> list[bytes | None]:
         await consumer.stop()
 
 
+async def compaction_lag(group: WorkerGroup) -> str:
+    """The users changelog's ``max.compaction.lag.ms``, as the broker has it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=group.kafka)
+    await admin.start()
+    try:
+        topic = f"nudge-{group.name}-users-changelog"
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.compaction.lag.ms": None})]
+        )
+        (resource,) = response.resources
+        return next(str(c[1]) for c in resource[4] if c[0] == "max.compaction.lag.ms")
+    finally:
+        await admin.close()
+
+
 async def test_feedback_and_erasure_live_equal_replay_and_leave_nothing_of_the_user(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -123,6 +140,7 @@ async def test_feedback_and_erasure_live_equal_replay_and_leave_nothing_of_the_u
         audit = await read_all(group, "audit")
         metrics = group.workers[0].metrics()
         rows = await changelog_rows(group, "u1")
+        lag = await compaction_lag(group)
         keys = sorted([k.decode() async for k in client.scan_iter(match=f"{group.name}:*")])
     finally:
         group.stop_all()
@@ -135,6 +153,7 @@ async def test_feedback_and_erasure_live_equal_replay_and_leave_nothing_of_the_u
     assert channels[("u0", 2)] == "email" and channels[("u2", 2)] == "push"
     assert ("u1", 2) not in channels
     # Nothing of u1 but the erasure memory: its last changelog record, and no Redis key.
+    assert lag == str(7 * 24 * 3600 * 1000)  # earlier records compacted away within a week
     assert len(rows) >= 2 and rows[-1] is not None
     memory = unpack_row(rows[-1])[0]
     assert memory == UserState("u1", erased_at=datetime.fromisoformat(events[-1]["ts"]))
