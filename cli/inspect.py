@@ -39,6 +39,14 @@ def _ts(moment: datetime | None) -> str | None:
 
 def describe_state(state: UserState, rules: Rules, now: datetime) -> dict[str, Any]:
     """The user's state as of ``now``: a JSON-ready mapping (times as RFC 3339 UTC)."""
+    erased_at = state.erased_at
+    if erased_at is not None and state == UserState(state.user_id, erased_at=erased_at):
+        return {  # the erasure memory alone (contract 8.5): there is nothing else to show
+            "user_id": state.user_id,
+            "as_of": _ts(now),
+            "erased_at": _ts(erased_at),
+            "memory_until": _ts(erased_at + rules.erasure_memory),
+        }
     prefs = state.prefs
     history = state.history
     cart = state.cart
@@ -223,6 +231,13 @@ def _span(seconds: int) -> str:
 def render_text(view: Mapping[str, Any]) -> str:
     """The mapping of :func:`describe_state` (plus ``recent_records``) for a terminal."""
     as_of = view.get("as_of")
+    if "erased_at" in view:
+        return (
+            f"user {view['user_id']}, as of {as_of}\n"
+            f"  ERASED at {view['erased_at']} (user_erased): nothing else is kept. Events of\n"
+            f"  this user up to that time are ignored; the memory of the erasure itself is\n"
+            f"  deleted at {view['memory_until']}, and a later event starts a new shopper.\n"
+        )
     now = None if as_of is None else datetime.fromisoformat(as_of.replace("Z", "+00:00"))
     prefs = view["preferences"]
     orders = view["orders"]

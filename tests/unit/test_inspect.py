@@ -257,3 +257,25 @@ def test_settings_errors_name_the_variable_without_the_token(
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "NUDGE_ADMIN_TOKEN" in str(caught.value) and "tiny-secret" not in str(caught.value)
+
+
+T0 = "2026-11-23T10:00:00Z"
+
+
+def test_inspect_of_an_erased_user_says_so_and_shows_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    added = {"product_id": "p1", "quantity": 1, "unit_price": 5.0}
+    lines = [
+        {"event_id": "e1", "type": "cart_item_added", "user_id": "eve", "ts": T0, **added},
+        {"event_id": "e2", "type": "user_erased", "user_id": "eve", "ts": "2026-11-23T10:10:00Z"},
+    ]
+    events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    assert main(["inspect", "eve", "--events", str(events)]) == 0
+    text = capsys.readouterr().out
+    assert "ERASED at 2026-11-23T10:10:00Z" in text and "cart" not in text
+    assert "2026-12-23T10:10:00Z" in text  # the memory's end: erasure_memory 30d
+    assert main(["inspect", "eve", "--events", str(events), "--json"]) == 0
+    view = orjson.loads(capsys.readouterr().out)
+    assert view["erased_at"] == "2026-11-23T10:10:00Z" and "cart" not in view
