@@ -12,10 +12,12 @@ the input topics and the tick topic. The shell owns no business logic — the co
    every user about to fire (the operator's suppression set, other senders'
    contacts) are asked from Redis in one pipelined round trip — if Redis cannot
    answer, the core holds what would contact users (:mod:`triggers.held`);
-3. the driver applies each released event, then fires each partition's due users up
-   to the horizon;
+3. each partition (:class:`~stream.user_partition.UserPartition`) has the driver apply
+   its released events, then fire its due users up to the horizon (and delete the
+   expired ones, contract 8.5);
 4. one checkpoint (:class:`~stream.checkpoint.Checkpoint`): the output records, then the Redis
-   ledger (contacts and sent marks), then one changelog record per dirty user, then
+   ledger (erased users' keys, contacts and sent marks), then one changelog record (or
+   tombstone) per dirty user, then
    the local store, then the messages are acknowledged so their offsets may be
    committed. Any failure there raises: the worker stops and its partitions restart
    from their committed offsets and their changelog (the local store is never ahead
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -38,19 +40,15 @@ from stream.outputs import Outputs
 from stream.read_positions import EndOffsets, FirstOffsetAt, ListEndOffsets, ReadPositions, Seek
 from stream.redis_facts import Ledger, RedisFacts
 from stream.rekeying import Rekeying
-from stream.user_rows import unpack_row
+from stream.user_partition import UserPartition
 from stream.watermark import NEVER, UNORDERED, Watermark
-from triggers.deadlines import Deadlines, due_millis
-from triggers.driver import Advance, Driver
+from triggers.driver import Driver
 from triggers.engine import OutsideFacts
 from triggers.events import Event, InvalidEvent, parse_event
-from triggers.state import UserState
 from triggers.timestamps import from_millis, to_millis
 
 log = logging.getLogger("nudge.batches")
 
-#: Decoded states kept per partition between batches (all clean after a checkpoint).
-CACHE_PER_PARTITION = 50_000
 #: Users fired per partition per batch; the rest wait for the next tick.
 MAX_DUE_PER_BATCH = 5_000
 #: Messages applied per partition per batch; the rest wait (and hold the horizon) for the
@@ -65,17 +63,6 @@ class Message(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-@dataclass
-class _Partition:
-    watermark: Watermark
-    deadlines: Deadlines
-    cache: dict[str, UserState] = field(default_factory=dict)
-    held: dict[str, int] = field(default_factory=dict)  # users with held decisions
-    #: Users deleted in this batch (retention, end of an erasure memory): their rows are
-    #: still in the store until the checkpoint writes the tombstones.
-    deleted: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -135,7 +122,7 @@ class Batches:
         self._unknown_grace_ms = unknown_grace_ms
         self._clock = clock
         self._monotonic = monotonic
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[int, UserPartition] = {}
         self.facts = RedisFacts(ledger, metrics, monotonic)
         self.checkpoint = Checkpoint(
             changelog=topics.changelog,
@@ -184,7 +171,8 @@ class Batches:
             if catalog is not None:
                 external |= catalog.external(p)
                 holds[catalog.topics.fanout] = catalog.max_hold
-            self._partitions[p] = _Partition(
+            self._partitions[p] = UserPartition(
+                p,
                 Watermark(
                     self._direct,
                     p,
@@ -196,7 +184,9 @@ class Batches:
                     external_holds=holds,
                     read_external=() if rekeying is None else (rekeying.topic,),
                 ),
-                Deadlines(),
+                self._driver,
+                self._store,
+                self._metrics,
             )
         for p, user_id, wake_ms in rows:
             owned = self._partitions.get(p)
@@ -307,7 +297,7 @@ class Batches:
                 out.dead_letter(item.message, error.reason, error.detail, now)
                 self._metrics.dead_letter(item.message.topic, error.reason)
         # Per partition: what may be applied, how far deadlines may fire, who is due.
-        work: list[tuple[_Partition, list[Any], datetime, list[str]]] = []
+        work: list[tuple[UserPartition, list[Any], datetime, list[str]]] = []
         held_back = self._metrics.held_back
         for p in sorted(touched):
             part = self._partitions[p]
@@ -350,21 +340,19 @@ class Batches:
                     out.dead_letter(message, parsed.reason, parsed.detail, now)
                     self._metrics.dead_letter(message.topic, parsed.reason)
                     continue
-                self._apply(part, message, parsed, now, limit, facts, out)
+                part.apply(message, parsed, now, limit, facts, out)
             # What an event made due but could not fire (cut at the next event's time, any
             # user's) fires now, up to the horizon, not at the next tick: all is applied.
             if released:
                 more = MAX_DUE_PER_BATCH - len(due)
                 due += [u for u, _ in part.deadlines.pop_due(to_millis(horizon), more)]
             for user_id in due:
-                self._fire(part, user_id, now, horizon, facts, out)
+                part.fire(user_id, now, horizon, facts, out)
 
         await self._release_stragglers(now, out)
         await self.checkpoint.write(out, acks)
         for part in self._partitions.values():  # all clean now
-            part.deleted.clear()
-            if len(part.cache) > CACHE_PER_PARTITION:
-                part.cache.clear()
+            part.checkpointed()
         self._metrics.batch_done(len(batch), self._monotonic() - started, self.waiting())
 
     def _parse(self, raw: bytes) -> Event | InvalidEvent:
@@ -377,7 +365,9 @@ class Batches:
         except Exception as exc:  # the parser failed otherwise than on invalid input
             return InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}"[:500])
 
-    def _read(self, part: _Partition, item: Any, parsed: Event | InvalidEvent, now: float) -> None:
+    def _read(
+        self, part: UserPartition, item: Any, parsed: Event | InvalidEvent, now: float
+    ) -> None:
         """A message of the partition's own: it waits in the watermark for its turn (an
         invalid one too, so that it is dead-lettered in its turn)."""
         ts_ms = UNORDERED if isinstance(parsed, InvalidEvent) else to_millis(parsed.ts)
@@ -389,114 +379,10 @@ class Batches:
     def _read_bound(self, topic: str, partition: int, now_ms: int) -> int:
         return self._partitions[partition].watermark.read_bound(topic, now_ms, self._end_offset)
 
-    @staticmethod
-    def _facts(facts: dict[str, OutsideFacts] | None, user_id: str) -> OutsideFacts | None:
-        """A user's facts; None if Redis could not be asked or they were not looked up."""
-        return None if facts is None else facts.get(user_id)
-
-    def _apply(
-        self,
-        part: _Partition,
-        message: Any,
-        event: Event,
-        now: datetime,
-        horizon: datetime,
-        facts: dict[str, OutsideFacts] | None,
-        out: Outputs,
-    ) -> None:
-        user_id = event.user_id
-        try:
-            state = self._load(part, user_id)
-            if state is not None and self._driver.expired(state, event.ts):
-                # Deleted at its expiry, before this event, as replay does (contract 8.5).
-                self._delete(part, user_id, state, out, message.partition)
-                state = None
-            advance = self._driver.event(
-                state, event, now, self._facts(facts, user_id), max(horizon, event.ts)
-            )
-        except Exception as exc:  # one bad message must never stop the partition
-            log.exception(
-                "failed to apply %s[%d]@%d", message.topic, message.partition, message.offset
-            )
-            out.dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}"[:500], now)
-            self._metrics.dead_letter(message.topic, "processing_error")
-            return
-        self._metrics.event(message.topic, event, advance.outcome)
-        self._keep(part, user_id, advance, out, message.partition)
-
-    def _fire(
-        self,
-        part: _Partition,
-        user_id: str,
-        now: datetime,
-        horizon: datetime,
-        facts: dict[str, OutsideFacts] | None,
-        out: Outputs,
-    ) -> None:
-        try:
-            state = self._load(part, user_id)
-            if state is None:
-                return
-            if self._driver.expired(state, horizon):  # retention, or an erasure memory's end
-                self._delete(part, user_id, state, out, part.watermark.partition)
-                return
-            advance = self._driver.time(state, now, horizon, self._facts(facts, user_id))
-        except Exception:  # one user's failure must not cost the others their deadlines
-            log.exception(
-                "failed to fire a user's deadlines on partition %d", part.watermark.partition
-            )
-            return
-        self._keep(part, user_id, advance, out, part.watermark.partition)
-
-    def _keep(
-        self, part: _Partition, user_id: str, advance: Advance, out: Outputs, partition: int
-    ) -> None:
-        # The deadline index (and the row's wake) holds the earlier of the next due stage
-        # and the user's expiry (contract 8.5), so expired users are found like due ones.
-        wake_ms = due_millis(advance.wake)
-        expiry_ms = due_millis(self._driver.expires_at(advance.state))
-        if expiry_ms is not None and (wake_ms is None or expiry_ms < wake_ms):
-            wake_ms = expiry_ms
-        part.deadlines.set(user_id, wake_ms)
-        if advance.changed:
-            state = advance.state
-            part.deleted.discard(user_id)
-            part.cache[user_id] = state
-            if state.held:
-                part.held[user_id] = len(state.held)
-            else:
-                part.held.pop(user_id, None)
-            out.dirty(partition, user_id, advance.state, wake_ms)
-        if advance.records:
-            out.records(user_id, advance.records)
-
-    def _delete(
-        self, part: _Partition, user_id: str, state: UserState, out: Outputs, partition: int
-    ) -> None:
-        """Delete a user without a record: a tombstone on the changelog, then the store."""
-        part.deadlines.set(user_id, None)
-        part.cache.pop(user_id, None)
-        part.held.pop(user_id, None)
-        part.deleted.add(user_id)
-        out.deleted(partition, user_id)
-        if state.erased_at is None:  # retention (the end of an erasure memory is no erasure)
-            self._metrics.expired(1)
-
-    def _load(self, part: _Partition, user_id: str) -> UserState | None:
-        if user_id in part.deleted:
-            return None
-        state = part.cache.get(user_id)
-        if state is None:
-            stored = self._store.get(user_id.encode())
-            if stored is not None:
-                state = unpack_row(stored)[0]
-                part.cache[user_id] = state
-        return state
-
     # -- Redis ---------------------------------------------------------------------------
 
     async def _facts_for(
-        self, work: list[tuple[_Partition, list[Any], datetime, list[str]]], now: datetime
+        self, work: list[tuple[UserPartition, list[Any], datetime, list[str]]], now: datetime
     ) -> dict[str, OutsideFacts] | None:
         """The facts of every user about to fire, in one round trip (None: Redis can't say)."""
         users: list[str] = []
@@ -505,7 +391,7 @@ class Batches:
             for _, parsed in released:
                 if parsed is None or isinstance(parsed, InvalidEvent):
                     continue
-                state = self._load(part, parsed.user_id)
+                state = part.load(parsed.user_id)
                 if state is None:
                     continue
                 wake = self._driver.wake(state)
@@ -526,9 +412,8 @@ class Batches:
             return
         for p, user_id in held:
             part = self._partitions[p]
-            state = part.cache[user_id]
-            advance = self._driver.time(state, now, now, facts.get(user_id))
-            self._keep(part, user_id, advance, out, p)
+            advance = self._driver.time(part.cache[user_id], now, now, facts.get(user_id))
+            part.keep(user_id, advance, out)
 
 
 def _of_partition(
