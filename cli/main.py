@@ -145,7 +145,9 @@ def _add_replay(sub: Subparsers) -> None:
 
 
 def _add_report(sub: Subparsers) -> None:
-    report = _command(sub, "report", "uplift per trigger, stage and variant from an audit stream")
+    report = _command(
+        sub, "report", "uplift, funnel and cost per trigger, stage, variant and channel"
+    )
     report.add_argument(
         "audit", nargs="?", help="audit records (JSON Lines, e.g. replay output), '-' stdin"
     )
@@ -156,6 +158,9 @@ def _add_report(sub: Subparsers) -> None:
         "from the beginning up to its end at start",
     )
     report.add_argument("--topic", help="with --from-kafka: this topic instead")
+    report.add_argument(
+        "--rules", metavar="FILE", help="the rules file, for each channel's cost (contract 8.1)"
+    )
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
 
@@ -172,6 +177,7 @@ def _add_report(sub: Subparsers) -> None:
             args.audit,
             from_kafka=args.from_kafka,
             topic=args.topic,
+            rules=args.rules,
             as_json=args.json,
             html=args.html,
         )

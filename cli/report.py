@@ -1,157 +1,167 @@
-"""``nudge report AUDIT``: uplift per trigger, stage and variant, with 95 % intervals.
+"""``nudge report AUDIT``: uplift, funnel and return on cost per trigger, stage, variant and
+channel, with 95 % intervals.
 
-Reads an audit stream (:mod:`cli.report_data`), computes per group the arms'
-figures and their comparison (:mod:`cli.report_stats`), and prints a terminal
-table (:mod:`cli.report_text`), or JSON (``--json``), and optionally writes one
-self-contained HTML page with charts (``--html FILE``, :mod:`cli.report_page`).
-How to read it: docs/report.md.
+Reads an audit stream (:mod:`cli.report_data`, :mod:`cli.report_input`), computes per group
+the arms' figures and their comparison, the funnel of the sent decisions and what they cost
+(:mod:`cli.report_stats`), and prints a terminal table (:mod:`cli.report_text`), or JSON
+(``--json``), and optionally writes one self-contained HTML page with charts (``--html FILE``,
+:mod:`cli.report_page`). How to read it: docs/report.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import BinaryIO, TextIO
 
 import msgspec
 
-from cli.report_data import ALL_STAGES, ALL_VARIANTS, AuditTally, GroupKey, tally_lines
+from cli.report_data import (
+    ALL_CHANNELS,
+    ALL_STAGES,
+    ALL_VARIANTS,
+    AuditTally,
+    Funnel,
+    GroupKey,
+    tally_lines,
+)
+from cli.report_input import channel_costs, not_audit, tally_kafka
+from cli.report_model import (
+    FunnelStats,
+    InputSummary,
+    Report,
+    Row,
+    Rules,
+    SendsBucket,
+    VariantComparison,
+    trigger_order,
+)
 from cli.report_stats import (
-    ALPHA,
-    MIN_CONVERTERS,
-    MIN_RECIPIENTS,
     ArmStats,
-    Uplift,
     arm_stats,
     compare_arms,
+    cost_return,
+    funnel_step,
     size_warnings,
 )
-from triggers.records import TRIGGER_NAMES
+
+__all__ = ["NO_HOLDOUT", "Report", "Row", "build_report", "report_command", "trigger_order"]
 
 NO_HOLDOUT = "no holdout recipients: uplift cannot be measured (holdout_percent 0?)"
+POOLED = "(all)"  # the label of a row pooled over variants or channels
 
 
-class Row(msgspec.Struct, frozen=True):
-    """One group: a trigger's stage (or "all") and variant (None, a name, or "(all)")."""
-
-    trigger: str
-    stage: int | str  # a stage number or "all"
-    variant: str | None
-    treatment: ArmStats
-    holdout: ArmStats | None
-    uplift: Uplift | None
-    warnings: list[str]
+def _name_order(name: str | None) -> tuple[int, str]:
+    return (0, "") if name is None else (1, name)
 
 
-class VariantComparison(msgspec.Struct, frozen=True):
-    """Variant ``variant`` against variant ``baseline`` (both treatment, same stage)."""
+class _Groups:
+    """Arm figures, funnels and sent counts of a tally, by group key."""
 
-    trigger: str
-    stage: int | str
-    variant: str
-    baseline: str
-    uplift: Uplift | None
-    warnings: list[str]
-
-
-class SendsBucket(msgspec.Struct, frozen=True):
-    start: datetime
-    sent: dict[str, int]  # trigger -> sent decisions fired in the bucket
-
-
-class InputSummary(msgspec.Struct, frozen=True):
-    lines: int
-    invalid: int
-    duplicates: int
-    decisions: int
-    conversions: int
-    unmatched_conversions: int
-    first_fired_at: datetime | None
-    last_fired_at: datetime | None
-    statuses: dict[str, dict[str, int]]  # trigger -> status -> decisions
-
-
-class Rules(msgspec.Struct, frozen=True):
-    confidence: float = 1 - ALPHA
-    min_recipients: int = MIN_RECIPIENTS
-    min_converters: int = MIN_CONVERTERS
-
-
-class Report(msgspec.Struct, frozen=True):
-    input: InputSummary
-    rows: list[Row]
-    variant_comparisons: list[VariantComparison]
-    sends_bucket: str  # hour | day | week
-    sends: list[SendsBucket]
-    rules: Rules = Rules()
-
-
-def trigger_order(trigger: str) -> tuple[int, str]:
-    known = TRIGGER_NAMES.index(trigger) if trigger in TRIGGER_NAMES else len(TRIGGER_NAMES)
-    return known, trigger
-
-
-def _variant_order(variant: str | None) -> tuple[int, str]:
-    return (0, "") if variant is None else (1, variant)
-
-
-class _Arms:
-    """Arm figures and per-converter revenues of a tally, by group key."""
-
-    def __init__(self, tally: AuditTally) -> None:
+    def __init__(self, tally: AuditTally, costs: dict[str, float] | None) -> None:
         self.tally = tally
+        self.costs = costs
         self.revenue, self.counts, self.unmatched = tally.conversions()
+        self.funnels, self.unmatched_engagement = tally.funnel()
 
-    def get(self, key: GroupKey) -> tuple[ArmStats, list[float]]:
+    def arm(self, key: GroupKey) -> tuple[ArmStats, list[float]]:
         revenues = list(self.revenue.get(key, {}).values())
         recipients = len(self.tally.recipients.get(key, ()))
         return arm_stats(recipients, revenues, self.counts[key]), revenues
 
+    def funnel(self, key: GroupKey) -> FunnelStats:
+        sent = self.tally.sent[key]
+        f = self.funnels.get(key, Funnel())
+        return FunnelStats(
+            sent=sent,
+            delivered=funnel_step(f.delivered, sent),
+            opened=funnel_step(f.opened, sent),
+            clicked=funnel_step(f.clicked, sent),
+            ordered=funnel_step(f.ordered, sent),
+            bounced=f.bounced,
+            unsubscribed=f.unsubscribed,
+            complained=f.complained,
+        )
 
-def build_report(tally: AuditTally) -> Report:
-    arms = _Arms(tally)
-    groups: dict[tuple[str, int], set[str | None]] = {}
-    for trigger, stage, variant, arm in tally.recipients:
-        variants = groups.setdefault((trigger, stage), set())
+    def cost(self, key: GroupKey, channels: Iterable[str | None]) -> float | None:
+        """Sent decisions x their channel's cost, over ``channels`` (the group's, or its one);
+        None when a channel's cost is not known."""
+        if self.costs is None:
+            return None
+        trigger, stage, variant, _, arm = key
+        total = 0.0
+        for channel in channels:
+            if channel is None or channel not in self.costs:
+                return None
+            total += self.tally.sent[trigger, stage, variant, channel, arm] * self.costs[channel]
+        return total
+
+
+def _label(value: str | None) -> str | None:
+    return POOLED if value == ALL_VARIANTS else value
+
+
+def build_report(tally: AuditTally, costs: dict[str, float] | None = None) -> Report:
+    """``costs``: each channel's cost per sent message (the rules' ``channels``), in the
+    order the rows show the channels; None when no rules were given (no cost figures)."""
+    groups = _Groups(tally, costs)
+    variants_of: dict[tuple[str, int], set[str | None]] = {}
+    channels_of: dict[tuple[str, int], set[str | None]] = {}
+    for trigger, stage, variant, channel, arm in tally.recipients:
+        variants = variants_of.setdefault((trigger, stage), set())
         if arm == "treatment" and variant != ALL_VARIANTS:
             variants.add(variant)
+        if channel != ALL_CHANNELS:
+            channels_of.setdefault((trigger, stage), set()).add(channel)
+    rank = {name: i for i, name in enumerate(costs or ())}
+
+    def channel_order(channel: str | None) -> tuple[int, int, str]:
+        return (0 if channel is None else 1, rank.get(channel or "", len(rank)), channel or "")
+
     rows: list[Row] = []
     comparisons: list[VariantComparison] = []
     stages: dict[str, set[int]] = {}
-    for trigger, stage in groups:
+    for trigger, stage in variants_of:
         stages.setdefault(trigger, set()).add(stage)
-    for trigger, stage in sorted(groups, key=lambda g: (trigger_order(g[0]), g[1])):
+    for trigger, stage in sorted(variants_of, key=lambda g: (trigger_order(g[0]), g[1])):
         if stage != ALL_STAGES and stages[trigger] == {ALL_STAGES, stage}:
-            continue  # one stage only: its row would repeat the "all" row
+            continue  # one stage only: its rows would repeat the "all" rows
         stage_label: int | str = "all" if stage == ALL_STAGES else stage
-        holdout, holdout_revenues = arms.get((trigger, stage, None, "holdout"))
-        variants = sorted(groups[trigger, stage], key=_variant_order)
-        shown: list[str | None] = list(variants)
-        if len(variants) > 1:
-            shown.append(ALL_VARIANTS)
-        for variant in shown:
-            treatment, revenues = arms.get((trigger, stage, variant, "treatment"))
+        variants = sorted(variants_of[trigger, stage], key=_name_order)
+        shown: list[str | None] = [*variants, ALL_VARIANTS] if len(variants) > 1 else variants
+        channels = sorted(channels_of[trigger, stage], key=channel_order)
+        by_channel: list[str | None] = [*channels, ALL_CHANNELS] if len(channels) > 1 else channels
+        for variant, channel in itertools.product(shown, by_channel):
+            key = (trigger, stage, variant, channel, "treatment")
+            holdout, holdout_revenues = groups.arm((trigger, stage, None, channel, "holdout"))
+            treatment, revenues = groups.arm(key)
             if holdout.recipients == 0:
                 uplift, notes = None, [NO_HOLDOUT]
             else:
                 uplift = compare_arms(treatment, revenues, holdout, holdout_revenues)
                 notes = size_warnings(treatment, holdout, ("treatment", "holdout"))
+            cost = groups.cost(key, channels if channel == ALL_CHANNELS else [channel])
             rows.append(
                 Row(
                     trigger=trigger,
                     stage=stage_label,
-                    variant="(all)" if variant == ALL_VARIANTS else variant,
+                    variant=_label(variant),
+                    channel=_label(channel),
                     treatment=treatment,
                     holdout=holdout if holdout.recipients else None,
                     uplift=uplift,
+                    funnel=groups.funnel(key),
+                    cost=cost_return(cost, uplift, treatment.recipients),
                     warnings=notes,
                 )
             )
         for base, other in itertools.combinations(variants, 2):
-            base_arm, base_revenues = arms.get((trigger, stage, base, "treatment"))
-            other_arm, other_revenues = arms.get((trigger, stage, other, "treatment"))
+            base_arm, base_revenues = groups.arm((trigger, stage, base, ALL_CHANNELS, "treatment"))
+            other_arm, other_revenues = groups.arm(
+                (trigger, stage, other, ALL_CHANNELS, "treatment")
+            )
             base_name, other_name = base or "(none)", other or "(none)"
             comparisons.append(
                 VariantComparison(
@@ -164,21 +174,27 @@ def build_report(tally: AuditTally) -> Report:
                 )
             )
     bucket, sends = _sends(tally)
+    return Report(_summary(tally, groups), rows, comparisons, bucket, sends, Rules(costs=costs))
+
+
+def _summary(tally: AuditTally, groups: _Groups) -> InputSummary:
     statuses: dict[str, dict[str, int]] = {}
     for (trigger, status), n in sorted(tally.statuses.items()):
         statuses.setdefault(trigger, {})[status] = n
-    summary = InputSummary(
+    return InputSummary(
         lines=tally.lines,
         invalid=tally.invalid,
         duplicates=tally.duplicates,
         decisions=tally.decisions,
         conversions=tally.conversion_records,
-        unmatched_conversions=arms.unmatched,
+        unmatched_conversions=groups.unmatched,
         first_fired_at=tally.first,
         last_fired_at=tally.last,
         statuses=statuses,
+        engagement=tally.engagement_records,
+        unmatched_engagement=groups.unmatched_engagement,
+        erasures=tally.erasures,
     )
-    return Report(summary, rows, comparisons, bucket, sends)
 
 
 def _bucket_start(hour: datetime, bucket: str) -> datetime:
@@ -219,14 +235,18 @@ def report_command(
     *,
     from_kafka: bool = False,
     topic: str | None = None,
+    rules: str | None = None,
     as_json: bool = False,
     html: str | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """``nudge report AUDIT | --from-kafka [--topic T] [--json] [--html FILE]``; ``-`` is
-    stdin. Exit 2 if unreadable or bad settings, 1 if Kafka or the topic cannot be used or
-    the input holds no audit record (e.g. an events file)."""
+    """``nudge report AUDIT | --from-kafka [--topic T] [--rules R] [--json] [--html FILE]``;
+    ``-`` is stdin. Exit 2 if unreadable or bad settings, 1 if Kafka or the topic or the
+    rules cannot be used or the input holds no audit record (e.g. an events file)."""
     out = out or sys.stdout
+    costs = channel_costs(rules)
+    if isinstance(costs, int):
+        return costs
     if from_kafka:
         read = tally_kafka(topic)
         if isinstance(read, int):
@@ -248,7 +268,7 @@ def report_command(
         print(f"nudge report: invalid record, skipped: {example}", file=sys.stderr)
     if tally.invalid > len(tally.invalid_examples):
         print(f"nudge report: {tally.invalid} invalid records in all", file=sys.stderr)
-    report = build_report(tally)
+    report = build_report(tally, costs)
     if html is not None:
         from cli.report_page import render_html
 
@@ -265,69 +285,3 @@ def report_command(
 
         out.write(render_text(report))
     return 0
-
-
-def not_audit(
-    tally: AuditTally, source: str | None, from_kafka: bool, topic: str | None
-) -> str | None:
-    """One line saying what the input is and what to give instead, when it holds lines but no
-    audit record (e.g. the events file instead of its replay); None when it is fine."""
-    kind = tally.not_audit()
-    if kind is None:
-        return None
-    if from_kafka:
-        name = f"topic {topic}" if topic else "the topic NUDGE_TOPIC_AUDIT names"
-        what = "shop events" if kind == "events" else "no audit record"
-        return (
-            f"{name} holds {what} ({tally.lines:,} records, none a decision or a conversion):"
-            " give the topic the worker writes its audit records to (--topic or"
-            " NUDGE_TOPIC_AUDIT)"
-        )
-    name = "stdin" if source in (None, "-") else source
-    events = "EVENTS" if name == "stdin" else name
-    if kind == "events":
-        return (
-            f"{name} holds shop events ({tally.events:,} of {tally.lines:,} lines), the input of"
-            f" nudge replay, not audit records: run `nudge replay {events} --rules RULES"
-            " --out audit.jsonl`, then `nudge report audit.jsonl`"
-        )
-    return (
-        f"none of the {tally.lines:,} lines of {name} is an audit record (a decision or a"
-        " conversion): give nudge replay's output, or read the audit topic with --from-kafka"
-    )
-
-
-def tally_kafka(topic: str | None) -> AuditTally | int:
-    """The audit topic (``NUDGE_TOPIC_AUDIT``, or ``topic``) from the beginning up to its end
-    offsets at start, tallied; or the exit status after a one-line error."""
-    from stream.client_start import KafkaUnavailable
-    from stream.settings import SettingsError, load_settings
-    from stream.tail import MissingTopic
-    from stream.topic_reader import ReadStopped, read_to_end
-
-    try:
-        settings, warnings = load_settings()
-    except SettingsError as exc:
-        print(f"nudge report: {exc}", file=sys.stderr)
-        return 2
-    for warning in warnings:
-        print(f"nudge report: warning: {warning}", file=sys.stderr)
-    name = topic or settings.topic_audit
-    variable = "--topic" if topic else "NUDGE_TOPIC_AUDIT"
-    fix = (
-        f"Set {variable} to the audit topic the worker writes (it creates it at its first "
-        "start), or check that NUDGE_KAFKA_BOOTSTRAP is the worker's cluster"
-    )
-    tally = AuditTally()
-    try:
-        asyncio.run(read_to_end(settings, name, tally.add_line, fix=fix))
-    except (KafkaUnavailable, MissingTopic) as exc:
-        print(f"nudge report: {exc}", file=sys.stderr)
-        return 1
-    except ReadStopped as exc:
-        print(f"nudge report: {exc}; no report", file=sys.stderr)
-        return 130
-    except OSError as exc:  # e.g. a TLS certificate file named in the settings is missing
-        print(f"nudge report: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return tally

@@ -22,6 +22,16 @@ variant):
 - revenue per recipient difference: Welch's t-test and its interval
   (``scipy.stats.ttest_ind(equal_var=False)``).
 
+Funnel (contract 8.4), per group of sent decisions: each step's share of the
+sent decisions (delivered, opened, clicked, ordered), Wilson interval.
+
+Return on cost: cost = sent decisions x the channel's ``cost`` (rules);
+incremental revenue = the revenue per recipient difference (treatment - holdout
+of the same channel) x the treatment's recipients, with Welch's interval scaled
+the same way; incremental revenue per unit of cost = that / cost, interval
+likewise (the cost is known, not estimated). None without a holdout, without a
+known cost, or for a free channel (cost 0).
+
 A figure that cannot be computed (an empty arm, no variance) is ``None``.
 """
 
@@ -100,6 +110,47 @@ def arm_stats(recipients: int, revenues: Sequence[float], conversions: int) -> A
         rate_ci=_interval(low, high),
         revenue_per_recipient=total / recipients,
     )
+
+
+class Step(msgspec.Struct, frozen=True):
+    """A funnel step: sent decisions that reached it, their share of sent and its interval."""
+
+    count: int
+    rate: float | None
+    rate_ci: Interval | None
+
+
+def funnel_step(count: int, sent: int) -> Step:
+    if count > sent:
+        raise ValueError(f"{count} of {sent} sent decisions")
+    if sent == 0:
+        return Step(count, None, None)
+    low, high = proportion_confint(count, sent, alpha=ALPHA, method="wilson")
+    return Step(count, count / sent, _interval(low, high))
+
+
+class CostReturn(msgspec.Struct, frozen=True):
+    """What the sent decisions cost and the incremental revenue they brought, per unit."""
+
+    cost: float | None  # sent x the channel's cost; None: not known (no rules, unknown channel)
+    incremental_revenue: float | None  # revenue per recipient T - H, x recipients T
+    incremental_revenue_ci: Interval | None
+    per_cost: float | None  # incremental revenue / cost
+    per_cost_ci: Interval | None
+
+
+def cost_return(cost: float | None, uplift: Uplift | None, recipients: int) -> CostReturn:
+    """``uplift``: treatment against the holdout of the same channel; ``recipients``: the
+    treatment's."""
+    gain = gain_ci = None
+    if uplift is not None and uplift.revenue_diff is not None:
+        gain = uplift.revenue_diff * recipients
+        ci = uplift.revenue_diff_ci
+        gain_ci = None if ci is None else (ci[0] * recipients, ci[1] * recipients)
+    if gain is None or cost is None or cost <= 0:
+        return CostReturn(cost, gain, gain_ci, None, None)
+    per_ci = None if gain_ci is None else (gain_ci[0] / cost, gain_ci[1] / cost)
+    return CostReturn(cost, gain, gain_ci, gain / cost, per_ci)
 
 
 def size_warnings(a: ArmStats, b: ArmStats, names: tuple[str, str]) -> list[str]:

@@ -264,7 +264,12 @@ def test_json_output_carries_every_figure(tmp_path) -> None:
     assert overall["uplift"]["absolute"] == pytest.approx(0.07)
     assert len(overall["uplift"]["absolute_ci"]) == 2
     assert overall["warnings"] == []
-    assert data["rules"] == {"confidence": 0.95, "min_recipients": 30, "min_converters": 5}
+    assert data["rules"] == {
+        "confidence": 0.95,
+        "min_recipients": 30,
+        "min_converters": 5,
+        "costs": None,
+    }
     assert data["sends_bucket"] == "hour"
     assert data["sends"] == [{"start": "2026-11-02T10:00:00Z", "sent": {"cart_abandonment": 200}}]
 
