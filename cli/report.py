@@ -29,6 +29,7 @@ from cli.report_data import (
 )
 from cli.report_input import channel_costs, not_audit, tally_kafka
 from cli.report_model import (
+    POOLED,
     FunnelStats,
     InputSummary,
     Report,
@@ -50,7 +51,7 @@ from cli.report_stats import (
 __all__ = ["NO_HOLDOUT", "Report", "Row", "build_report", "report_command", "trigger_order"]
 
 NO_HOLDOUT = "no holdout recipients: uplift cannot be measured (holdout_percent 0?)"
-POOLED = "(all)"  # the label of a row pooled over variants or channels
+NO_CHANNEL_HOLDOUT = "no holdout recipients on this channel: uplift cannot be measured"
 
 
 def _name_order(name: str | None) -> tuple[int, str]:
@@ -138,7 +139,8 @@ def build_report(tally: AuditTally, costs: dict[str, float] | None = None) -> Re
             holdout, holdout_revenues = groups.arm((trigger, stage, None, channel, "holdout"))
             treatment, revenues = groups.arm(key)
             if holdout.recipients == 0:
-                uplift, notes = None, [NO_HOLDOUT]
+                pooled = tally.recipients.get((trigger, stage, None, ALL_CHANNELS, "holdout"))
+                uplift, notes = None, [NO_CHANNEL_HOLDOUT if pooled else NO_HOLDOUT]
             else:
                 uplift = compare_arms(treatment, revenues, holdout, holdout_revenues)
                 notes = size_warnings(treatment, holdout, ("treatment", "holdout"))

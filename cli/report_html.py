@@ -7,7 +7,10 @@ No script, no stylesheet or font from the network (the page is assembled in
   95 % interval, around a zero line;
 - ``#rates``: conversion rate by arm (treatment, holdout) with 95 % interval
   bars;
-- ``#sends``: sent decisions over time, stacked by trigger.
+- ``#sends``: sent decisions over time, stacked by trigger;
+- ``#funnel-TRIGGER``: one per trigger, the funnel of its sent decisions per
+  channel (sent, delivered, opened, clicked, ordered as shares of sent, with
+  95 % intervals).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import math
 from collections.abc import Callable
 from html import escape
 
-from cli.report import Report, Row, trigger_order
+from cli.report_model import Report, Row, trigger_order
+from cli.report_stats import Step
 
 WIDTH = 960
 LABEL = 230  # left margin for row labels
@@ -28,15 +32,16 @@ PALETTE = ("#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#e
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
 color:#111827;margin:0;background:#f9fafb}
-main{max-width:1000px;margin:0 auto;padding:24px}
+main{max-width:1232px;margin:0 auto;padding:24px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px}
 .muted{color:#6b7280}.card{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px}
 svg{width:100%;height:auto;display:block}svg text{font:12px system-ui,"DejaVu Sans",sans-serif}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:12px}
 th,td{border-bottom:1px solid #e5e7eb;padding:4px 5px;text-align:right;white-space:nowrap}
 th{white-space:normal;vertical-align:bottom}.scroll{overflow-x:auto}
-th:nth-child(-n+3),td:nth-child(-n+3){text-align:left}
-tr.warn td{background:#fffbeb}td.warn{white-space:normal;text-align:left;color:#92400e}
+th:nth-child(-n+4),td:nth-child(-n+4){text-align:left}td small{color:#6b7280}
+tr.warn td{background:#fffbeb;border-bottom:0}
+tr.note td{white-space:normal;text-align:left;color:#92400e;background:#fffbeb;padding-top:0}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}
 """
 
@@ -236,3 +241,63 @@ def sends_chart(report: Report) -> str:
     legend = "".join(f'<span style="background:{c}"></span>{escape(t)}' for t, c in colors.items())
     title = f"Sent decisions per {report.sends_bucket} (UTC)"
     return f'<div class="legend muted">{legend}</div>' + _svg("sends", bottom + 26, body, title)
+
+
+#: The funnel's steps: the name shown, and the attribute of :class:`~cli.report_model.FunnelStats`.
+FUNNEL_STEPS = ("sent", "delivered", "opened", "clicked", "ordered")
+
+
+def channel_colors(rows: list[Row]) -> dict[str | None, str]:
+    """One colour per channel, in the order the rows name them, the same on every chart."""
+    names: list[str | None] = []
+    for r in rows:
+        if r.channel not in names:
+            names.append(r.channel)
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def funnel_chart(trigger: str, rows: list[Row], colors: dict[str | None, str]) -> str:
+    """The funnel of one trigger: per step a bar per channel (``rows``, one per channel), its
+    length the share of that channel's sent decisions, with the 95 % interval."""
+    rows = [r for r in rows if r.funnel.sent]
+    if not rows:
+        return f'<p class="muted">{escape(trigger)}: no sent decisions.</p>'
+    top, bar_h, gap, right = 10, 12, 12, 240  # a wider right margin: name, rate, interval
+    group_h = len(rows) * (bar_h + 2) + gap
+    bottom = top + group_h * len(FUNNEL_STEPS)
+
+    def x(v: float) -> float:
+        return LABEL + v * (WIDTH - LABEL - right)
+
+    body = _grid(x, [0.0, 0.25, 0.5, 0.75, 1.0], top, bottom, lambda t: f"{t * 100:.0f}%")
+    for i, name in enumerate(FUNNEL_STEPS):
+        y0 = top + group_h * i + gap / 2
+        body.append(
+            f'<text x="{LABEL - 10}" y="{y0 + bar_h - 1:.1f}" text-anchor="end">{name}</text>'
+        )
+        for j, r in enumerate(rows):
+            f = r.funnel
+            step = Step(f.sent, 1.0, None) if name == "sent" else getattr(f, name)
+            y = y0 + j * (bar_h + 2)
+            channel = r.channel or "(no channel)"
+            width = max(x(step.rate or 0.0) - LABEL, 1)
+            body.append(
+                f'<rect class="bar step-{name}" x="{LABEL}" y="{y:.1f}" width="{width:.1f}" '
+                f'height="{bar_h}" fill="{colors[r.channel]}"><title>{escape(channel)} {name}: '
+                f"{step.count:,} of {f.sent:,} sent</title></rect>"
+            )
+            text = f"{escape(channel)} {f.sent:,}"
+            if name != "sent" and step.rate is not None:
+                text = f"{escape(channel)} {fmt_pct(step.rate)}"
+                if step.rate_ci is not None:
+                    lo, hi = x(step.rate_ci[0]), x(step.rate_ci[1])
+                    mid = y + bar_h / 2
+                    body.append(
+                        f'<path class="whisker" d="M{lo:.1f},{mid - 4:.1f}v8'
+                        f'M{lo:.1f},{mid:.1f}H{hi:.1f}M{hi:.1f},{mid - 4:.1f}v8" '
+                        'stroke="#111827" stroke-width="1.5" fill="none"/>'
+                    )
+                    text += f" [{fmt_pct(step.rate_ci[0])}, {fmt_pct(step.rate_ci[1])}]"
+            body.append(f'<text x="{WIDTH - right + 8}" y="{y + 10:.1f}">{text}</text>')
+    title = f"Funnel of {trigger} per channel with 95% intervals"
+    return _svg(f"funnel-{escape(trigger)}", bottom + 24, body, title)

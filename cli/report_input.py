@@ -37,7 +37,8 @@ def not_audit(
         )
     return (
         f"none of the {tally.lines:,} lines of {name} is an audit record (a decision,"
-        " conversion, engagement or erasure): give nudge replay's output, or read the audit topic with --from-kafka"
+        " conversion, engagement or erasure): give nudge replay's output, or read the audit"
+        " topic with --from-kafka"
     )
 
 

@@ -18,6 +18,8 @@ from cli.report_stats import (
 )
 from triggers.records import TRIGGER_NAMES
 
+POOLED = "(all)"  # the label of a row pooled over variants or channels
+
 
 class FunnelStats(msgspec.Struct, frozen=True):
     """A group's sent decisions and how many reached each step (contract 8.4): delivered,
