@@ -28,6 +28,7 @@ def decision(
     trigger: str = "cart_abandonment",
     stage: int = 1,
     variant: str | None = None,
+    channel: str | None = None,
     fired_at: str = "2026-11-02T10:00:00Z",
 ) -> str:
     return json.dumps(
@@ -46,6 +47,7 @@ def decision(
             "context": {},
             "rules_version": "1",
             "variant": variant,
+            "channel": channel,
         }
     )
 
