@@ -177,13 +177,13 @@ def watch(
         time.sleep(poll)
 
 
-def noop_drain(group: WorkerGroup, n: int) -> Drain:
+def noop_drain(group: WorkerGroup, n: int, inputs: tuple[str, ...] = INPUTS) -> Drain:
     status = group.workdir / "noop.count"
     env = {
         **os.environ,
         "NOOP_BOOTSTRAP": group.kafka,
         "NOOP_APP_ID": f"noop-{uuid.uuid4().hex[:6]}",
-        "NOOP_TOPICS": ",".join(group.topic(k) for k in INPUTS),
+        "NOOP_TOPICS": ",".join(group.topic(k) for k in inputs),
         "NOOP_STATUS": str(status),
         "NOOP_DATADIR": str(group.workdir / "noop-data"),
     }
