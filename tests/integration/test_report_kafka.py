@@ -1,16 +1,17 @@
 """``nudge report --from-kafka`` on a real broker: the same report as from the same records
-in a file, an end that comes (empty topic, records written after the start), and one
-readable line for a topic that does not exist."""
+in a file (engagement records and the funnel included), an end that comes (empty topic,
+records written after the start), and one readable line for a topic that does not exist."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,41 @@ pytestmark = pytest.mark.integration
 
 RULES = """\
 version: report-kafka
+channels:
+  push: {frequency_cap: {max: 1, per: 24h}}
+  email: {cost: 0.002}
 contact_policy: {holdout_percent: 20}
 triggers:
   cart_abandonment:
     variants: {a: 1, b: 1}
 """
+
+
+def feedback(audit: bytes) -> list[bytes]:
+    """A delivery provider's answer to each sent decision of ``audit`` (nudge replay's
+    output): delivered (97 %), else a soft bounce; opened (30 %), clicked (8 %); chosen by a
+    hash of the trigger_id, a few minutes after the send."""
+    out = []
+    for line in audit.splitlines():
+        record = orjson.loads(line)
+        if record["kind"] != "decision" or record["status"] != "sent":
+            continue
+        tid = record["trigger_id"]
+        draw = int.from_bytes(hashlib.blake2b(tid.encode(), digest_size=4).digest()) / 2**32
+        sent = datetime.fromisoformat(record["fired_at"])
+        steps: list[tuple[str, dict[str, str]]] = [
+            ("message_delivered", {}) if draw < 0.97 else ("message_bounced", {"bounce": "soft"})
+        ]
+        if draw < 0.30:
+            steps.append(("message_opened", {}))
+        if draw < 0.08:
+            steps.append(("message_clicked", {}))
+        for minutes, (type_, extra) in enumerate(steps, start=1):
+            event = {"event_id": f"{tid}-{type_}", "type": type_, "user_id": record["user_id"],
+                     "ts": (sent + timedelta(minutes=minutes)).isoformat(), "trigger_id": tid,
+                     "channel": record["channel"], **extra}  # fmt: skip
+            out.append(orjson.dumps(event))
+    return out
 
 
 def report(
@@ -48,12 +79,17 @@ def report(
 @pytest.fixture(scope="module")
 def audit_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """Audit records of a replay of 1,500 synthetic shoppers over 20 days (holdout 20 %,
-    two variants), then 5 % of them again (the audit topic is at-least-once) and one line
-    that is not a record."""
+    two variants, two channels) with delivery feedback on what was sent, then 5 % of them
+    again (the audit topic is at-least-once) and one line that is not a record."""
     work = tmp_path_factory.mktemp("report-kafka")
     events, rules = work / "events.jsonl", work / "rules.yaml"
     write_event_file(events, users=1500, seed=7, start=datetime(2026, 10, 1, tzinfo=UTC), days=20)
     rules.write_text(RULES)
+    first = subprocess.run(
+        [NUDGE, "replay", str(events), "--rules", str(rules)], capture_output=True, check=True
+    )
+    with events.open("ab") as file:  # the feedback changes no decision: no hard bounce
+        file.write(b"".join(line + b"\n" for line in feedback(first.stdout)))
     replay = subprocess.run(
         [NUDGE, "replay", str(events), "--rules", str(rules)], capture_output=True, check=True
     )
@@ -93,10 +129,12 @@ async def test_the_report_from_the_topic_equals_the_report_from_the_file(
     file = tmp_path / "audit.jsonl"
     file.write_bytes(b"\n".join(audit_lines) + b"\n")
 
-    from_file = report(str(file), "--json", kafka=kafka_bootstrap)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    from_file = report(str(file), "--json", "--rules", str(rules), kafka=kafka_bootstrap)
     assert from_file.returncode == 0, from_file.stderr
     from_kafka = report(
-        "--from-kafka", "--json", "--html", str(tmp_path / "r.html"),
+        "--from-kafka", "--json", "--rules", str(rules), "--html", str(tmp_path / "r.html"),
         kafka=kafka_bootstrap, env={"NUDGE_TOPIC_AUDIT": topic},
     )  # fmt: skip
     assert from_kafka.returncode == 0, from_kafka.stderr
@@ -104,16 +142,31 @@ async def test_the_report_from_the_topic_equals_the_report_from_the_file(
     assert orjson.loads(from_kafka.stdout) == expected
     summary = expected["input"]
     assert summary["lines"] == len(audit_lines)
-    replayed = summary["decisions"] + summary["conversions"]
+    replayed = summary["decisions"] + summary["conversions"] + summary["engagement"]
     assert summary["duplicates"] == len(range(0, replayed, 20)) and summary["invalid"] == 1
     assert summary["conversions"] > 50
+    assert summary["engagement"] > 2000 and summary["unmatched_engagement"] == 0
     assert any(row["variant"] == "a" and row["holdout"] for row in expected["rows"])
+    # The engagement records are in: the funnel of every channel, and email's cost.
+    cart = {
+        (r["stage"], r["variant"], r["channel"]): r
+        for r in expected["rows"]
+        if r["trigger"] == "cart_abandonment"
+    }
+    funnel = cart["all", "(all)", "(all)"]["funnel"]
+    assert funnel["delivered"]["count"] > 0.9 * funnel["sent"] > 0
+    assert 0 < funnel["clicked"]["count"] < funnel["opened"]["count"] < funnel["sent"]
+    email = cart["all", "(all)", "email"]
+    assert email["cost"]["cost"] == pytest.approx(email["funnel"]["sent"] * 0.002)
+    assert email["holdout"]["recipients"] > 0
     # The bad record is named by where it is on the topic, not by a line number.
     assert b"nudge report: invalid record, skipped: partition " in from_kafka.stderr
-    assert b"<svg" in (tmp_path / "r.html").read_bytes()
+    assert b'id="funnel-cart_abandonment"' in (tmp_path / "r.html").read_bytes()
 
     # --topic names the topic instead of NUDGE_TOPIC_AUDIT; same records, same report.
-    by_option = report("--from-kafka", "--topic", topic, "--json", kafka=kafka_bootstrap)
+    by_option = report(
+        "--from-kafka", "--topic", topic, "--json", "--rules", str(rules), kafka=kafka_bootstrap
+    )
     assert by_option.returncode == 0 and orjson.loads(by_option.stdout) == expected
 
 
