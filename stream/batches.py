@@ -187,6 +187,7 @@ class Batches:
                 self._driver,
                 self._store,
                 self._metrics,
+                forget=None if catalog is None else catalog.forget,
             )
         for p, user_id, wake_ms in rows:
             owned = self._partitions.get(p)

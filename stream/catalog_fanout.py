@@ -15,6 +15,11 @@ topic is the same worker's and one batch, one checkpoint covers both sides:
 - **product side** (partition *p* of ``shop.catalog`` and ``nudge.interest``):
   :class:`~stream.catalog_side.ProductPartition`.
 
+Erasure and retention (contract 8.5, ``CatalogBook.forget_user`` in replay): a
+``user_erased`` read becomes a :class:`Forget` to every interest partition, like interest
+(as read, so the partition's marks vouch for it); a user the user side deletes at a
+retention expiry becomes one when deleted (:meth:`CatalogFanout.forget`).
+
 The checkpoint writes this module's Kafka records with the outputs (step 1: interest, marks,
 fan-out), its table rows with the users' changelog (step 3) and store (step 4), and its
 acknowledgements with the batch's (step 5, each topic partition in offset order).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -32,17 +38,22 @@ import msgspec
 from stream.catalog_side import FanOut, ProductPartition, ProductStore, Rows
 from stream.catalog_wire import (
     Change,
+    Forget,
     Interest,
     Mark,
     decode,
+    decode_forget,
     encode,
+    forget_prefix,
     interest_of,
     partition_of,
     product_key,
+    user_of,
 )
 from stream.watermark import EndOffset, Gate, Marks
 from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook
+from triggers.event_engagement import UserErased
 from triggers.events import Event, InvalidEvent, ProductUpdated, parse_catalog_event
 from triggers.rules import Rules
 from triggers.timestamps import to_millis
@@ -86,6 +97,7 @@ class CatalogFanout:
         self._partitions = partitions
         self._store = store
         self._book = CatalogBook.of(rules)
+        self._erasure_memory = rules.erasure_memory
         #: How long a user's event may wait for the fan-out watermark.
         self.max_hold = max_hold
         self._grace_ms = unknown_grace_ms
@@ -111,6 +123,10 @@ class CatalogFanout:
         self._products, self._fanin, self._gates, self._marked = {}, {}, {}, {}
         for p in partitions:
             start = None if starts is None else starts.get((self.topics.catalog, p))
+            prefix = forget_prefix(p)
+            forgotten = {
+                user_of(k, prefix): decode_forget(v) for k, v in self._store.scan(p, prefix)
+            }
             self._products[p] = ProductPartition(
                 p,
                 catalog_topic=self.topics.catalog,
@@ -121,6 +137,8 @@ class CatalogFanout:
                 max_hold=self.max_hold,
                 unknown_grace_ms=self._grace_ms,
                 monotonic=self._monotonic,
+                forgotten=forgotten,
+                erasure_memory=self._erasure_memory,
             )
             hold_ms = int(self.max_hold * 1000)
             self._fanin[p] = Marks(
@@ -169,7 +187,8 @@ class CatalogFanout:
         if topic == self.topics.interest:
             if type(decoded) is Mark:
                 self._products[p].marks.note(decoded.source, decoded.ms)
-            record = decoded if type(decoded) is Interest else None
+            kind = type(decoded)
+            record = decoded if kind is Interest or kind is Forget else None
             self._products[p].add_interest(item, record, self._rows)
             return None
         gate = self._gates[p]
@@ -193,10 +212,24 @@ class CatalogFanout:
         a re-delivered one changes nothing there)."""
         if event.test:
             return
+        if type(event) is UserErased:
+            self._forget(Forget(event.user_id, event.ts))
+            return
         for record in interest_of(event):
             key = record.product_id.encode()
             p = partition_of(key, self._partitions)
             self._records.append((self.topics.interest, key, encode(record), p, None))
+
+    def forget(self, user_id: str, at: datetime) -> None:
+        """A user deleted at a retention expiry ``at`` (contract 8.5): their rows go."""
+        self._forget(Forget(user_id, at, erased=False))
+
+    def _forget(self, record: Forget) -> None:
+        """To every interest partition: the user's rows may be on any of them."""
+        key, value = record.user_id.encode(), encode(record)
+        self._records += (
+            (self.topics.interest, key, value, q, None) for q in range(self._partitions)
+        )
 
     # -- a batch --------------------------------------------------------------------------
 

@@ -19,18 +19,28 @@ Event time (``docs/protocol.md``, "Catalog fan-out"):
 - The partition's fan-out watermark — no fan-out message earlier than it will follow — is
   the least of that user watermark and the first waiting catalog event; it is announced
   to every user partition after the fan-out messages (``Mark`` on the fan-out topic).
+- A :class:`~stream.catalog_wire.Forget` (an erasure, a retention expiry: contract 8.5)
+  at T is applied when read unless a catalog event (of any product) earlier than T still
+  waits; then it waits for those. Applied, it is an ``e`` row (the partition's forgotten
+  users): from then on every row of the user read here loses its entries not later than
+  T (written back), interest not later than an erasure that arrives late is dropped, and
+  the sweep deletes the user's rows (``stream.catalog_sweep``). A forget and an interest
+  record commute, so they need no order between them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
     SEEN_PER_PRODUCT,
     Change,
+    Forget,
+    ForgetRow,
     Interest,
     InterestRow,
     ProductRow,
@@ -40,6 +50,7 @@ from stream.catalog_wire import (
     decode_time,
     encode,
     encode_row,
+    forget_prefix,
     interest_prefix,
     partition_of,
     product_key,
@@ -141,7 +152,10 @@ class ProductPartition:
         monotonic: Callable[[], float],
         sweep_rows: int = SWEEP_ROWS,
         sweep_every_ms: int = SWEEP_EVERY_MS,
+        forgotten: dict[str, ForgetRow] | None = None,
+        erasure_memory: timedelta = timedelta(0),
     ) -> None:
+        """``forgotten``: the partition's ``e`` rows, as the store has them."""
         self.partition = partition
         self._partitions = partitions
         self._book = book
@@ -161,7 +175,16 @@ class ProductPartition:
         self.gate = Gate()  # the interest topic partition's acknowledgements
         self._pending: dict[str, list[int]] = {}  # product -> waiting catalog event times
         self._blocked: dict[str, list[tuple[Any, Interest]]] = {}  # product -> interest
-        self.sweep = Sweep(partition, book, rows_per_batch=sweep_rows, every_ms=sweep_every_ms)
+        self._forgets: list[tuple[Any, Forget]] = []  # waiting for earlier catalog events
+        self.forgotten: dict[str, ForgetRow] = {} if forgotten is None else forgotten
+        self.sweep = Sweep(
+            partition,
+            book,
+            rows_per_batch=sweep_rows,
+            every_ms=sweep_every_ms,
+            forgotten=self.forgotten,
+            erasure_memory=erasure_memory,
+        )
         self.swept = 0  # rows the sweep deleted in the last batch
 
     # -- input ----------------------------------------------------------------------------
@@ -174,11 +197,20 @@ class ProductPartition:
         if not isinstance(event, InvalidEvent):
             self._pending.setdefault(event.product_id, []).append(ts_ms)
 
-    def add_interest(self, item: Any, record: Interest | None, rows: Rows) -> None:
-        """An interest record (None: a watermark or a message not ours, already noted)."""
+    def add_interest(self, item: Any, record: Interest | Forget | None, rows: Rows) -> None:
+        """An interest record or a forget (None: a watermark or a message not ours, already
+        noted)."""
         self.gate.read(item)
         if record is None:
             self.gate.done(item)
+            return
+        if type(record) is Forget:
+            ts_ms = to_millis(record.ts)
+            if any(t < ts_ms for times in self._pending.values() for t in times):
+                self._forgets.append((item, record))
+            else:
+                self._forget(record, rows)
+                self.gate.done(item)
             return
         waiting = self._pending.get(record.product_id)
         if waiting and min(waiting) < to_millis(record.ts):
@@ -204,8 +236,13 @@ class ProductPartition:
             frontier = min(frontier, ts_ms)
             self._pending[event.product_id].remove(ts_ms)
             self._unblock(event.product_id, ts_ms, rows)
+            if self._forgets:
+                self._free_forgets(ts_ms, rows)
             self._apply(event, rows, out)
             done.append((item, None))
+        if self._forgets:
+            waiting = [t for times in self._pending.values() for t in times]
+            self._free_forgets(min(waiting, default=FOREVER), rows)
         for product_id in list(self._blocked):
             waiting = self._pending.get(product_id)
             self._unblock(product_id, min(waiting) if waiting else FOREVER, rows)
@@ -239,13 +276,43 @@ class ProductPartition:
         else:
             del self._blocked[product_id]
 
+    def _free_forgets(self, until_ms: int, rows: Rows) -> None:
+        """The waiting forgets not later than ``until_ms`` (a catalog event's time: a user
+        event at the same millisecond counts as before it), in their order."""
+        free = [f for f in self._forgets if to_millis(f[1].ts) <= until_ms]
+        if not free:
+            return
+        self._forgets = [f for f in self._forgets if to_millis(f[1].ts) > until_ms]
+        for item, record in free:
+            self._forget(record, rows)
+            self.gate.done(item)
+
     # -- the product table, through replay's CatalogBook -----------------------------------
+
+    def _forget(self, record: Forget, rows: Rows) -> None:
+        """Contract 8.5 (``CatalogBook.forget_user``): the user's rows up to ``record.ts``
+        are as good as gone from now on; the sweep deletes them."""
+        known = self.forgotten.get(record.user_id)
+        if known is not None and known.ts >= record.ts and (known.erased or not record.erased):
+            return  # already (a re-delivery, or an earlier erasure's memory covers it)
+        ts = record.ts if known is None else max(record.ts, known.ts)
+        row = ForgetRow(ts, record.erased or (known is not None and known.erased))
+        self.forgotten[record.user_id] = row
+        rows.put(
+            self.partition, forget_prefix(self.partition) + record.user_id.encode(), encode_row(row)
+        )
+        self.sweep.urge()
 
     def _note(self, record: Interest, rows: Rows) -> None:
         book, pid, user_id = self._book, record.product_id, record.user_id
+        forget = self.forgotten.get(user_id) if self.forgotten else None
+        if forget is not None and forget.erased and record.ts <= forget.ts:
+            return  # read after its erasure: replay ignores the event (before_erasure)
         key = interest_prefix(pid) + user_id.encode()
         stored = rows.get(self.partition, key)
         prices = decode_interest(stored) if stored is not None else {}
+        if forget is not None:
+            prices = {price: at for price, at in prices.items() if at > forget.ts}
         book.interest = {pid: {user_id: prices}} if prices else {}
         if record.order:
             book.note_order(user_id, [pid], record.ts)
@@ -270,6 +337,8 @@ class ProductPartition:
         tell = event.in_stock is False or rose
         interest = self._load(interest_prefix(pid), decode_interest, rows) if scan else {}
         armed = self._load(armed_prefix(pid), decode_time, rows) if tell else {}
+        if self.forgotten:
+            self._without_forgotten(pid, interest, armed, rows)
         book.products = {pid: Product(row.price, row.in_stock, row.category)}
         book.interest = {pid: dict(interest)}
         book.armed = {pid: dict(armed)}
@@ -295,6 +364,33 @@ class ProductPartition:
             key = change.user_id.encode()
             value = encode(Change(p, change))
             out.records.append((key, value, partition_of(key, self._partitions)))
+
+    def _without_forgotten(
+        self,
+        pid: str,
+        interest: dict[str, dict[Any, datetime]],
+        armed: dict[str, datetime],
+        rows: Rows,
+    ) -> None:
+        """The forgotten users' entries go from what a catalog event reads (and from the
+        rows it read them from, if the sweep has not been there yet)."""
+        p = self.partition
+        for user_id, forget in self.forgotten.items():
+            prices = interest.get(user_id)
+            if prices is not None:
+                kept = {price: at for price, at in prices.items() if at > forget.ts}
+                if len(kept) < len(prices):
+                    key = interest_prefix(pid) + user_id.encode()
+                    if kept:
+                        interest[user_id] = kept
+                        rows.put(p, key, encode_row(InterestRow(list(kept.items()))))
+                    else:
+                        del interest[user_id]
+                        rows.put(p, key, None)
+            at = armed.get(user_id)
+            if at is not None and at <= forget.ts:
+                del armed[user_id]
+                rows.put(p, armed_prefix(pid) + user_id.encode(), None)
 
     def _load(self, prefix: bytes, decode: Callable[[bytes], Any], rows: Rows) -> dict[str, Any]:
         return {user_of(k, prefix): decode(v) for k, v in rows.scan(self.partition, prefix)}

@@ -4,8 +4,9 @@ Two internal topics, both created with the input topics' partition count:
 
 - ``nudge.interest``, keyed by product: :class:`Interest` (a view, cart add or wishlist
   of a product by a user, or an order of it, which removes interest) written by the user
-  side when it reads an event, and :class:`Mark` (a user partition's input watermark: all
-  its interest up to ``ms`` is written) written to every partition.
+  side when it reads an event, :class:`Forget` (an erasure, when read; a retention
+  expiry, when applied) and :class:`Mark` (a user partition's input watermark: all its
+  interest up to ``ms`` is written), both written to every partition.
 - ``nudge.catalog-fanout``, keyed by user: :class:`Change` (one catalog event as it
   concerns one user) and :class:`Mark` (a product partition's fan-out watermark: every
   fan-out message earlier than ``ms`` is written) written to every partition.
@@ -14,10 +15,12 @@ A record lands on the partition the shop's producers give its key (Kafka's defau
 partitioner, murmur2), so an interest record meets its product's ``shop.catalog`` events
 and a fan-out message its user's events. Values are msgpack.
 
-The products table (the product side's state, :mod:`stream.catalog_side`) has three kinds
+The products table (the product side's state, :mod:`stream.catalog_side`) has four kinds
 of rows, so that a product's interested users are a prefix scan, never one big row:
 ``p<US>product`` (:class:`ProductRow`), ``i<US>product<US>user`` (:class:`InterestRow`),
-``a<US>product<US>user`` (the time the user was last armed for the product).
+``a<US>product<US>user`` (the time the user was last armed for the product), and
+``e<US>partition<US>user`` (:class:`ForgetRow`: a user erased or expired, whose rows the
+sweep deletes).
 """
 
 from __future__ import annotations
@@ -52,7 +55,17 @@ class Change(msgspec.Struct, frozen=True, tag="c", array_like=True):
     change: CatalogChanged
 
 
-Message = Interest | Mark | Change
+class Forget(msgspec.Struct, frozen=True, tag="f", array_like=True):
+    """A user's interest and armed rows up to ``ts`` go (contract 8.5), on every partition:
+    an erasure (``erased``: remembered for the erasure memory, so that interest not later
+    than it that arrives afterwards is dropped too) or a retention expiry."""
+
+    user_id: str
+    ts: datetime
+    erased: bool = True
+
+
+Message = Interest | Mark | Change | Forget
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
@@ -95,14 +108,24 @@ class InterestRow(msgspec.Struct, array_like=True):
     prices: list[tuple[int | float | None, datetime]]  # (price seen, latest time), in order
 
 
+class ForgetRow(msgspec.Struct, array_like=True):
+    """A user whose rows of the partition go up to ``ts`` (:class:`Forget`): kept while
+    the sweep deletes them, and for an erasure as long as its memory."""
+
+    ts: datetime
+    erased: bool
+
+
 _product = msgspec.msgpack.Decoder(ProductRow)
 _interest = msgspec.msgpack.Decoder(InterestRow)
 _time = msgspec.msgpack.Decoder(datetime)
+_forget = msgspec.msgpack.Decoder(ForgetRow)
 
 
 PRODUCT_ROWS = f"p{SEP}".encode()  # each kind of row: a prefix of its keys
 INTEREST_ROWS = f"i{SEP}".encode()
 ARMED_ROWS = f"a{SEP}".encode()
+FORGET_ROWS = f"e{SEP}".encode()
 
 
 def product_key(product_id: str) -> bytes:
@@ -117,11 +140,16 @@ def armed_prefix(product_id: str) -> bytes:
     return ARMED_ROWS + f"{product_id}{SEP}".encode()
 
 
+def forget_prefix(partition: int) -> bytes:
+    """The partition's forgotten users (every partition has its own: keys are unique)."""
+    return FORGET_ROWS + f"{partition}{SEP}".encode()
+
+
 def user_of(key: bytes, prefix: bytes) -> str:
     return key[len(prefix) :].decode()
 
 
-def encode_row(row: ProductRow | InterestRow | datetime) -> bytes:
+def encode_row(row: ProductRow | InterestRow | ForgetRow | datetime) -> bytes:
     return _encoder.encode(row)
 
 
@@ -135,3 +163,7 @@ def decode_interest(raw: bytes) -> dict[int | float | None, datetime]:
 
 def decode_time(raw: bytes) -> datetime:
     return _time.decode(raw)
+
+
+def decode_forget(raw: bytes) -> ForgetRow:
+    return _forget.decode(raw)

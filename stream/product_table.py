@@ -16,7 +16,7 @@ from typing import Any
 import faust
 
 from stream.catalog_fanout import CatalogFanout, CatalogTopics, enabled
-from stream.catalog_wire import SEP, partition_of
+from stream.catalog_wire import FORGET_ROWS, SEP, partition_of
 from stream.settings import Settings
 from stream.table_store import write_after_changelog
 from triggers.rules import Rules
@@ -57,8 +57,12 @@ class ProductTable:
         yield from db_for(partition).items(from_key=start)
 
     def _of(self, key: bytes) -> int:
-        """The partition of a row: its product's (``kind<US>product[<US>user]``)."""
-        return partition_of(key.split(SEP.encode())[1], self._partitions)
+        """The partition of a row: its product's (``kind<US>product[<US>user]``), or the one
+        named in a forgotten user's key (``e<US>partition<US>user``)."""
+        second = key.split(SEP.encode())[1]
+        if key.startswith(FORGET_ROWS):
+            return int(second)
+        return partition_of(second, self._partitions)
 
     def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
         write_after_changelog(self._table, rows)
@@ -82,6 +86,11 @@ def catalog_fanout(
         value_type=bytes,
         options=options,
         help="Catalog fan-out: products, their interested and armed users.",
+        # Erasure (contract 8.5): a forgotten user's superseded rows are compacted away
+        # within this, as the users table's.
+        extra_topic_configs={
+            "max.compaction.lag.ms": str(int(settings.changelog_max_compaction_lag_seconds * 1000))
+        },
     )
     products.key_serializer = products.value_serializer = "raw"
     return CatalogFanout(

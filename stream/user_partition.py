@@ -17,6 +17,7 @@ puts what changed into the batch's :class:`~stream.outputs.Outputs` for the chec
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,8 @@ class UserPartition:
     held: dict[str, int] = field(default_factory=dict)  # users with held decisions
     #: Users deleted in this batch: their rows stay in the store until the checkpoint.
     deleted: set[str] = field(default_factory=set)
+    #: Told each user deleted at a retention expiry, and when (the catalog side's rows go).
+    forget: Callable[[str, datetime], object] | None = None
 
     def apply(
         self,
@@ -131,6 +134,9 @@ class UserPartition:
         out.deleted(self.partition, user_id)
         if state.erased_at is None:  # retention (the end of an erasure memory is no erasure)
             self.metrics.expired(1)
+            at = self.driver.expires_at(state)
+            if self.forget is not None and at is not None:
+                self.forget(user_id, at)
 
     def load(self, user_id: str) -> UserState | None:
         if user_id in self.deleted:

@@ -5,7 +5,9 @@ due; the unit tests on fakes compare that too, in step with replay's clock).
 
 The stream: a restock of p1 with three interested users, of whom one orders after the
 restock and one is interested only after it; a price drop, a price that rises back (the
-drop is cancelled), a second drop; carts of other users meanwhile (cart abandonment).
+drop is cancelled), a second drop; carts of other users meanwhile (cart abandonment). A
+fourth user interested in p1 is erased before the restock (contract 8.5): no record, and
+the products table's changelog keeps nothing of them but tombstones and the erasure memory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream.catalog_wire import SEP, decode_forget
 from tests.integration.harness import WorkerGroup, produce, read_all, replay_records
 
 pytestmark = pytest.mark.integration
@@ -61,6 +65,8 @@ def stream(start: datetime) -> list[dict[str, Any]]:
         user(1.0, "e2", "product_viewed", "u1", product_id="p1", price=100),
         user(1.6, "e3", "wishlist_added", "u2", product_id="p1", price=100),
         user(2.2, "e4", "cart_item_added", "u3", product_id="p1", unit_price=100),
+        user(2.5, "e8", "wishlist_added", "u5", product_id="p1", price=100),
+        user(3.0, "e9", "user_erased", "u5"),  # before the restock: no recipient
         catalog(4.0, "c2", "p1", in_stock=True),  # restock: u1, u2, u3 (due 6.0)
         user(4.6, "e5", "product_viewed", "u4", product_id="p1", price=100),  # after: no
         user(5.2, "e6", "order_placed", "u1", order_id="o1", items=[line]),  # cancels u1
@@ -90,6 +96,28 @@ def without_fired_at(records: list[dict[str, Any]]) -> list[bytes]:
     )
 
 
+async def product_rows(group: WorkerGroup, user: str) -> dict[bytes, list[bytes | None]]:
+    """The products changelog's records of the user's rows, per key in offset order."""
+    topic = f"nudge-{group.name}-products-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(group.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        rows: dict[bytes, list[bytes | None]] = {}
+        suffix = (SEP + user).encode()
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    if r.key is not None and r.key.endswith(suffix):
+                        rows.setdefault(r.key, []).append(r.value)
+        return rows
+    finally:
+        await consumer.stop()
+
+
 async def test_live_fan_out_matches_replay(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -106,6 +134,7 @@ async def test_live_fan_out_matches_replay(
         until = start + timedelta(seconds=16)
         await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 3)
         audit = await read_all(group, "audit")
+        erased = await product_rows(group, "u5")
         log = group.workers[0].log_tail(200)
     finally:
         group.stop_all()
@@ -127,3 +156,12 @@ async def test_live_fan_out_matches_replay(
     ]
     print(f"catalog parity: {len(expected)} decisions", file=sys.stderr)
     assert without_fired_at(audit) == without_fired_at(expected), log
+    # u5's interest row was written, then deleted; what is left is the erasure memory
+    # (one row per partition: the user id and the erasure time, as in the users table).
+    interest = [k for k in erased if k.startswith(b"i")]
+    assert interest and all(erased[k][0] is not None for k in interest), erased
+    kept = {k: v[-1] for k, v in erased.items() if v[-1] is not None}
+    assert all(k.startswith(b"e") for k in kept) and len(kept) == group.partitions, erased
+    assert {decode_forget(v).ts for v in kept.values() if v} == {
+        datetime.fromisoformat(next(e["ts"] for e in events if e["event_id"] == "e9"))
+    }

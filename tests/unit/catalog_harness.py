@@ -23,9 +23,9 @@ from stream.catalog_wire import partition_of
 from tests.unit.shell_fakes import TOPICS, FakeEvent, FakeMessage, Journal, Sent
 from tests.unit.shell_harness import Shell
 from tests.unit.timelines import iso, wire
-from triggers.events import TOPIC_OF_TYPE
+from triggers.events import INPUT_TOPIC_OF_TYPE
 from triggers.records import record_to_json
-from triggers.replay import replay_lines
+from triggers.replay import ReplayResult, replay_lines
 from triggers.rules import Rules
 
 CAT = CatalogTopics(
@@ -122,7 +122,7 @@ class CatalogShell(Shell):
         value = wire(kind, ts, user, event_id, **fields)
         self.lines.append((ts, 0, value))
         p = partition_of(user.encode(), len(self.partitions))
-        self.produce(TOPIC_OF_TYPE[kind], value, p, user.encode())
+        self.produce(INPUT_TOPIC_OF_TYPE[kind], value, p, user.encode())
 
     def catalog(self, ts: datetime, product: str = "p1", **fields: Any) -> None:
         event_id = fields.pop("event_id", None) or f"c{next(self._cids)}"
@@ -166,8 +166,13 @@ class CatalogShell(Shell):
 
     # -- the oracle ---------------------------------------------------------------------
 
-    def replay_json(self, until: datetime) -> list[dict[str, Any]]:
+    def replay_result(self, until: datetime) -> ReplayResult:
+        """``nudge replay`` on the lines in event-time order, user lines first at a tie."""
         ordered = [line for _, _, line in sorted(self.lines, key=lambda x: (x[0], x[1]))]
         result = replay_lines(ordered, self.rules, until, suppressed=self.ledger.suppressed)
         assert not result.invalid
+        return result
+
+    def replay_json(self, until: datetime) -> list[dict[str, Any]]:
+        result = self.replay_result(until)
         return [orjson.loads(record_to_json(r)) for r in result.records]
