@@ -22,14 +22,17 @@ where absent), ordered by time.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import orjson
 
+from cli.replay_jobs import JobFailed, JobReplay, run_parallel, spool
 from triggers.events import InvalidEvent
 from triggers.records import Decision, record_to_json
 from triggers.replay import Replay
@@ -82,8 +85,14 @@ class Comparison:
 class _Side:
     """One replay and the decisions it made, by ``trigger_id``."""
 
-    def __init__(self, rules: Rules, name: str, keep_json: bool) -> None:
-        self.replay = Replay(rules, keep_going=True)
+    def __init__(
+        self, rules: Rules, name: str, keep_json: bool, job: tuple[int, int] | None = None
+    ) -> None:
+        self.replay = (
+            Replay(rules, keep_going=True)
+            if job is None
+            else JobReplay(rules, job=job[0], jobs=job[1])
+        )
         self.name = name
         self.keep_json = keep_json
         self.decisions: dict[str, _Seen] = {}
@@ -112,10 +121,15 @@ def compare_lines(
     until: datetime | None = None,
     *,
     with_diff: bool = False,
+    job: tuple[int, int] | None = None,
 ) -> Comparison:
-    """Replay ``lines`` under both rules and join the decisions on ``trigger_id``."""
+    """Replay ``lines`` under both rules and join the decisions on ``trigger_id``.
+
+    ``job=(k, n)``: only the users of job ``k`` of ``n`` (:mod:`cli.replay_jobs`); the
+    lines and invalid lines are counted by job 0 alone (see :func:`merge_comparisons`)."""
     comparison = Comparison()
-    a, b = _Side(rules_a, "a", with_diff), _Side(rules_b, "b", with_diff)
+    a, b = _Side(rules_a, "a", with_diff, job), _Side(rules_b, "b", with_diff, job)
+    counts_lines = job is None or job[0] == 0
     for raw in lines:
         if not raw.strip():
             continue
@@ -123,8 +137,8 @@ def compare_lines(
         for side in (a, b):
             try:
                 side.take(side.replay.feed_line(raw), comparison)
-            except InvalidEvent:
-                if side is a:
+            except InvalidEvent as exc:
+                if side is a and (counts_lines or exc.reason == "processing_error"):
                     comparison.invalid += 1
     for side in (a, b):
         side.take(side.replay.finish(until), comparison)
@@ -212,7 +226,9 @@ def render_comparison(comparison: Comparison, names: tuple[str, str]) -> str:
             out.append("  ".join("-" * w for w in widths))
     if comparison.transitions:
         out += ["", "re-judged (A -> B), most frequent first:"]
-        for (trigger, old, new), n in comparison.transitions.most_common(15):
+        # most frequent first, equal counts by name: the same text for every --jobs
+        ranked = sorted(comparison.transitions.items(), key=lambda item: (-item[1], item[0]))
+        for (trigger, old, new), n in ranked[:15]:
             out.append(f"  {n:>9,}  {trigger:<25} {old} -> {new}")
     if comparison.shift_seconds:
         out += ["", "re-timed: median shift of fired_at (B - A)"]
@@ -250,8 +266,9 @@ def compare_command(
     until: str | None = None,
     diff: str | None = None,
     out: TextIO | None = None,
+    jobs: int = 1,
 ) -> int:
-    """``nudge replay EVENTS [--rules A] --compare B [--until TS] [--diff FILE]``.
+    """``nudge replay EVENTS [--rules A] --compare B [--until TS] [--diff FILE] [--jobs N]``.
 
     Exit status: 0 after the comparison, 1 for an invalid rules file, 2 for an
     unreadable input, an unwritable diff file or a bad ``--until``.
@@ -273,7 +290,16 @@ def compare_command(
         print(f"nudge replay: cannot read {events}: {exc.strerror}", file=sys.stderr)
         return 2
     with source:
-        comparison = compare_lines(source, rules_a, rules_b, end, with_diff=diff is not None)
+        if jobs > 1:
+            try:
+                comparison = _compare_in_jobs(
+                    events, source, (rules_a, rules_b), end, diff is not None, jobs
+                )
+            except JobFailed as exc:
+                print(f"nudge replay: {exc}", file=sys.stderr)
+                return 1
+        else:
+            comparison = compare_lines(source, rules_a, rules_b, end, with_diff=diff is not None)
     if diff is not None:
         try:
             with open(diff, "wb") as sink:
@@ -285,3 +311,47 @@ def compare_command(
     names = (rules or "built-in defaults", compare)
     out.write(render_comparison(comparison, names))
     return 0
+
+
+def _compare_in_jobs(
+    events: str,
+    source: BinaryIO,
+    rules: tuple[Rules, Rules],
+    until: datetime | None,
+    with_diff: bool,
+    jobs: int,
+) -> Comparison:
+    """:func:`compare_lines` with the users split across ``jobs`` processes; the same
+    comparison (a decision and its ``trigger_id`` belong to one user, so to one job)."""
+    with tempfile.TemporaryDirectory(prefix="nudge-compare-") as temporary:
+        path = spool(source, Path(temporary))[0] if events == "-" else events
+
+        def job(k: int) -> Comparison:
+            with open(path, "rb") as lines:
+                part = compare_lines(lines, *rules, until, with_diff=with_diff, job=(k, jobs))
+            # the diff's JSON fragments do not cross processes: (time, id, bytes) do
+            part.diff = [
+                (parse_timestamp(c["at"]), c["trigger_id"], orjson.dumps(c)) for c in part.diff
+            ]
+            return part
+
+        return merge_comparisons(run_parallel(jobs, job))
+
+
+def merge_comparisons(parts: list[Comparison]) -> Comparison:
+    """One comparison of the jobs' (lines from job 0, which counts them; the rest summed;
+    the diff in its order: time, then ``trigger_id``)."""
+    total = Comparison(lines=parts[0].lines)
+    changed: list[tuple[datetime, str, bytes]] = []
+    for part in parts:
+        total.counts.update(part.counts)
+        total.totals.update(part.totals)
+        total.transitions.update(part.transitions)
+        total.conversions.update(part.conversions)
+        for trigger, shifts in part.shift_seconds.items():
+            total.shift_seconds.setdefault(trigger, []).extend(shifts)
+        total.invalid += part.invalid
+        total.errors += part.errors
+        changed += part.diff  # type: ignore[arg-type]
+    total.diff = [orjson.Fragment(line) for _, _, line in sorted(changed)]  # type: ignore[misc]
+    return total

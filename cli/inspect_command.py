@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from cli.event_input import NotEventText, open_events
+from cli.event_input import EventInput, NotEventText, open_events
 from cli.inspect import RECENT_RECORDS, describe_records, describe_state, render_text
+from cli.replay_jobs import JobFailed, JobReplay, owner, run_parallel, spool
 from triggers.events import InvalidEvent
 from triggers.replay import Record, Replay, without_cycle_collector
-from triggers.rules import RulesError, load_rules
+from triggers.rules import Rules, RulesError, load_rules
+from triggers.state import UserState
 from triggers.timestamps import TimestampError, parse_timestamp
 
 TIMEOUT_SECONDS = 10.0
@@ -42,6 +47,7 @@ def inspect_command(
     as_json: bool,
     url: str | None,
     token: str | None,
+    jobs: int = 1,
 ) -> int:
     if (events is None) == (url is None):
         print("nudge inspect: give either --events FILE or --url URL", file=sys.stderr)
@@ -53,7 +59,7 @@ def inspect_command(
         status, view = _from_worker(url, user, token or os.environ.get("NUDGE_ADMIN_TOKEN"))
     else:
         assert events is not None
-        status, view = _from_replay(events, user, rules, until)
+        status, view = _from_replay(events, user, rules, until, jobs)
     if view is None:
         return status
     if as_json:
@@ -64,7 +70,7 @@ def inspect_command(
 
 
 def _from_replay(
-    events: str, user: str, rules_path: str | None, until: str | None
+    events: str, user: str, rules_path: str | None, until: str | None, jobs: int = 1
 ) -> tuple[int, dict[str, Any] | None]:
     try:
         rules = load_rules(rules_path)
@@ -87,39 +93,93 @@ def _from_replay(
     except NotEventText as exc:
         print(f"nudge inspect: {exc}", file=sys.stderr)
         return 2, None
-    replay = Replay(rules, keep_going=True)
+    try:
+        if jobs > 1:
+            seen = _replay_in_jobs(events, source, user, rules, end, jobs)
+        else:
+            seen = _replay_one(source, user, rules, end, Replay(rules, keep_going=True))
+    except (EOFError, OSError) as exc:
+        print(f"nudge inspect: {events}: reading stopped: {exc}", file=sys.stderr)
+        return 2, None
+    except JobFailed as exc:
+        print(f"nudge inspect: {exc}", file=sys.stderr)
+        return 1, None
+    finally:
+        if source.raw is not sys.stdin.buffer:
+            source.close()
+    if seen.state is None or seen.clock is None:
+        print(
+            f"nudge inspect: no event of user {user!r} in {events} "
+            f"({seen.lines} lines, {seen.users} users)",
+            file=sys.stderr,
+        )
+        return 1, None
+    view = describe_state(seen.state, rules, seen.clock)
+    view["recent_records"] = describe_records(seen.records)
+    return 0, view
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a replay (or one job of it) tells of the user."""
+
+    state: UserState | None
+    clock: datetime | None
+    records: list[Record]  # the user's last RECENT_RECORDS records
+    lines: int
+    users: int
+    problem: str | None = None  # a job's reading stopped early: why
+
+
+def _replay_one(
+    source: EventInput, user: str, rules: Rules, end: datetime | None, replay: Replay
+) -> _Seen:
     mine: deque[Record] = deque(maxlen=RECENT_RECORDS)
 
     def keep(records: list[Record]) -> None:
         mine.extend(record for record in records if record.user_id == user)
 
-    try:
-        with without_cycle_collector():
-            for raw in source.lines:
-                if not raw.strip():
-                    continue
-                try:
-                    keep(replay.feed_line(raw))
-                except InvalidEvent:
-                    continue  # counted in the summary; `nudge replay` lists them
-            keep(replay.finish(end))
-    except (EOFError, OSError) as exc:
-        print(f"nudge inspect: {events}: reading stopped: {exc}", file=sys.stderr)
-        return 2, None
-    finally:
-        if source.raw is not sys.stdin.buffer:
-            source.close()
+    with without_cycle_collector():
+        for raw in source.lines:
+            if not raw.strip():
+                continue
+            try:
+                keep(replay.feed_line(raw))
+            except InvalidEvent:
+                continue  # counted in the summary; `nudge replay` lists them
+        keep(replay.finish(end))
+    summary = replay.summary
     state = replay.states.get(user)
-    if state is None or replay.clock is None:
-        print(
-            f"nudge inspect: no event of user {user!r} in {events} "
-            f"({replay.summary.events_read} lines, {replay.summary.users} users)",
-            file=sys.stderr,
-        )
-        return 1, None
-    view = describe_state(state, rules, replay.clock)
-    view["recent_records"] = describe_records(mine)
-    return 0, view
+    return _Seen(state, replay.clock, list(mine), summary.events_read, summary.users)
+
+
+def _replay_in_jobs(
+    events: str, source: EventInput, user: str, rules: Rules, end: datetime | None, jobs: int
+) -> _Seen:
+    """The users split across ``jobs`` processes (:mod:`cli.replay_jobs`): the user's
+    job gives the state and records, every job its count of users."""
+    with tempfile.TemporaryDirectory(prefix="nudge-inspect-") as temporary:
+        path, problem = spool(source.lines, Path(temporary)) if events == "-" else (events, None)
+        if problem is not None:
+            raise OSError(problem)
+
+        def job(k: int) -> _Seen:
+            lines = open_events(path, sys.stdin.buffer)
+            try:
+                seen = _replay_one(lines, user, rules, end, JobReplay(rules, job=k, jobs=jobs))
+            except (EOFError, OSError) as exc:
+                return _Seen(None, None, [], 0, 0, str(exc) or type(exc).__name__)
+            finally:
+                lines.close()
+            return seen if k == owner(user, jobs) else _Seen(None, None, [], seen.lines, seen.users)
+
+        parts = run_parallel(jobs, job)
+    if parts[0].problem is not None:
+        raise OSError(parts[0].problem)
+    mine = parts[owner(user, jobs)]
+    mine.lines = parts[0].lines
+    mine.users = sum(part.users for part in parts)
+    return mine
 
 
 def _from_worker(url: str, user: str, token: str | None) -> tuple[int, dict[str, Any] | None]:

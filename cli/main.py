@@ -85,6 +85,9 @@ def _add_worker(sub: Subparsers) -> None:
     worker.set_defaults(run=run)
 
 
+JOBS_HELP = "processes to split the users across (same output for every N; default 1)"
+
+
 def _add_replay(sub: Subparsers) -> None:
     replay = _command(sub, "replay", "run the engine on a JSON Lines event file")
     replay.add_argument(
@@ -113,6 +116,7 @@ def _add_replay(sub: Subparsers) -> None:
         " re-judged, added and removed (instead of the records)",
     )
     replay.add_argument("--diff", metavar="FILE", help="with --compare: the changed records")
+    replay.add_argument("--jobs", type=positive_int, default=1, metavar="N", help=JOBS_HELP)
 
     def run(args: argparse.Namespace) -> int:
         from cli.replay import replay_command
@@ -130,6 +134,7 @@ def _add_replay(sub: Subparsers) -> None:
                 compare=args.compare,
                 until=args.until,
                 diff=args.diff,
+                jobs=args.jobs,
             )
         return replay_command(
             args.events,
@@ -139,6 +144,7 @@ def _add_replay(sub: Subparsers) -> None:
             quiet=args.quiet,
             summary_json=args.summary_json,
             progress_every=args.progress_every,
+            jobs=args.jobs,
         )
 
     replay.set_defaults(run=run)
@@ -194,6 +200,7 @@ def _add_inspect(sub: Subparsers) -> None:
     inspect.add_argument("--url", help="a worker's web address instead, e.g. http://host:6066")
     inspect.add_argument("--token", help="with --url: admin token (default: NUDGE_ADMIN_TOKEN)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--jobs", type=positive_int, default=1, metavar="N", help=JOBS_HELP)
 
     def run(args: argparse.Namespace) -> int:
         from cli.inspect_command import inspect_command
@@ -206,6 +213,7 @@ def _add_inspect(sub: Subparsers) -> None:
             as_json=args.json,
             url=args.url,
             token=args.token,
+            jobs=args.jobs,
         )
 
     inspect.set_defaults(run=run)

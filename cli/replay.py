@@ -21,6 +21,8 @@ import orjson
 
 from cli.event_input import EventInput, NotEventText, open_events
 from cli.progress import CHECK_EVERY, Progress
+from cli.replay_jobs import JobFailed
+from cli.replay_parallel import replay_in_jobs
 from triggers.events import InvalidEvent
 from triggers.records import STATUSES, record_to_json
 from triggers.replay import (
@@ -49,8 +51,11 @@ def replay_command(
     quiet: bool = False,
     summary_json: str | None = None,
     progress_every: float = 5.0,
+    jobs: int = 1,
 ) -> int:
-    """``nudge replay EVENTS [--rules R] [--until TS] [--out F] [--quiet] [--summary-json F]``."""
+    """``nudge replay EVENTS [--rules R] [--until TS] [--out F] [--quiet] [--summary-json F]
+    [--jobs N]``: with N >= 2 the users are split across N processes
+    (:mod:`cli.replay_parallel`), the output byte for byte the same."""
     try:
         loaded = load_rules(rules)
     except RulesError as exc:
@@ -83,13 +88,29 @@ def replay_command(
         print(f"nudge replay: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         _close(source, opened)
         return 2
-    progress = None if quiet else Progress(sys.stderr, size=source.size, every=progress_every)
-    replay = Replay(loaded, keep_going=True)
     started = time.monotonic()
     status = 0
+    progress = None
     try:
-        with without_cycle_collector():
-            _run(source, sink, replay, end, progress)
+        if jobs > 1:
+            every = None if quiet else progress_every
+            summary, problem = replay_in_jobs(
+                events, source, sink, rules=loaded, until=end, jobs=jobs, progress_every=every
+            )
+            if problem is not None:
+                raise ReplayInputError(problem)
+        else:
+            progress = (
+                None if quiet else Progress(sys.stderr, size=source.size, every=progress_every)
+            )
+            replay = Replay(loaded, keep_going=True)
+            summary = replay.summary
+            with without_cycle_collector():
+                _run(source, sink, replay, end, progress)
+    except JobFailed as exc:
+        print(f"nudge replay: {exc}", file=sys.stderr)
+        _close(source, opened)
+        return 1
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         _close(source, opened)
@@ -100,7 +121,6 @@ def replay_command(
     finally:
         if progress is not None:
             progress.done()
-    summary = replay.summary
     for line in summary.lines():
         print(f"replay: {line}", file=sys.stderr)
     if status == 0 and summary.events_read == summary.invalid:
