@@ -127,17 +127,20 @@ def test_the_screenshot_shows_the_charts(page: Path, tmp_path: Path) -> None:
     assert counts.get(browse_orange, 0) > 500  # the second send series
 
 
-def measure(page: Path, tmp_path: Path) -> dict:
-    measured = tmp_path / "measured.html"
-    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
-    dom = run_browser(measured, tmp_path / "profile", "--dump-dom")
+@pytest.fixture(scope="module")
+def measured(page: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The layout chromium computed for the page: one browser run for the tests below."""
+    work = tmp_path_factory.mktemp("measure")
+    copy = work / "measured.html"
+    copy.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = run_browser(copy, work / "profile", "--dump-dom")
     found = re.search(r'<pre id="measure">(.*?)</pre>', dom, re.S)
     assert found, dom[-2000:]
     return json.loads(unescape(found.group(1)))
 
 
-def test_the_browser_lays_out_every_chart_element_with_a_size(page: Path, tmp_path: Path) -> None:
-    charts = measure(page, tmp_path)["charts"]
+def test_the_browser_lays_out_every_chart_element_with_a_size(measured: dict) -> None:
+    charts = measured["charts"]
     funnels = {"funnel-cart_abandonment", "funnel-browse_abandonment"}
     assert set(charts) == {"uplift", "rates", "sends", *funnels}
     for chart in charts.values():
@@ -177,8 +180,8 @@ def test_the_browser_lays_out_every_chart_element_with_a_size(page: Path, tmp_pa
     assert len(charts["funnel-browse_abandonment"]["bars"]) == 5
 
 
-def test_the_page_fits_1280_px_with_every_warning_in_view(page: Path, tmp_path: Path) -> None:
-    found = measure(page, tmp_path)
+def test_the_page_fits_1280_px_with_every_warning_in_view(measured: dict) -> None:
+    found = measured
     width, window = found["page"]
     assert window == WINDOW[0] and width <= window  # no horizontal scrolling of the page
     assert len(found["tables"]) == 3
