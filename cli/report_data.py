@@ -189,17 +189,16 @@ class AuditTally:
             if len(self.invalid_examples) < 5:
                 self.invalid_examples.append(f"{where or f'line {self.lines}'}: {exc}")
             return
-        kind = type(record)
-        if kind is AuditDecision:
-            self._add_decision(record)  # type: ignore[arg-type]
-        elif kind is AuditConversion:
-            key = (record.trigger_id, record.order_id)  # type: ignore[union-attr]
+        if type(record) is AuditDecision:
+            self._add_decision(record)
+        elif type(record) is AuditConversion:
+            key = (record.trigger_id, record.order_id)
             if key in self._conversions:
                 self.duplicates += 1
             else:
-                self._conversions[key] = record  # type: ignore[assignment]
-        elif kind is AuditEngagement:
-            self._add_engagement(record)  # type: ignore[arg-type]
+                self._conversions[key] = record
+        elif type(record) is AuditEngagement:
+            self._add_engagement(record)
         else:
             self.erasures += 1
 
