@@ -2,7 +2,8 @@
 
 Events are produced at their own timestamps (wall clock), so the worker sees a
 real shop; replay runs the file on an event-time clock. Both must reach the
-same decisions. Each user's events are 1.3 s apart, so no event lands within
+same decisions (with channels, and delivery feedback on the engagement topic moving
+consent). Each user's events are 1.3 s apart, so no event lands within
 100 ms of one of that user's stage deadlines (delays are whole seconds): the
 order between "stage due" and "next event" is never a matter of milliseconds.
 """
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.integration
 RULES = """
 version: 3
 default_timezone: UTC
+channels:
+  push: {frequency_cap: {max: 2, per: 1h}}
+  email: {}
+  sms: {consent: opt_in}
 triggers:
   cart_abandonment:        {stages: [3s, 6s], cooldown: 1h}
   browse_abandonment:      {stages: [2s], cooldown: 1h}
@@ -40,6 +45,7 @@ contact_policy:
   attribution_window: 1h
 """
 USERS = 40
+FEEDBACK = ["message_delivered", "message_opened", "message_unsubscribed", "message_bounced"]
 GAP = 1.3  # seconds between a user's events
 
 
@@ -62,8 +68,9 @@ def scripted_events(start: datetime, seed: int = 11) -> list[dict[str, Any]]:
                     "order_placed",
                     "order_cancelled",
                     "preferences_updated",
+                    "feedback",
                 ],
-                weights=[5, 5, 1, 2, 3, 1, 1],
+                weights=[5, 5, 1, 2, 3, 1, 1, 2],
             )[0]
             fields: dict[str, Any] = {}
             if kind == "product_viewed":
@@ -89,7 +96,14 @@ def scripted_events(start: datetime, seed: int = 11) -> list[dict[str, Any]]:
                     continue
                 fields = {"order_id": orders.pop()}
             elif kind == "preferences_updated":
-                fields = {"marketing_opt_in": rng.random() < 0.5}
+                fields = {"marketing_opt_in": rng.random() < 0.7}
+                if rng.random() < 0.5:
+                    fields["channels"] = {"sms": True, "push": rng.random() < 0.5}
+            elif kind == "feedback":  # delivery feedback (contract 8.3), some withdrawing consent
+                kind = rng.choice(FEEDBACK)
+                fields = {"trigger_id": f"t-{user}-{i}", "channel": rng.choice(["push", "email"])}
+                if kind == "message_bounced":
+                    fields["bounce"] = rng.choice(["hard", "soft"])
             events.append(
                 {
                     "event_id": f"{user}-e{i}",
@@ -115,9 +129,13 @@ async def produce_on_time(group: WorkerGroup, events: list[dict[str, Any]]) -> N
 
 def decision_keys(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     return {
-        (r["trigger_id"], r["trigger"], r["stage"], r["user_id"], r["status"])
+        (r["trigger_id"], r["trigger"], r["stage"], r["user_id"], r["status"], r["channel"])
         for r in records
         if r["kind"] == "decision"
+    } | {
+        (r["kind"], r["type"], r["user_id"], r["channel"], r["at"])
+        for r in records
+        if r["kind"] == "engagement"
     }
 
 
@@ -144,7 +162,9 @@ async def test_live_worker_matches_replay(
     expected = replay_records(events_file, rules, until)
     live, oracle = decision_keys(audit), decision_keys(expected)
     assert len(oracle) >= USERS  # the script really exercises the engine
-    assert {k[4] for k in oracle} >= {"sent", "suppressed"}
+    assert {k[4] for k in oracle if len(k) == 6} >= {"sent", "suppressed"}
+    assert {k[5] for k in oracle if len(k) == 6} >= {"push", "email", None}  # channels moved
+    assert sum(k[0] == "engagement" for k in oracle) >= 10
     print(f"parity: {len(oracle)} decisions", file=sys.stderr)
     assert live - oracle == set(), "live decisions replay did not make"
     assert oracle - live == set(), "replay decisions the live worker did not make"
