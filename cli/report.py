@@ -271,6 +271,13 @@ def report_command(
     if tally.invalid > len(tally.invalid_examples):
         print(f"nudge report: {tally.invalid} invalid records in all", file=sys.stderr)
     report = build_report(tally, costs)
+    if costs is not None:
+        named = {r.channel for r in report.rows} - {None, POOLED}
+        for channel in sorted(name for name in named if name not in costs):
+            print(
+                f"nudge report: channel {channel} is not in the rules {rules}: its cost is unknown",
+                file=sys.stderr,
+            )
     if html is not None:
         from cli.report_page import render_html
 

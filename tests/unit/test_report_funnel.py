@@ -257,6 +257,11 @@ def test_rules_give_the_costs_and_bad_rules_are_exit_1(
     assert email["cost"]["cost"] == pytest.approx(5.0)
     assert email["funnel"]["delivered"]["count"] == 95
     assert len(email["cost"]["per_cost_ci"]) == 2
+    rules.write_text("channels:\n  push: {cost: 0.01}\n")  # rules that lack email
+    assert main(["report", str(audit), "--rules", str(rules), "--json"]) == 0
+    assert capsys.readouterr().err == (
+        f"nudge report: channel email is not in the rules {rules}: its cost is unknown\n"
+    )
     rules.write_text("channels:\n  email: {cost: -1}\n")
     assert main(["report", str(audit), "--rules", str(rules)]) == 1
     captured = capsys.readouterr()
