@@ -36,6 +36,11 @@ from triggers.rules import Rules
 NUDGE = str(Path(sys.executable).with_name("nudge"))
 USERS = tuple(f"u{n}" for n in range(7))
 PRODUCTS = ("p1", "p2")
+KINDS = (
+    *("product_viewed", "cart_item_added", "order_placed", "checkout_started"),
+    *("wishlist_added", "user_erased", "message_bounced", "catalog", "catalog"),
+    *("duplicate", "test", "invalid", "blank"),
+)
 RULES = make_rules(
     default_timezone="Asia/Shanghai",
     contact_policy={"quiet_hours": {"start": "21:00", "end": "08:00"}, "max_delay": "2h"},
@@ -76,13 +81,7 @@ def timelines(draw: st.DrawFn) -> list[bytes]:
     minute = 0
     for n in range(draw(st.integers(1, 40))):
         minute = max(0, minute + draw(st.sampled_from((-600, -30, 0, 1, 10, 59, 61, 200, 1500))))
-        what = draw(
-            st.sampled_from(
-                ("product_viewed", "cart_item_added", "order_placed", "checkout_started")
-                + ("wishlist_added", "user_erased", "message_bounced", "catalog", "catalog")
-                + ("duplicate", "test", "invalid", "blank")
-            )
-        )
+        what = draw(st.sampled_from(KINDS))
         user, product = draw(st.sampled_from(USERS)), draw(st.sampled_from(PRODUCTS))
         if what == "catalog":
             event: dict[str, Any] = {
@@ -234,9 +233,7 @@ def test_ctrl_c_stops_every_job_with_130(tmp_path: Path) -> None:
         os.killpg(proc.pid, 0)  # no job left running
 
 
-def test_compare_and_inspect_take_jobs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_compare_and_inspect_take_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = _write(tmp_path, seeded_shop(11, users=40))
     rules_b = tmp_path / "b.yaml"
     rules_b.write_text("contact_policy: {frequency_cap: {max: 1, per: 24h}}\n")
