@@ -1,5 +1,5 @@
 """The admin endpoint: ``GET /admin/users/{user_id}``, one shopper's state as ``nudge inspect``
-shows it (:func:`cli.inspect.describe_state`, as of the worker's wall clock).
+shows it (:func:`triggers.state_view.describe_state`, as of the worker's wall clock).
 
 Off by default: it is registered only when ``NUDGE_ADMIN_TOKEN`` is set (16 characters
 or more), and it answers only requests carrying ``Authorization: Bearer <token>``
@@ -28,10 +28,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cli.inspect import describe_state
 from stream.settings import Settings
 from triggers.rules import Rules
 from triggers.state import UserState
+from triggers.state_view import describe_state
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from msgspec.structs import replace
 
-from cli.inspect import describe_state, render_text
+from cli.inspect import render_text
 from cli.main import main
 from stream.admin import ADMIN_PATH, admin_handler, admin_response, register_admin
 from stream.settings import Settings, SettingsError
 from triggers.held import hold
 from triggers.rules import Rules
 from triggers.state import UserState
+from triggers.state_view import describe_state
 
 from .timelines import Timeline, at, make_rules
 
