@@ -16,7 +16,7 @@ from cli.report_stats import (
     Step,
     Uplift,
 )
-from triggers.records import TRIGGER_NAMES
+from triggers.registry import TRIGGER_NAMES
 
 POOLED = "(all)"  # the label of a row pooled over variants or channels
 

@@ -30,10 +30,10 @@ from triggers.records import (
     ARMS,
     STATUSES,
     SUPPRESSION_REASONS,
-    TRIGGER_NAMES,
     Conversion,
     Decision,
 )
+from triggers.registry import TRIGGER_NAMES
 from triggers.rules import Rules
 from triggers.steps import ERASED, PROCESSED
 

@@ -26,17 +26,6 @@ SUPPRESSION_REASONS = ("stale", "opted_out", "cooldown", "frequency_cap", "no_ch
 ARMS = ("treatment", "holdout")
 
 
-def __getattr__(name: str) -> object:
-    """``TRIGGER_NAMES``: the built-in triggers, in registry order (:mod:`triggers.registry`,
-    which imports this module: it is looked up on first use)."""
-    if name == "TRIGGER_NAMES":
-        from triggers.registry import NAMES
-
-        globals()["TRIGGER_NAMES"] = NAMES
-        return NAMES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @frozen_record
 class Decision:
     """What the engine decided when one stage of one episode came due."""

@@ -3,11 +3,11 @@
 Adding a trigger means writing its module (its rules section model, how it arms and
 its decision context) and adding ONE :class:`TriggerKind` to :data:`KINDS` below.
 Everything else is derived from this list: the trigger names
-(``triggers.records.TRIGGER_NAMES``), the ``triggers`` and ``offers`` sections of the
+(:data:`TRIGGER_NAMES`), the ``triggers`` and ``offers`` sections of the
 rules model (:mod:`triggers.rules`), what firing looks up per trigger
 (:func:`triggers.firing.firing_rules`), the decision ``context`` and the engine's
 event hooks (:mod:`triggers.engine`). Stored states name triggers by the separate,
-append-only code table ``triggers.state.TRIGGER_CODES``: a new trigger also gets the
+append-only code table ``triggers.state_records.TRIGGER_CODES``: a new trigger also gets the
 next code there (one without a code is stored by name, which works but is larger).
 
 Custom triggers (:mod:`triggers.custom`) are not listed: the rules file names them
@@ -138,7 +138,8 @@ KINDS: tuple[TriggerKind, ...] = (
 )
 
 KIND_BY_NAME: dict[str, TriggerKind] = {kind.name: kind for kind in KINDS}
-NAMES: tuple[str, ...] = tuple(KIND_BY_NAME)
+#: The built-in triggers, in registry order.
+TRIGGER_NAMES: tuple[str, ...] = tuple(KIND_BY_NAME)
 
 
 def reactors(rules: Any) -> list[tuple[React, Any]]:

@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from triggers.records import STATUSES, TRIGGER_NAMES, Conversion, Decision, Engagement, Erasure
+from triggers.records import STATUSES, Conversion, Decision, Engagement, Erasure
+from triggers.registry import TRIGGER_NAMES
 from triggers.timestamps import format_timestamp
 
 Record = Decision | Conversion | Engagement | Erasure

@@ -56,7 +56,7 @@ from triggers.channel_rules import ChannelTable, check_trigger_channels
 from triggers.custom import CustomRules, check_name
 from triggers.durations import MAX_DURATION, format_duration, parse_duration
 from triggers.events import is_time_zone
-from triggers.registry import KIND_BY_NAME, KINDS, NAMES
+from triggers.registry import KIND_BY_NAME, KINDS, TRIGGER_NAMES
 from triggers.rules_source import (
     EXAMPLE_FILE,
     YamlProblem,
@@ -98,7 +98,7 @@ __all__ = [
 
 ERASURE_MEMORY = timedelta(days=30)  # contract 8.5's default
 
-CustomName = Annotated[str, AfterValidator(lambda name: check_name(name, NAMES))]
+CustomName = Annotated[str, AfterValidator(lambda name: check_name(name, TRIGGER_NAMES))]
 
 # The ``triggers`` section: one key per registered trigger (triggers.registry), in order,
 # then ``custom``: the rules file's own triggers (triggers.custom), by name.
@@ -215,7 +215,7 @@ class Rules(_Strict):
 
     def trigger_names(self) -> tuple[str, ...]:
         """Every trigger the rules know: the registered ones, then the custom ones."""
-        return (*NAMES, *self.triggers.custom)  # type: ignore[attr-defined]
+        return (*TRIGGER_NAMES, *self.triggers.custom)  # type: ignore[attr-defined]
 
     def offers_of(self, name: str) -> dict[str, str]:
         """A trigger's offers: ``offers.NAME``, or a custom trigger's own ``offers``."""

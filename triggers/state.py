@@ -3,7 +3,7 @@
 Format 2: one format byte ``0x02``, then MessagePack (msgspec) of the state as
 nested arrays in field order, times as msgpack timestamps. Triggers are small
 integer codes from :data:`TRIGGER_CODES`, an append-only table independent of
-``triggers.records.TRIGGER_NAMES`` (a trigger not in it, such as a custom one
+``triggers.registry.TRIGGER_NAMES`` (a trigger not in it, such as a custom one
 named by the rules file, is stored as its name). Where a value repeats one kept
 elsewhere in the state, the stored form refers to it (see "encoding" below).
 Format 1 (a JSON array, ``[1, ...]``) is still read (:mod:`triggers.state_format1`).
@@ -34,6 +34,8 @@ from triggers.state_records import (
     MAX_SEEN,
     NO_CONTACTS,
     RECENT_ADDS,
+    TRIGGER_BY_CODE,
+    TRIGGER_CODES,
     Amount,
     Attributable,
     Cart,
@@ -88,20 +90,6 @@ __all__ = [
 
 STATE_FORMAT = 2
 
-# Stored states name triggers by these codes. APPEND ONLY: never reorder, renumber or
-# remove an entry (stored states would change meaning); a new trigger gets the next code.
-TRIGGER_CODES: dict[str, int] = {
-    "cart_abandonment": 0,
-    "browse_abandonment": 1,
-    "replenishment": 2,
-    "first_purchase_followup": 3,
-    "lapsing": 4,
-    "dormancy": 5,
-    "birthday": 6,
-    "back_in_stock": 7,
-    "price_drop": 8,
-}
-TRIGGER_BY_CODE: dict[int, str] = {code: name for name, code in TRIGGER_CODES.items()}
 
 _RECORD: dict[str, Any] = {"frozen": True, "array_like": True, "gc": False}
 

@@ -15,11 +15,11 @@ from datetime import datetime
 
 import orjson
 
-from triggers.state import TRIGGER_BY_CODE
 from triggers.state_records import (
     EMPTY_CART,
     EMPTY_HISTORY,
     NO_CONTACTS,
+    TRIGGER_BY_CODE,
     Attributable,
     Cart,
     CartLine,

@@ -38,6 +38,21 @@ import msgspec
 
 from triggers.records import Decision
 
+# Stored states name triggers by these codes. APPEND ONLY: never reorder, renumber or
+# remove an entry (stored states would change meaning); a new trigger gets the next code.
+TRIGGER_CODES: dict[str, int] = {
+    "cart_abandonment": 0,
+    "browse_abandonment": 1,
+    "replenishment": 2,
+    "first_purchase_followup": 3,
+    "lapsing": 4,
+    "dormancy": 5,
+    "birthday": 6,
+    "back_in_stock": 7,
+    "price_drop": 8,
+}
+TRIGGER_BY_CODE: dict[int, str] = {code: name for name, code in TRIGGER_CODES.items()}
+
 MAX_SEEN = 256
 DIGEST_SIZE = 8
 MAX_CART_LINES = 50

@@ -19,7 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import Worker, WorkerGroup, produce, wait_for
-from triggers.records import ARMS, TRIGGER_NAMES
+from triggers.records import ARMS
+from triggers.registry import TRIGGER_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from triggers.records import TRIGGER_NAMES
-from triggers.registry import KINDS
+from triggers.registry import KINDS, TRIGGER_NAMES
 from triggers.rules import Rules
 from triggers.schemas import DECISIONS
 from triggers.state import TRIGGER_CODES

@@ -16,7 +16,8 @@ from simulation.synthetic import generate_events
 from stream.dead_letters import dead_letter_record
 from tests.unit.timelines import at, wire
 from triggers.events import INPUT_TOPIC_OF_TYPE, InvalidEvent, parse_event
-from triggers.records import TRIGGER_NAMES, record_to_json
+from triggers.records import record_to_json
+from triggers.registry import TRIGGER_NAMES
 from triggers.replay import replay_lines
 from triggers.rules import parse_rules
 from triggers.schemas import (

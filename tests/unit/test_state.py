@@ -250,8 +250,8 @@ def test_the_trigger_code_table_is_append_only() -> None:
 
 _REORDERED = """
 import sys
-import triggers.records as records
-records.TRIGGER_NAMES = tuple(reversed(records.TRIGGER_NAMES))
+import triggers.registry as registry
+registry.TRIGGER_NAMES = tuple(reversed(registry.TRIGGER_NAMES))
 from triggers.state import decode_state, encode_state
 for data in (bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2])):
     state = decode_state(data)

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from triggers.events import parse_event
-from triggers.records import TRIGGER_NAMES, Conversion, Decision
+from triggers.records import Conversion, Decision
+from triggers.registry import TRIGGER_NAMES
 from triggers.replay import Replay
 from triggers.rules import Rules
 from triggers.state import UserState
