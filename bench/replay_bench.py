@@ -11,7 +11,12 @@ Generates a synthetic shop event file once (``simulation.synthetic``; cached in
 (b) replay   - the engine's replay over the same lines (``triggers.replay``), output
               records serialised but not written, followed by the size of every
               user's final state under ``triggers.state.encode_state``;
-(c) CLI      - optionally, ``nudge replay EVENTS --rules R --out F`` end to end.
+(c) CLI      - optionally, ``nudge replay EVENTS --rules R --out F --jobs N`` end to end,
+              for each N of ``--jobs`` (default 1,2): wall, events/s, CPU-s of the
+              command and its job processes, the load average before and after, and
+              whether every N wrote the same bytes. States the single-process floor
+              (``--jobs 1`` >= 20,000 events per CPU-second, issue 24) and the speed-up
+              of each N against ``--jobs 1``.
 
 Each measured phase runs in a fresh child process so its peak RSS
 (``ru_maxrss``) is its own; throughput is single-threaded, one core.
@@ -19,6 +24,7 @@ Each measured phase runs in a fresh child process so its peak RSS
     .venv/bin/python bench/replay_bench.py                 # 100k users, 30 days
     .venv/bin/python bench/replay_bench.py --users 10000   # quick
     .venv/bin/python bench/replay_bench.py --profile       # + cProfile of the replay
+    .venv/bin/python bench/replay_bench.py --jobs 1,2,4     # nudge replay --jobs N for each N
     .venv/bin/python bench/replay_bench.py --new-triggers --rules R  # + catalog, wishlists,
                                                            # birthdays (contract 7)
 """
@@ -49,7 +55,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "bench" / "out"
-TARGET_EVENTS_PER_S = 100_000
+TARGET_EVENTS_PER_CPU_S = 20_000  # `nudge replay` in one process, never lower (issue 24)
+TARGET_SPEEDUP_2_JOBS = 1.8  # `--jobs 2` against `--jobs 1` on a 2-core machine
 TARGET_STATE_BYTES = 1024
 
 
@@ -256,35 +263,48 @@ def phase_replay(events: Path, rules_file: Path | None, profile: Path | None) ->
     return out
 
 
-def phase_cli(events: Path, rules_file: Path | None, out_file: Path) -> dict[str, Any]:
-    """``nudge replay`` end to end, as a user runs it (output written to a file)."""
+def phase_cli(events: Path, rules_file: Path | None, out_file: Path, jobs: int) -> dict[str, Any]:
+    """``nudge replay --jobs N`` end to end, as a user runs it (output written to a file).
+    CPU is the command's and its job processes' (waited for, so in RUSAGE_CHILDREN)."""
     nudge = Path(sys.executable).with_name("nudge")
-    command = [str(nudge), "replay", str(events), "--out", str(out_file)]
+    command = [str(nudge), "replay", str(events), "--out", str(out_file), "--jobs", str(jobs)]
     if rules_file:
         command[3:3] = ["--rules", str(rules_file)]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = usage.ru_utime + usage.ru_stime
+    digest = hashlib.sha256()
+    with out_file.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     return {
         "command": " ".join(command),
+        "jobs": jobs,
         "returncode": proc.returncode,
         "seconds": elapsed,
         "cpu_seconds": cpu,
         "peak_rss_kib": usage.ru_maxrss,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "output_sha256": digest.hexdigest(),
         "stderr_tail": proc.stderr[-2000:],
     }
 
 
-def _run_phase(name: str, args: argparse.Namespace, events: Path) -> dict[str, Any]:
+def _run_phase(name: str, args: argparse.Namespace, events: Path, jobs: int = 1) -> dict[str, Any]:
     """Run a phase ``--repeat`` times, each in a fresh child process; keep the fastest."""
-    runs = [_run_phase_once(name, args, events) for _ in range(max(1, args.repeat))]
+    runs = [_run_phase_once(name, args, events, jobs) for _ in range(max(1, args.repeat))]
     return min(runs, key=lambda run: run["seconds"])
 
 
-def _run_phase_once(name: str, args: argparse.Namespace, events: Path) -> dict[str, Any]:
+def _run_phase_once(
+    name: str, args: argparse.Namespace, events: Path, jobs: int = 1
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--phase", name, "--events", str(events)]
+    command += ["--jobs", str(jobs)]
     if args.rules:
         command += ["--rules", args.rules]
     if args.profile and name == "replay":
@@ -361,13 +381,12 @@ def report(
     parse: dict[str, Any],
     floor: dict[str, Any],
     rep: dict[str, Any],
-    cli: dict[str, Any] | None,
+    clis: list[dict[str, Any]],
     version: str,
 ) -> str:
     n = base["events"]
     size = events.stat().st_size
     base_rate = n / base["seconds"]
-    rep_rate = n / rep["seconds"]
     rules = _rules_path(args.rules)
     command = " ".join(["python", "bench/replay_bench.py", *sys.argv[1:]])
     lines = [
@@ -378,7 +397,7 @@ def report(
         f"Rules: `{_shown(rules) if rules else 'built-in defaults'}`; "
         f"output records: {rep['records']:,}",
         f"Machine: {platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs (single-threaded run); "
+        f"{platform.machine()}, {os.cpu_count()} CPUs (phases a-b single-threaded); "
         f"load average at the end {os.getloadavg()[0]:.2f}",
         "",
         "| phase | wall (s) | events/s | vs baseline | CPU (s) | events/CPU-s | peak RSS (start) |",
@@ -390,8 +409,8 @@ def report(
         ("(a3) Python floor: typed decode + per-user struct + heap push", floor),
         ("(b) engine replay: `replay_lines` + `record_to_json`", rep),
     ]
-    if cli is not None:
-        phases.append(("(c) `nudge replay EVENTS --rules R --out FILE`", cli))
+    for cli in clis:
+        phases.append((f"(c) `nudge replay EVENTS --rules R --out FILE --jobs {cli['jobs']}`", cli))
     for label, run in phases:
         rate = n / run["seconds"]
         start_rss = f" ({_mib(run['rss_before_kib'])})" if "rss_before_kib" in run else ""
@@ -414,13 +433,56 @@ def report(
         f"| `seen` once full (cap, any long-lived active user) "
         f"| {rep['seen_cap_raw']:,} raw, ~{rep['seen_cap_raw'] * 4 / 3:,.0f} encoded |",
         "",
-        f"Targets: >= {TARGET_EVENTS_PER_S:,} events/s replay "
-        f"({'met' if rep_rate >= TARGET_EVENTS_PER_S else 'NOT met'}), "
-        f"state <= {TARGET_STATE_BYTES} B per user "
+        f"Target: state <= {TARGET_STATE_BYTES} B per user "
         f"(mean {'met' if rep['state_mean'] <= TARGET_STATE_BYTES else 'NOT met'}, "
         f"p99 {'met' if rep['state_p99'] <= TARGET_STATE_BYTES else 'NOT met'}).",
     ]
+    lines += _jobs_report(n, clis)
     return "\n".join(lines)
+
+
+def _jobs_report(n: int, clis: list[dict[str, Any]]) -> list[str]:
+    """``nudge replay --jobs N``: each run's figures and load, the speed-ups, the floor."""
+    if not clis:
+        return []
+    lines = [
+        "",
+        "| `nudge replay --jobs N` | wall (s) | events/s | CPU-s (all processes) "
+        "| CPU-s per 1k events | load avg before / after | output sha256 |",
+        "|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for cli in clis:
+        lines.append(
+            f"| {cli['jobs']} | {cli['seconds']:.2f} | {n / cli['seconds']:,.0f} "
+            f"| {cli['cpu_seconds']:.2f} | {1000 * cli['cpu_seconds'] / n:.3f} "
+            f"| {cli['load_before']:.2f} / {cli['load_after']:.2f} "
+            f"| {cli['output_sha256'][:12]} |"
+        )
+    one = next((cli for cli in clis if cli["jobs"] == 1), None)
+    same = len({cli["output_sha256"] for cli in clis}) == 1
+    lines += ["", f"Same output bytes for every N: {'yes' if same else 'NO'}."]
+    if one is not None:
+        rate = n / one["cpu_seconds"]
+        verdict = "met" if rate >= TARGET_EVENTS_PER_CPU_S else "NOT met"
+        lines.append(
+            f"Single-process floor: `nudge replay` (--jobs 1) >= {TARGET_EVENTS_PER_CPU_S:,} "
+            f"events per CPU-second: {rate:,.0f} ({verdict})."
+        )
+        for cli in clis:
+            if cli["jobs"] == 1:
+                continue
+            wall = one["seconds"] / cli["seconds"]
+            cpu = cli["cpu_seconds"] / one["cpu_seconds"]
+            goal = ""
+            if cli["jobs"] == 2:
+                verdict = "met" if wall >= TARGET_SPEEDUP_2_JOBS else "NOT met"
+                goal = f"; goal >= {TARGET_SPEEDUP_2_JOBS}x ({verdict})"
+            lines.append(
+                f"--jobs {cli['jobs']}: {wall:.2f}x the events/s of --jobs 1 (wall){goal}; "
+                f"{cpu:.2f}x its CPU-s (the work every job repeats: reading and parsing "
+                "every line)."
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-cli", action="store_true", help="skip the `nudge replay` phase")
     parser.add_argument(
+        "--jobs",
+        default="1,2",
+        help="`nudge replay --jobs N` runs, comma-separated (default 1,2)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="cProfile the replay phase (slower; separate file)"
     )
     parser.add_argument(
@@ -464,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             profile = OUT_DIR / "replay.prof" if args.profile else None
             result = phase_replay(events, rules, profile)
         else:
-            result = phase_cli(events, rules, OUT_DIR / "replay-output.jsonl")
+            jobs = int(args.jobs)
+            result = phase_cli(events, rules, OUT_DIR / f"replay-output-j{jobs}.jsonl", jobs)
         print(json.dumps(result))
         return 0
 
@@ -484,14 +552,15 @@ def main(argv: list[str] | None = None) -> int:
     floor = _run_phase("floor", args, events)
     print("(b) replay ...", file=sys.stderr, flush=True)
     rep = _run_phase("replay", args, events)
-    cli = None
-    if not args.no_cli:
-        print("(c) nudge replay ...", file=sys.stderr, flush=True)
-        cli = _run_phase("cli", args, events)
+    clis = []
+    for jobs in [] if args.no_cli else [int(n) for n in args.jobs.split(",")]:
+        print(f"(c) nudge replay --jobs {jobs} ...", file=sys.stderr, flush=True)
+        cli = _run_phase("cli", args, events, jobs)
         if cli["returncode"] != 0:
             sys.stderr.write(cli["stderr_tail"])
             raise SystemExit("nudge replay failed")
-    print(report(args, events, base, parse, floor, rep, cli, version))
+        clis.append(cli)
+    print(report(args, events, base, parse, floor, rep, clis, version))
     if _engine_fingerprint() != code_before:
         print("\nWARNING: the engine's code changed during this run; the figures mix versions.")
     if "profile_top" in rep:
