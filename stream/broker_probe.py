@@ -116,7 +116,9 @@ async def probe_address(
     except TimeoutError:
         raise _NotYet(f"no connection within {timeout:.0f} s") from None
     except OSError as exc:
-        raise _NotYet(exc.strerror or str(exc)) from None
+        if context is not None and not isinstance(exc, ConnectionRefusedError):
+            await _plaintext_instead(host, port, timeout)
+        raise _NotYet(exc.strerror or str(exc) or type(exc).__name__) from None
     try:
         correlation_id = int(time.monotonic() * 1000) & 0x7FFFFFFF
         writer.write(_request(correlation_id))
@@ -133,6 +135,21 @@ async def probe_address(
         writer.close()
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _plaintext_instead(host: str, port: int, timeout: float) -> None:
+    """After a TLS handshake the server cut short: raise :class:`_Fatal` if it speaks
+    Kafka without TLS (a plaintext listener closes the connection on a ClientHello)."""
+    try:
+        await probe_address(host, port, None, timeout)
+    except (_Fatal, _NotYet):
+        return
+    raise _Fatal(
+        "TLS handshake failed: the server closed the connection during the handshake, and "
+        "it answers Kafka requests without TLS: a plaintext listener. Set "
+        "NUDGE_KAFKA_SECURITY_PROTOCOL to PLAINTEXT (or SASL_PLAINTEXT), or point "
+        "NUDGE_KAFKA_BOOTSTRAP at the broker's TLS listener"
+    )
 
 
 async def _identify(host: str, port: int, context: ssl.SSLContext | None, timeout: float) -> None:
@@ -202,4 +219,6 @@ async def wait_for_broker(
 def _explain(reasons: dict[tuple[str, int], str], setting: str, waited: float | None) -> str:
     found = "; ".join(f"{host}:{port} {reason}" for (host, port), reason in reasons.items())
     when = f" after {waited:.0f} s" if waited is not None else ""
-    return f"cannot reach Kafka{when}: {found}. Check {setting}"
+    # A reason that names the setting to change is the hint; else the address is suspect.
+    hint = "" if "NUDGE_KAFKA_SECURITY_PROTOCOL" in found else f". Check {setting}"
+    return f"cannot reach Kafka{when}: {found}{hint}"

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "NUDGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The table stores Nudge supports (Faust's RocksDB and in-memory stores).
+STORES = ("rocksdb://", "memory://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -43,7 +46,8 @@ class Settings(BaseSettings):
     # The worker's partition count N (users table, internal topics). Unset: the internal
     # topics' count if they exist, else the largest input topic's (stream.topics).
     partitions: int | None = Field(default=None, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    # Unset: min(3, the number of brokers), read from the cluster at start-up (stream.topics).
+    replication_factor: int | None = Field(default=None, ge=1)
 
     # Topics (defaults from the contract)
     topic_browse: str = Field(default="shop.browse", min_length=1)
@@ -130,6 +134,45 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (unset: the admin endpoint is off)")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.lower().startswith(REDIS_SCHEMES):
+            raise ValueError(
+                "is not a Redis URL: expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB "
+                "(TLS) or unix:///path/to/redis.sock"
+            )
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value.lower() not in STORES:
+            raise ValueError(
+                f"is not a supported store: use {' or '.join(STORES)} "
+                "(rocksdb:// keeps the tables on disk under NUDGE_DATA_DIR, the default; "
+                "memory:// rebuilds them from Kafka at every start)"
+            )
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            missing = [
+                env_name(field)
+                for field in ("kafka_sasl_username", "kafka_sasl_password")
+                if not getattr(self, field)
+            ]
+            raise ValueError(
+                f"NUDGE_KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)} "
+                f"(mechanism NUDGE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism}); "
+                "without SASL use SSL or PLAINTEXT"
+            )
+        return self
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _host_ports(cls, value: str) -> str:
@@ -205,7 +248,9 @@ def describe_errors(error: ValidationError) -> str:
         field = str(item["loc"][0]) if item["loc"] else ""
         name = env_name(field) if field in Settings.model_fields else field
         reason = item["msg"].removeprefix("Value error, ")
-        if field in secret or "input" not in item:
+        if not field:  # a check of several settings: its message names them
+            lines.append(reason)
+        elif field in secret or "input" not in item:
             lines.append(f"{name}: {reason}")
         else:
             lines.append(f"{name}={item['input']!r}: {reason}")

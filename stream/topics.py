@@ -86,6 +86,13 @@ class Layout:
 
     partitions: int
     inputs: dict[str, int]
+    #: The replication factor of the topics Nudge creates (its changelogs too).
+    replication: int = 1
+
+
+def default_replication(settings: Settings, brokers: int) -> int:
+    """NUDGE_REPLICATION_FACTOR, or min(3, the cluster's brokers) when it is unset."""
+    return settings.replication_factor or max(1, min(3, brokers))
 
 
 def input_counts(
@@ -156,13 +163,17 @@ def check_ticks(
 
 
 def to_create(
-    settings: Settings, counts: Mapping[str, int], partitions: int, catalog: bool = False
+    settings: Settings,
+    counts: Mapping[str, int],
+    partitions: int,
+    catalog: bool = False,
+    replication: int = 1,
 ) -> list[NewTopic]:
     return [
         NewTopic(
             name,
             num_partitions=partitions,
-            replication_factor=settings.replication_factor,
+            replication_factor=replication,
             topic_configs=(
                 {"retention.ms": str(TICK_RETENTION_MS)} if name == settings.topic_ticks else {}
             ),
@@ -213,11 +224,13 @@ async def _prepare(
         await asyncio.sleep(LAYOUT_POLL_SECONDS)
     partitions = worker_partitions(settings, counts, catalog)
     check_ticks(settings, counts, partitions, catalog)
-    missing = to_create(settings, counts, partitions, catalog)
+    cluster = await admin.describe_cluster()
+    replication = default_replication(settings, len(cluster["brokers"]))
+    missing = to_create(settings, counts, partitions, catalog, replication)
     owned = owned_variables(settings, catalog)
     if missing:
         response = await admin.create_topics(missing)
-        errors = creation_errors(response, owned, settings.replication_factor)
+        errors = creation_errors(response, owned, replication)
         if errors:
             raise TopicSetupError("; ".join(errors))
         log.info(
@@ -247,7 +260,7 @@ async def _prepare(
                 "output topic has its own partition count",
                 extra={"topic": name, "partitions": counts[name], "worker_partitions": partitions},
             )
-    return Layout(partitions, inputs)
+    return Layout(partitions, inputs, replication)
 
 
 async def prepare_topics(settings: Settings, *, catalog: bool = False) -> Layout:

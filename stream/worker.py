@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stream.broker_probe import BrokerUnusable
 from stream.logs import configure_logging, logging_config
+from stream.preflight import PreflightError, check_web_port, lock_data_dir
 from stream.settings import Settings, SettingsError, load_settings
 from stream.topics import Layout, TopicSetupError, prepare_topics
 from triggers.rules import Rules, RulesError, load_rules
@@ -81,6 +82,18 @@ def worker_command(rules: str | None = None) -> int:
     if engine_rules is None:
         return EXIT_RULES
 
+    try:  # this machine first: a second worker on the same data directory, a busy port
+        lock_data_dir(settings.data_dir)
+        check_web_port(settings.web_host, settings.web_port)
+    except PreflightError as exc:
+        log.error(str(exc).replace("%", "%%"))
+        return EXIT_SETUP
+    if engine_rules.contact_policy.holdout_percent == 0:
+        log.warning(
+            "holdout_percent is 0 in the rules: no user is held out, so the uplift of the "
+            "messages can never be measured (nudge report); 5 to 10 is usual"
+        )
+
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     from stream.catalog_fanout import enabled as catalog_enabled
@@ -89,6 +102,15 @@ def worker_command(rules: str | None = None) -> int:
     if layout is None:
         return EXIT_SETUP
     partitions = layout.partitions
+    # The changelogs Faust creates get the same replication factor as Nudge's own topics.
+    settings = settings.model_copy(update={"replication_factor": layout.replication})
+    if layout.replication < 3:
+        log.warning(
+            "topics are created with replication factor %d: a broker lost loses the user "
+            "state and the outputs not yet read; use 3 on a cluster of 3 or more brokers "
+            "(NUDGE_REPLICATION_FACTOR; unset: min(3, brokers))",
+            layout.replication,
+        )
 
     # Faust and the app only now: a start that fails its checks fails fast.
     from faust.worker import Worker

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -77,15 +78,25 @@ async def test_existing_four_partition_inputs_give_a_ready_worker(
         worker = group.start()  # creates the four inputs (4 partitions), waits for /readyz
         assert worker.get("/readyz")[0] == 200
         found = await layout(kafka_bootstrap, f"{group.name}.")
+        # A second worker on the same NUDGE_DATA_DIR stops at once, saying what to do.
+        second = group.start(0, wait_ready=False)
+        assert second.proc.wait(timeout=15) == 2
+        assert worker.proc.poll() is None
     finally:
         group.stop_all()
     inputs = {group.topic(key): 4 for key in INPUTS}
-    assert found == inputs | {group.topic(key): 8 for key in (*OWNED, "rekeyed")}
+    assert found == inputs | {group.topic(key): 8 for key in (*OWNED, "rekeyed", "engagement")}
     lines = json_lines(worker)
     started = [line for line in lines if "rules_version" in line]
     assert started and started[0]["partitions"] == 8, lines[:20]
-    assert started[0]["input_topics"] == inputs
+    assert started[0]["input_topics"] == inputs | {group.topic("engagement"): 8}
     assert started[0]["rules_version"].startswith("3")
+    warned = [line["msg"] for line in lines if line["level"] == "warning"]
+    assert any("holdout_percent is 0" in msg for msg in warned), warned
+    assert any("replication factor 1:" in msg for msg in warned), warned
+    (refused,) = [line["msg"] for line in lines if line["level"] == "error"]
+    assert "is in use by another Nudge worker (pid " in refused
+    assert "Give this one another NUDGE_DATA_DIR" in refused
 
 
 async def test_a_missing_input_topic_fails_fast_naming_it_and_creates_nothing(
@@ -266,3 +277,70 @@ def test_a_replication_factor_the_cluster_cannot_meet_is_named(
     assert "(NUDGE_REPLICATION_FACTOR=3)" in message
     created = asyncio.run(layout(kafka_bootstrap, f"{group.name}."))
     assert sorted(created) == sorted(group.topic(key) for key in INPUTS)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"NUDGE_REDIS_URL": "http://x"}, "NUDGE_REDIS_URL='http://x': is not a Redis URL"),
+        ({"NUDGE_STORE": "postgres://"}, "use rocksdb:// or memory://"),
+        (
+            {"NUDGE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "NUDGE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs NUDGE_KAFKA_SASL_USERNAME and "
+            "NUDGE_KAFKA_SASL_PASSWORD",
+        ),
+    ],
+)
+def test_settings_nudge_cannot_use_are_one_line_before_connecting(
+    kafka_bootstrap: str,
+    redis_url: str,
+    rules: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, **env)
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 10
+    (message,) = errors(lines)
+    assert expected in message
+
+
+def test_a_web_port_in_use_is_named_with_the_fix(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        group = group_for(kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_WEB_PORT=str(port))
+        group.create_inputs = False
+        code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 10
+    (message,) = errors(lines)
+    assert f"the web port 127.0.0.1:{port} is already in use" in message
+    assert "set NUDGE_WEB_PORT to a free port" in message
+
+
+def test_tls_against_a_plaintext_listener_fails_at_once_with_the_reason(
+    kafka_bootstrap: str, redis_url: str, rules: Path, tmp_path: Path
+) -> None:
+    group = group_for(
+        kafka_bootstrap, redis_url, rules, tmp_path, NUDGE_KAFKA_SECURITY_PROTOCOL="SSL"
+    )
+    group.create_inputs = False
+
+    code, took, lines = failed_start(group)
+
+    assert code == 2
+    assert took < 10
+    (message,) = errors(lines)
+    assert f"{kafka_bootstrap} TLS handshake failed" in message
+    assert "a plaintext listener. Set NUDGE_KAFKA_SECURITY_PROTOCOL to PLAINTEXT" in message
+    assert "Check NUDGE_KAFKA_BOOTSTRAP" not in message
