@@ -42,6 +42,7 @@ start() {
   fi
   local port="${KAFKA_PORT:-9092}" cport
   [ "$port" = auto ] && port="$("$python" "$root/scripts/free_port.py")"
+  "$python" "$root/scripts/port_check.py" free "$port" || port_in_use "$port"
   cport="$("$python" "$root/scripts/free_port.py")"
   rm -rf "$dir"; mkdir -p "$dir/data" "$dir/logs"
   cat > "$dir/server.properties" <<PROPS
@@ -75,15 +76,30 @@ PROPS
   launch
 }
 
+port_in_use() {
+  echo "kafka.sh: port $1 on 127.0.0.1 is already in use (another broker? \`ss -ltnp 'sport = :$1'\` names it):" \
+    "stop it, or choose another port with KAFKA_PORT=PORT (KAFKA_PORT=auto: a free one)" >&2
+  exit 1
+}
+
 launch() {
   local port; port="$(cat "$dir/port")"
   local t0; t0="$(date +%s.%N)"
+  # Never report someone else's broker as ours: the port must be free before the start,
+  # and ours (its listener in our java's file descriptors) after it.
+  "$python" "$root/scripts/port_check.py" free "$port" || port_in_use "$port"
   nohup java "${java_opts[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" \
     >>"$dir/logs/stdout.log" 2>&1 &
-  echo $! > "$dir/pid"
+  local pid=$!
+  echo "$pid" > "$dir/pid"
   if ! "$python" "$root/scripts/kafka_probe.py" "127.0.0.1:$port" "${KAFKA_START_TIMEOUT:-90}"; then
     tail -50 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2 || true
     stop; exit 1
+  fi
+  if ! kill -0 "$pid" 2>/dev/null || ! "$python" "$root/scripts/port_check.py" owns "$pid" "$port"; then
+    tail -20 "$dir/logs/stdout.log" >&2 || true
+    echo "kafka.sh: the broker started as pid $pid is not the one answering on port $port" >&2
+    stop; port_in_use "$port"
   fi
   echo "kafka.sh: broker ready on 127.0.0.1:$port in $("$python" -c \
     'import sys,time;print(f"{time.time()-float(sys.argv[1]):.1f}")' "$t0") s" >&2
