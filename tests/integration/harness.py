@@ -93,9 +93,16 @@ class WorkerGroup:
     catalog: bool = False
     #: Input topic key ("browse", ...) -> its own partition count (else ``partitions``).
     input_counts: dict[str, int] = field(default_factory=dict)
+    #: Input topic key -> how the shop's producer keys its messages: ``user`` (by
+    #: ``user_id``, the default), ``random`` or ``null`` (``nudge simulate --keys``).
+    input_keys: dict[str, str] = field(default_factory=dict)
 
     def topic(self, key: str) -> str:
         return f"{self.name}.{DEFAULT_NAMES[key]}"
+
+    def input_partitions(self, key: str) -> int:
+        """The partition count of an input topic (``input_counts``, else ``partitions``)."""
+        return self.input_counts.get(key, self.partitions)
 
     @property
     def suppression_key(self) -> str:
@@ -125,8 +132,7 @@ class WorkerGroup:
         keys = ("browse", "cart", "order", "prefs", *(("catalog",) if self.catalog else ()))
         with ThreadPoolExecutor(1) as pool:  # callable from a test inside a running loop
             for key in keys:
-                count = self.input_counts.get(key, self.partitions)
-                create = create_topics(self.kafka, [self.topic(key)], count)
+                create = create_topics(self.kafka, [self.topic(key)], self.input_partitions(key))
                 pool.submit(asyncio.run, create).result()
 
     def start(self, index: int = 0, *, wait_ready: bool = True) -> Worker:
