@@ -264,9 +264,38 @@ def _add_simulate(sub: Subparsers) -> None:
         "shop's producers may have them (Nudge re-keys what is misplaced)",
     )
 
+    provider = simulate.add_argument_group(
+        "delivery provider (docs: README, 'Demo traffic')",
+        "--provider answers the sent decisions of NUDGE_TOPIC_TRIGGERS with delivery feedback "
+        "on NUDGE_TOPIC_ENGAGEMENT (delivered, opened, clicked, bounces, unsubscribes, "
+        "complaints) instead of producing shop traffic; --seed and --limit (decisions) apply",
+    )
+    provider.add_argument("--provider", action="store_true", help="be the delivery provider")
+    provider.add_argument(
+        "--rates",
+        default="",
+        metavar="[CHANNEL.]NAME=P,...",
+        help="override feedback rates, e.g. opened=0.3,sms.clicked=0.12 (NAME: delivered, "
+        "hard_bounce, soft_bounce, opened, clicked, unsubscribed, complained)",
+    )
+    provider.add_argument(
+        "--delay-scale",
+        type=positive_float,
+        default=1.0,
+        help="multiply the feedback delays (about 2 s to delivery, 20 s more to an open)",
+    )
+
     def run(args: argparse.Namespace) -> int:
         from stream.simulate import simulate_command
 
+        if args.provider:
+            from stream.delivery_provider import provider_command
+
+            if args.file or args.new_triggers or args.realtime:
+                simulate.error("--provider: not with --file, --realtime or --new-triggers")
+            return provider_command(
+                rates=args.rates, seed=args.seed, delay_scale=args.delay_scale, limit=args.limit
+            )
         if args.new_triggers and args.file:
             simulate.error("--new-triggers shapes synthetic traffic: not with --file")
         return simulate_command(

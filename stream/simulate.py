@@ -144,7 +144,7 @@ async def produce(
             if topic == settings.topic_catalog and not catalog_checked:
                 await _check_catalog_topic(settings)  # at the first catalog event
                 catalog_checked = True
-            await _send_patiently(producer, topic, key, value, settings, stop)
+            await send_patiently(producer, topic, key, value, settings, stop)
             sent += 1
             ahead = 0.0 if realtime else started + sent / rate - time.monotonic()
             if ahead > 0:
@@ -184,7 +184,7 @@ async def _check_catalog_topic(settings: Settings) -> None:
         )
 
 
-async def _send_patiently(
+async def send_patiently(
     producer: AIOKafkaProducer,
     topic: str,
     key: bytes | None,
