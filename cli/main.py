@@ -273,7 +273,6 @@ def _add_simulate(sub: Subparsers) -> None:
     provider.add_argument("--provider", action="store_true", help="be the delivery provider")
     provider.add_argument(
         "--rates",
-        default="",
         metavar="[CHANNEL.]NAME=P,...",
         help="override feedback rates, e.g. opened=0.3,sms.clicked=0.12 (NAME: delivered, "
         "hard_bounce, soft_bounce, opened, clicked, unsubscribed, complained)",
@@ -294,7 +293,10 @@ def _add_simulate(sub: Subparsers) -> None:
             if args.file or args.new_triggers or args.realtime:
                 simulate.error("--provider: not with --file, --realtime or --new-triggers")
             return provider_command(
-                rates=args.rates, seed=args.seed, delay_scale=args.delay_scale, limit=args.limit
+                rates=args.rates or "",
+                seed=args.seed,
+                delay_scale=args.delay_scale,
+                limit=args.limit,
             )
         if args.new_triggers and args.file:
             simulate.error("--new-triggers shapes synthetic traffic: not with --file")
