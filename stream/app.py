@@ -191,14 +191,14 @@ def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
         suppression_key=settings.redis_suppression_key,
         prefix=settings.redis_key_prefix,
     )
-    input_topics = set(settings.input_topics)
+    # The catalog topic is re-keyed like the user topics (contract 9: stream.catalog_fanout).
+    catalog_topics = () if catalog is None else (catalog.topics.catalog,)
+    input_topics = {*settings.input_topics, *catalog_topics}
     # Read from their committed offsets at each assignment (stream.read_positions).
     read_topics = {*input_topics, settings.topic_rekeyed}
-    if catalog is not None:
-        read_topics.add(catalog.topics.catalog)
     rekeying = Rekeying(
         topic=settings.topic_rekeyed,
-        inputs={t: layout.inputs[t] for t in settings.input_topics},
+        inputs={t: layout.inputs[t] for t in (*settings.input_topics, *catalog_topics)},
         partitions=partitions,
         everything=settings.rekey == "all",
         max_hold=settings.rekey_max_hold_seconds,

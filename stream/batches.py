@@ -106,7 +106,15 @@ class Batches:
         #: worker's partition count and every message is on its user's partition.
         self.rekeying = rekeying
         self._topics = topics
-        self._direct = topics.inputs if rekeying is None else rekeying.direct
+        # The user topics read on their user's partition (not the catalog topic: contract 9
+        # re-keys it too, to its product's partition: stream.catalog_fanout).
+        self._direct = (
+            topics.inputs
+            if rekeying is None
+            else tuple(t for t in rekeying.direct if t in topics.inputs)
+        )
+        if catalog is not None:
+            catalog.use_rekeying(rekeying)
         self._store = store
         self._metrics = metrics
         # End offsets are asked from the broker at each batch, right before the horizon is
@@ -156,12 +164,12 @@ class Batches:
         self._positions.assigned(starts)
         partitions = list(partitions)
         catalog, rekeying = self.catalog, self.rekeying
-        if catalog is not None:
-            catalog.assigned(partitions, starts, now_ms)
         if rekeying is not None:
             if sources is None:
                 sources = [(t, p) for t in rekeying.direct for p in partitions]
             rekeying.assigned(partitions, sources, starts, now_ms)
+        if catalog is not None:  # after re-keying: forwarded catalog events wait on its marks
+            catalog.assigned(partitions, starts, now_ms)
         for p in partitions:
             external: dict[str, Callable[[int], int]] = {}
             holds: dict[str, float] = {}
@@ -255,13 +263,19 @@ class Batches:
                 continue
             if not await self._positions.take(topic, p, message.offset):
                 continue  # taken before, or ahead of messages not delivered yet
-            if part is not None and catalog is not None and catalog.takes(topic):
+            if catalog is not None and catalog.takes(topic):  # the catalog topic: maybe apart
                 fanned = catalog.read(item, started)  # a user's catalog change, or None
                 if fanned is not None:
                     part.watermark.add(topic, message.offset, fanned[0], (item, fanned[1]), started)
                 continue
             if part is not None and rekeying is not None and topic == rekeying.topic:
                 forwarded = rekeying.read(item)  # a forwarded event, or None (a mark)
+                if (
+                    catalog is not None
+                    and forwarded
+                    and catalog.read_forwarded(item, *forwarded, started)
+                ):
+                    continue  # a catalog event, to the product side
                 if forwarded is not None:
                     parsed = self._parse(forwarded[1])
                     self._read(part, item, parsed, started)
@@ -350,7 +364,7 @@ class Batches:
             for user_id in due:
                 part.fire(user_id, now, horizon, facts, out)
 
-        await self._release_stragglers(now, out)
+        await self._release_stragglers(now, out, {part.partition: h for part, _, h, _ in work})
         await self.checkpoint.write(out, acks)
         for part in self._partitions.values():  # all clean now
             part.checkpointed()
@@ -378,6 +392,8 @@ class Batches:
         part.watermark.add(message.topic, message.offset, ts_ms, (item, parsed), now)
 
     def _read_bound(self, topic: str, partition: int, now_ms: int) -> int:
+        if self.catalog is not None and topic == self.catalog.topics.catalog:
+            return self.catalog.read_bound(partition, now_ms, self._end_offset)
         return self._partitions[partition].watermark.read_bound(topic, now_ms, self._end_offset)
 
     # -- Redis ---------------------------------------------------------------------------
@@ -402,9 +418,12 @@ class Batches:
             return {}
         return await self.facts.lookup(users, now)
 
-    async def _release_stragglers(self, now: datetime, out: Outputs) -> None:
+    async def _release_stragglers(
+        self, now: datetime, out: Outputs, horizons: dict[int, datetime]
+    ) -> None:
         """Users who fired without prefetched facts (a late event made a stage due at
-        once): their decisions were held; ask Redis for them now and release at once."""
+        once): their decisions were held; ask Redis for them now and release at once
+        (firing nothing beyond their partition's horizon: an event may still come first)."""
         held = [(p, u) for p, u, state in out.dirty_states() if state.held]
         if not held or not self.facts.ready():
             return
@@ -413,7 +432,8 @@ class Batches:
             return
         for p, user_id in held:
             part = self._partitions[p]
-            advance = self._driver.time(part.cache[user_id], now, now, facts.get(user_id))
+            until = horizons.get(p, now)
+            advance = self._driver.time(part.cache[user_id], now, until, facts.get(user_id))
             part.keep(user_id, advance, out)
 
 

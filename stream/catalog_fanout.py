@@ -15,6 +15,14 @@ topic is the same worker's and one batch, one checkpoint covers both sides:
 - **product side** (partition *p* of ``shop.catalog`` and ``nudge.interest``):
   :class:`~stream.catalog_side.ProductPartition`.
 
+Catalog events as shops have them (contract 9): with re-keying (``stream.rekeying``), the
+catalog topic is one more input topic of its sources. A catalog event on the partition of
+its product (a topic with the worker's count) is applied there; any other — a misplaced
+key, a topic of another count, ``NUDGE_REKEY=all`` — is forwarded, keyed by product, to
+its product's partition of ``nudge.rekeyed`` (whose murmur2 partitioning is the products
+table's), where it waits in the product partition's watermark as an external topic bounded
+by the sources' announced read horizons — the user events' mechanism, not a second one.
+
 Erasure and retention (contract 8.5, ``CatalogBook.forget_user`` in replay): a
 ``user_erased`` read becomes a :class:`Forget` to every interest partition, like interest
 (as read, so the partition's marks vouch for it); a user the user side deletes at a
@@ -35,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from stream.catalog_side import FanOut, ProductPartition, ProductStore, Rows
+from stream.catalog_side import ProductPartition
 from stream.catalog_wire import (
     Change,
     Forget,
@@ -50,6 +58,8 @@ from stream.catalog_wire import (
     product_key,
     user_of,
 )
+from stream.product_rows import FanOut, ProductStore, Rows
+from stream.rekeying import Rekeying
 from stream.watermark import EndOffset, Gate, Marks
 from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook
@@ -109,18 +119,33 @@ class CatalogFanout:
         self._gates: dict[int, Gate] = {}  # user partition -> its fan-out acknowledgements
         self._marked: dict[tuple[str, int], float] = {}  # last mark sent (topic, source)
         self._on_swept = on_swept
+        self._rekeying: Rekeying | None = None
+        self._direct = True  # partition p of the catalog topic is product partition p
+        self._sources = range(0)  # the catalog topic's source ids (re-keying)
         self._batch()
+
+    def use_rekeying(self, rekeying: Rekeying | None) -> None:
+        """Catalog events go through re-keying too (the catalog topic one of its inputs)."""
+        self._rekeying = rekeying
+        catalog = self.topics.catalog
+        if rekeying is None or catalog not in rekeying.sources.counts:
+            return
+        self._direct = catalog in rekeying.direct
+        first = rekeying.sources.id(catalog, 0)
+        self._sources = range(first, first + rekeying.sources.counts[catalog])
 
     def _batch(self) -> None:
         self._rows = Rows(self._store)
         self._records: list[KafkaRecord] = []
         self._marks: list[KafkaRecord] = []
         self._acks: list[Any] = []
+        self._dead: list[tuple[Any, InvalidEvent]] = []  # read apart, dead-lettered
 
     # -- assignment ---------------------------------------------------------------------
 
     def assigned(self, partitions: Iterable[int], starts: dict | None, now_ms: int) -> None:
         self._products, self._fanin, self._gates, self._marked = {}, {}, {}, {}
+        rekeying = self._rekeying
         for p in partitions:
             start = None if starts is None else starts.get((self.topics.catalog, p))
             prefix = forget_prefix(p)
@@ -139,6 +164,9 @@ class CatalogFanout:
                 monotonic=self._monotonic,
                 forgotten=forgotten,
                 erasure_memory=self._erasure_memory,
+                direct=self._direct,
+                rekeyed=None if rekeying is None else rekeying.external(p)[rekeying.topic],
+                rekeyed_hold=0.0 if rekeying is None else rekeying.max_hold,
             )
             hold_ms = int(self.max_hold * 1000)
             self._fanin[p] = Marks(
@@ -161,7 +189,11 @@ class CatalogFanout:
         return (self.topics.interest, self.topics.fanout)
 
     def end_topics(self) -> tuple[str, ...]:
-        return (self.topics.catalog,)
+        return (self.topics.catalog,) if self._direct else ()
+
+    def read_bound(self, partition: int, now_ms: int, end_offset: EndOffset) -> int:
+        """How far partition *p* of the catalog topic (a re-keying source) has been read."""
+        return self._products[partition].read_bound(now_ms, end_offset)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -175,13 +207,7 @@ class CatalogFanout:
         message = item.message
         p, topic = message.partition, message.topic
         if topic == self.topics.catalog:
-            try:
-                event: ProductUpdated | InvalidEvent = parse_catalog_event(
-                    message.value or b"", max_bytes=self._max_bytes
-                )
-            except InvalidEvent as exc:
-                event = exc.with_traceback(None)
-            self._products[p].add_catalog(message.offset, item, event, now)
+            self._read_catalog(item, self._parse(message.value or b""), now)
             return None
         decoded = self._decode(message)
         if topic == self.topics.interest:
@@ -199,6 +225,48 @@ class CatalogFanout:
             self._fanin[p].note(decoded.source, decoded.ms)
         gate.done(item)
         return None
+
+    def _parse(self, raw: bytes) -> ProductUpdated | InvalidEvent:
+        try:
+            return parse_catalog_event(raw, max_bytes=self._max_bytes)
+        except InvalidEvent as exc:
+            return exc.with_traceback(None)
+
+    def _read_catalog(self, item: Any, event: ProductUpdated | InvalidEvent, now: float) -> None:
+        """A message of the catalog topic: applied on its partition if it is its product's,
+        else forwarded to it (an invalid one is dead-lettered by its reader, in its turn)."""
+        message, rekeying = item.message, self._rekeying
+        p, valid = message.partition, not isinstance(event, InvalidEvent)
+        owner = partition_of(event.product_id.encode(), self._partitions) if valid else p  # type: ignore[union-attr]
+        if self._direct and (owner == p or rekeying is None):
+            self._products[p].add_catalog(message.offset, item, event, now)
+            return
+        assert rekeying is not None
+        if valid:
+            rekeying.forward(message, event.product_id, owner)  # type: ignore[union-attr]
+        if self._direct:  # passes through, so the topic is acknowledged in offset order
+            self._products[p].add_catalog(message.offset, item, event, now, passing=True)
+            return
+        if not valid:
+            self._dead.append((item, event))  # type: ignore[arg-type]
+        rekeying.read_apart(item, to_millis(event.ts) if valid else None, now)  # type: ignore[union-attr]
+
+    def read_forwarded(
+        self, item: Any, source: int, payload: bytes, offset: int, now: float
+    ) -> bool:
+        """A forwarded record of ``nudge.rekeyed``: a catalog event (True) waits in its
+        product partition's watermark; anything else is the user side's (False)."""
+        if source not in self._sources:
+            return False
+        event = self._parse(payload)
+        message = item.message
+        if isinstance(event, InvalidEvent):  # dead-lettered by the worker that read it
+            self._acks.append(item)
+            return True
+        self._products[message.partition].add_catalog(
+            message.offset, item, event, now, forwarded=True
+        )
+        return True
 
     def _decode(self, message: Any) -> Any:
         try:
@@ -238,7 +306,7 @@ class CatalogFanout:
     ) -> list[tuple[Any, InvalidEvent]]:
         """Run the product side of these partitions; returns the catalog messages to
         dead-letter."""
-        invalid = []
+        invalid, self._dead = self._dead, []
         for p in partitions:
             part = self._products.get(p)
             if part is None:

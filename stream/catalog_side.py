@@ -30,10 +30,9 @@ Event time (``docs/protocol.md``, "Catalog fan-out"):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
@@ -56,83 +55,14 @@ from stream.catalog_wire import (
     product_key,
     user_of,
 )
+from stream.product_rows import FanOut, Rows
 from stream.watermark import FOREVER, UNORDERED, EndOffset, Gate, Marks, Watermark
 from triggers.catalog_interest import CatalogBook, Product
 from triggers.events import InvalidEvent, ProductUpdated
 from triggers.timestamps import to_millis
 
 INTEREST = "interest"  # the Watermark's name for the user partitions' announced bound
-
-
-class ProductStore(Protocol):
-    """The products table's local store; written only after its changelog."""
-
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
-    def scan(self, partition: int, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
-        """The rows whose key starts with ``prefix``, in key order."""
-
-    def scan_from(self, partition: int, start: bytes) -> Iterable[tuple[bytes, bytes]]:
-        """The partition's rows from ``start`` on, in key order (a seek: the sweep)."""
-
-    def write(self, rows: Sequence[tuple[int, bytes, bytes | None, int]]) -> None:
-        """Rows ``(partition, key, value or None to delete, changelog offset)``."""
-
-
-class Rows:
-    """The products table as this batch sees it: the store under the batch's own writes."""
-
-    def __init__(self, store: ProductStore) -> None:
-        self._store = store
-        self.dirty: dict[bytes, tuple[int, bytes | None]] = {}
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        if key in self.dirty:
-            return self.dirty[key][1]
-        return self._store.get(partition, key)
-
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        self.dirty[key] = (partition, value)
-
-    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        extra = {k for k in self.dirty if k.startswith(prefix)}
-        for key, value in self._store.scan(partition, prefix):
-            if key in extra:
-                extra.discard(key)
-                mine = self.dirty[key][1]
-                if mine is not None:
-                    yield key, mine
-            else:
-                yield key, value
-        for key in sorted(extra):
-            mine = self.dirty[key][1]
-            if mine is not None:
-                yield key, mine
-
-    def scan_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """The partition's rows from ``start`` on, in key order, the batch's writes merged."""
-        mine = sorted((k, v) for k, (q, v) in self.dirty.items() if q == partition and k >= start)
-        i = 0
-        for key, value in self._store.scan_from(partition, start):
-            while i < len(mine) and mine[i][0] < key:
-                if mine[i][1] is not None:
-                    yield mine[i]  # type: ignore[misc]
-                i += 1
-            if i < len(mine) and mine[i][0] == key:
-                if mine[i][1] is not None:
-                    yield mine[i]  # type: ignore[misc]
-                i += 1
-            else:
-                yield key, value
-        for key, value in mine[i:]:
-            if value is not None:
-                yield key, value
-
-
-@dataclass(slots=True)
-class FanOut:
-    """What one product partition's batch writes: fan-out records, in order."""
-
-    records: list[tuple[bytes, bytes, int]] = field(default_factory=list)  # key, value, p
+REKEYED = "rekeyed"  # and for the catalog events forwarded to the partition (contract 9)
 
 
 class ProductPartition:
@@ -154,28 +84,42 @@ class ProductPartition:
         sweep_every_ms: int = SWEEP_EVERY_MS,
         forgotten: dict[str, ForgetRow] | None = None,
         erasure_memory: timedelta = timedelta(0),
+        direct: bool = True,
+        rekeyed: Callable[[int], int] | None = None,
+        rekeyed_hold: float = 0.0,
     ) -> None:
-        """``forgotten``: the partition's ``e`` rows, as the store has them."""
+        """``forgotten``: the partition's ``e`` rows, as the store has them. ``direct``:
+        partition *r* of the catalog topic is read here (it has the worker's count);
+        ``rekeyed``: the bound of the catalog events forwarded to *r* (contract 9: a
+        misplaced key, a catalog topic of another count), which wait ``rekeyed_hold`` for
+        it at most."""
         self.partition = partition
         self._partitions = partitions
         self._book = book
         # A user partition not heard of holds catalog events as long as one may wait.
         hold_ms = int(max_hold * 1000)
         self.marks = Marks(partitions, assigned_ms, hold_ms, max_hold, monotonic)
+        external = {INTEREST: self.marks.bound}
+        if rekeyed is not None:
+            external[REKEYED] = rekeyed
         self.watermark = Watermark(
-            (catalog_topic,),
+            (catalog_topic,) if direct else (),
             partition,
             starts,
             assigned_ms,
             max_hold=max_hold,
             unknown_grace_ms=unknown_grace_ms,
-            external={INTEREST: self.marks.bound},
+            external=external,
+            external_holds={REKEYED: rekeyed_hold},
         )
         self._catalog_topic = catalog_topic
         self.gate = Gate()  # the interest topic partition's acknowledgements
         self._pending: dict[str, list[int]] = {}  # product -> waiting catalog event times
         self._blocked: dict[str, list[tuple[Any, Interest]]] = {}  # product -> interest
         self._forgets: list[tuple[Any, Forget]] = []  # waiting for earlier catalog events
+        self._early: list[tuple[Any, Interest]] = []  # ahead of the unread catalog events
+        self._direct = direct
+        self._rekeyed = rekeyed
         self.forgotten: dict[str, ForgetRow] = {} if forgotten is None else forgotten
         self.sweep = Sweep(
             partition,
@@ -190,11 +134,23 @@ class ProductPartition:
     # -- input ----------------------------------------------------------------------------
 
     def add_catalog(
-        self, offset: int, item: Any, event: ProductUpdated | InvalidEvent, now: float
+        self,
+        offset: int,
+        item: Any,
+        event: ProductUpdated | InvalidEvent,
+        now: float,
+        *,
+        forwarded: bool = False,
+        passing: bool = False,
     ) -> None:
+        """A catalog event of partition *r* of the catalog topic, or ``forwarded`` to *r*
+        (re-keyed); ``passing``: one of *r*'s own that was forwarded to its product's
+        partition (it only counts as read, and is acknowledged in its turn)."""
         ts_ms = UNORDERED if isinstance(event, InvalidEvent) else to_millis(event.ts)
-        self.watermark.add(self._catalog_topic, offset, ts_ms, (item, event), now)
-        if not isinstance(event, InvalidEvent):
+        topic = REKEYED if forwarded else self._catalog_topic
+        value = (item, None if passing else event)
+        self.watermark.add(topic, offset, ts_ms, value, now, passing=passing)
+        if not passing and not isinstance(event, InvalidEvent):
             self._pending.setdefault(event.product_id, []).append(ts_ms)
 
     def add_interest(self, item: Any, record: Interest | Forget | None, rows: Rows) -> None:
@@ -205,19 +161,9 @@ class ProductPartition:
             self.gate.done(item)
             return
         if type(record) is Forget:
-            ts_ms = to_millis(record.ts)
-            if any(t < ts_ms for times in self._pending.values() for t in times):
-                self._forgets.append((item, record))
-            else:
-                self._forget(record, rows)
-                self.gate.done(item)
-            return
-        waiting = self._pending.get(record.product_id)
-        if waiting and min(waiting) < to_millis(record.ts):
-            self._blocked.setdefault(record.product_id, []).append((item, record))
-            return
-        self._note(record, rows)
-        self.gate.done(item)
+            self._forgets.append((item, record))
+        else:
+            self._early.append((item, record))  # applied in release(), in its turn
 
     # -- a batch --------------------------------------------------------------------------
 
@@ -228,24 +174,28 @@ class ProductPartition:
         (with the InvalidEvent of each one to dead-letter)."""
         done: list[tuple[Any, InvalidEvent | None]] = []
         frontier = FOREVER  # the least time applied in this batch, then more (below)
+        unread = self._unread(now_ms, end_offset)  # no catalog event still unread is earlier
+        self._admit(unread, rows)
         for item, event in self.watermark.release(end_offset, now, now_ms):
-            if isinstance(event, InvalidEvent):
+            if event is None or isinstance(event, InvalidEvent):  # passed through, invalid
                 done.append((item, event))
                 continue
             ts_ms = to_millis(event.ts)
             frontier = min(frontier, ts_ms)
             self._pending[event.product_id].remove(ts_ms)
+            self._admit(ts_ms, rows)
             self._unblock(event.product_id, ts_ms, rows)
             if self._forgets:
                 self._free_forgets(ts_ms, rows)
             self._apply(event, rows, out)
             done.append((item, None))
+        self._admit(unread, rows)
         if self._forgets:
             waiting = [t for times in self._pending.values() for t in times]
-            self._free_forgets(min(waiting, default=FOREVER), rows)
+            self._free_forgets(min([unread, *waiting]), rows)
         for product_id in list(self._blocked):
             waiting = self._pending.get(product_id)
-            self._unblock(product_id, min(waiting) if waiting else FOREVER, rows)
+            self._unblock(product_id, min([unread, *waiting]), rows)
         for product_id in [p for p, times in self._pending.items() if not times]:
             del self._pending[product_id]
         # The sweep's frontier: no catalog event applied from now on that is not late input
@@ -257,6 +207,35 @@ class ProductPartition:
         self.sweep.advance(frontier)
         self.swept = self.sweep.step(rows, now)  # rows deleted in this batch
         return done
+
+    def _unread(self, now_ms: int, end_offset: EndOffset) -> int:
+        """No catalog event of the partition still unread (on the catalog topic, or on its
+        way through re-keying) is earlier than this."""
+        bound = self.read_bound(now_ms, end_offset) if self._direct else now_ms
+        return bound if self._rekeyed is None else min(bound, self._rekeyed(now_ms))
+
+    def _admit(self, until_ms: int, rows: Rows) -> None:
+        """The interest records read, in their order, not later than ``until_ms``: applied,
+        or blocked behind a waiting catalog event of their product earlier than them."""
+        if not self._early:
+            return
+        later = []
+        for item, record in self._early:
+            ts_ms = to_millis(record.ts)
+            if ts_ms > until_ms:
+                later.append((item, record))
+                continue
+            waiting = self._pending.get(record.product_id)
+            if waiting and min(waiting) < ts_ms:
+                self._blocked.setdefault(record.product_id, []).append((item, record))
+                continue
+            self._note(record, rows)
+            self.gate.done(item)
+        self._early = later
+
+    def read_bound(self, now_ms: int, end_offset: EndOffset) -> int:
+        """How far partition *r* of the catalog topic has been read (a re-keying source)."""
+        return self.watermark.read_bound(self._catalog_topic, now_ms, end_offset)
 
     def horizon(self, now_ms: int, end_offset: EndOffset) -> int:
         """No fan-out message earlier than this will follow from this partition."""

@@ -15,10 +15,10 @@
   the four, with one difference: Nudge defines its records, so Nudge creates it (``N``
   partitions) when it is missing. A shop that never sends feedback needs do nothing.
 - With a catalog trigger on (``back_in_stock``, ``price_drop``), ``shop.catalog`` is an input
-  topic too (the shop's: never created; it must have ``N`` partitions and be keyed by
-  product: catalog events are not re-keyed yet) and the two internal topics of the catalog
-  fan-out (``nudge.interest``, ``nudge.catalog-fanout``) are created and checked like the
-  tick topic.
+  topic too (the shop's: never created; any partition count and any keys, re-keyed to its
+  product's partition like user events: ``stream.catalog_fanout``; its count does not
+  decide ``N``) and the two internal topics of the catalog fan-out (``nudge.interest``,
+  ``nudge.catalog-fanout``) are created and checked like the tick topic.
 - After creating topics, their layout is read back until the broker reports it (metadata
   can lag a creation by a moment) or the start-up deadline passes.
 """
@@ -116,8 +116,8 @@ def input_counts(
 
 def worker_partitions(settings: Settings, counts: Mapping[str, int], catalog: bool = False) -> int:
     """``N``: ``NUDGE_PARTITIONS``, else the existing internal topics' count, else the
-    largest input partition count (raises with the fix when the catalog topic, which is
-    not re-keyed, has another count)."""
+    largest partition count of the user input topics (the catalog topic, re-keyed to its
+    products' partitions, may have any)."""
     inputs = input_counts(settings, counts, catalog)
     internal = [counts[n] for n in internal_variables(settings, catalog) if n in counts]
     if settings.partitions is not None:
@@ -126,13 +126,6 @@ def worker_partitions(settings: Settings, counts: Mapping[str, int], catalog: bo
         partitions = internal[0]
     else:
         partitions = max(c for n, c in inputs.items() if n != settings.topic_catalog)
-    if catalog and inputs[settings.topic_catalog] != partitions:
-        raise TopicLayoutError(
-            f"the catalog topic {settings.topic_catalog} (NUDGE_TOPIC_CATALOG) has "
-            f"{inputs[settings.topic_catalog]} partitions but the worker has {partitions} "
-            "(NUDGE_PARTITIONS, or the other input topics). Catalog events are not re-keyed: "
-            "give the catalog topic that count, or set NUDGE_PARTITIONS to its count"
-        )
     return partitions
 
 

@@ -3,7 +3,9 @@ events, produced at their own times to a worker subprocess, gives replay's decis
 every field but ``fired_at`` (live sends at the wall clock's tick, replay exactly when
 due; the unit tests on fakes compare that too, in step with replay's clock).
 
-The stream: a restock of p1 with three interested users, of whom one orders after the
+The catalog topic has 3 partitions, the worker 4: catalog events are re-keyed by product
+(``nudge.rekeyed``) to the product side. The stream: a restock of p1 with three interested
+users, of whom one orders after the
 restock and one is interested only after it; a price drop, a price that rises back (the
 drop is cancelled), a second drop; carts of other users meanwhile (cart abandonment). A
 fourth user interested in p1 is erased before the restock (contract 8.5): no record, and
@@ -123,7 +125,11 @@ async def test_live_fan_out_matches_replay(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    group = WorkerGroup(kafka_bootstrap, redis_url, rules, tmp_path, catalog=True)
+    # The catalog topic as a shop may have it (contract 9): 3 partitions against the
+    # worker's 4, so most catalog events are re-keyed to their product's partition.
+    group = WorkerGroup(
+        kafka_bootstrap, redis_url, rules, tmp_path, catalog=True, input_counts={"catalog": 3}
+    )
     try:
         group.start()
         start = datetime.now(UTC) + timedelta(seconds=2)
@@ -135,6 +141,7 @@ async def test_live_fan_out_matches_replay(
         await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 3)
         audit = await read_all(group, "audit")
         erased = await product_rows(group, "u5")
+        metrics = group.workers[0].metrics()
         log = group.workers[0].log_tail(200)
     finally:
         group.stop_all()
@@ -155,6 +162,12 @@ async def test_live_fan_out_matches_replay(
         ("price_drop", "u9", 40),
     ]
     print(f"catalog parity: {len(expected)} decisions", file=sys.stderr)
+    rekeyed = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("nudge_input_rekeyed_messages_total{") and ".catalog" in line
+    ]
+    assert rekeyed == [float(sum(e["type"] == "product_updated" for e in events))], metrics
     assert without_fired_at(audit) == without_fired_at(expected), log
     # u5's interest row was written, then deleted; what is left is the erasure memory
     # (one row per partition: the user id and the erasure time, as in the users table).

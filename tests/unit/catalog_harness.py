@@ -12,6 +12,7 @@ rebuilt from its changelog (tombstones delete). :meth:`CatalogShell.replay_json`
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ import orjson
 
 from stream.catalog_fanout import CatalogFanout, CatalogTopics
 from stream.catalog_wire import partition_of
+from stream.rekeying import Rekeying
 from tests.unit.shell_fakes import TOPICS, FakeEvent, FakeMessage, Journal, Sent
 from tests.unit.shell_harness import Shell
 from tests.unit.timelines import iso, wire
@@ -34,7 +36,8 @@ CAT = CatalogTopics(
     fanout="nudge.catalog-fanout",
     changelog="nudge-products-changelog",
 )
-INTERNAL = (CAT.interest, CAT.fanout)
+REKEYED = "nudge.rekeyed"
+INTERNAL = (CAT.interest, CAT.fanout, REKEYED)
 
 
 class ProductStore:
@@ -176,3 +179,73 @@ class CatalogShell(Shell):
     def replay_json(self, until: datetime) -> list[dict[str, Any]]:
         result = self.replay_result(until)
         return [orjson.loads(record_to_json(r)) for r in result.records]
+
+
+class RekeyedCatalogShell(CatalogShell):
+    """The catalog topic as shops have it (contract 9): ``catalog_partitions`` partitions
+    (the user topics have the worker's count), each catalog event on a random partition
+    with a random key (``seed``), re-keyed to its product's partition; the worker owns
+    every partition of every topic."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        start: datetime,
+        *,
+        catalog_partitions: int,
+        seed: int = 0,
+        everything: bool = False,
+        **kw: Any,
+    ) -> None:
+        self.catalog_partitions = catalog_partitions
+        self.everything = everything
+        self.rng = random.Random(seed)
+        self.forwarded: list[str] = []
+        super().__init__(rules, start, **kw)
+
+    def rekeying(self) -> Rekeying:
+        counts = {t: len(self.partitions) for t in TOPICS.inputs}
+        return Rekeying(
+            topic=REKEYED,
+            inputs=counts | {CAT.catalog: self.catalog_partitions},
+            partitions=len(self.partitions),
+            everything=self.everything,
+            max_hold=30.0,
+            unknown_grace_ms=self.unknown_grace_ms,
+            mark_interval=0.0,
+            monotonic=self.clock.monotonic,
+            on_forwarded=self.forwarded.append,
+        )
+
+    def sources(self) -> list[tuple[str, int]]:
+        users = [(t, p) for t in TOPICS.inputs for p in self.partitions]
+        return [*users, *((CAT.catalog, s) for s in range(self.catalog_partitions))]
+
+    def owned_tps(self) -> list[tuple[str, int]]:
+        own = [(t, p) for t in (TOPICS.ticks, *INTERNAL) for p in self.partitions]
+        return [*self.sources(), *own]
+
+    def catalog(self, ts: datetime, product: str = "p1", **fields: Any) -> None:
+        event_id = fields.pop("event_id", None) or f"c{next(self._cids)}"
+        body = {"event_id": event_id, "type": "product_updated", "ts": iso(ts)}
+        value = orjson.dumps(body | {"product_id": product} | fields)
+        self.lines.append((ts, 1, value))
+        key = self.rng.choice([None, b"k%d" % self.rng.randrange(100), product.encode()])
+        self.produce(CAT.catalog, value, self.rng.randrange(self.catalog_partitions), key)
+
+    def unread(
+        self, topics: Iterable[str] | None = None, limit: int | None = None
+    ) -> list[FakeEvent]:
+        self._sync()
+        wanted = set(topics) if topics is not None else set(self.consumed())
+        owned = set(self.owned_tps())
+        batch = []
+        for (topic, partition), log in sorted(self.inputs.items()):
+            if topic not in wanted or (topic, partition) not in owned:
+                continue
+            start = self.positions.get((topic, partition), 0)
+            taken = [m for m in log if m.offset >= start][:limit]
+            batch += [FakeEvent(m) for m in taken]
+            if taken:
+                self.positions[(topic, partition)] = taken[-1].offset + 1
+        return batch

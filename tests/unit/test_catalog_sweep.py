@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.catalog_side import FanOut, ProductPartition, Rows
+from stream.catalog_side import ProductPartition
 from stream.catalog_sweep import Sweep
 from stream.catalog_wire import (
     Interest,
@@ -24,6 +24,7 @@ from stream.catalog_wire import (
     interest_prefix,
     product_key,
 )
+from stream.product_rows import FanOut, Rows
 from tests.unit.catalog_harness import CAT, CatalogShell
 from tests.unit.timelines import at, iso, make_rules
 from triggers.catalog import BackInStockRules, PriceDropRules

@@ -1,6 +1,6 @@
 """Start-up topic checks with a catalog trigger on (stream.topics): shop.catalog is an input
-topic (never created, same partition count), the fan-out's internal topics are created and
-checked like the tick topic; with the catalog triggers off nothing changes."""
+topic (never created, any partition count: re-keyed), the fan-out's internal topics are
+created and checked like the tick topic; with the catalog triggers off nothing changes."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def test_the_catalog_topic_is_required_only_with_a_catalog_trigger_on() -> None:
     assert worker_partitions(SETTINGS, INPUTS) == 4
     with pytest.raises(MissingInputTopics, match=re.escape("shop.catalog (NUDGE_TOPIC_CATALOG)")):
         worker_partitions(SETTINGS, INPUTS, catalog=True)
-    # Catalog events are not re-keyed: the catalog topic must have the worker's count.
-    with pytest.raises(TopicLayoutError, match=re.escape("shop.catalog (NUDGE_TOPIC_CATALOG)")):
-        worker_partitions(SETTINGS, INPUTS | {"shop.catalog": 2}, catalog=True)
-    assert worker_partitions(SETTINGS, INPUTS | {"shop.catalog": 4}, catalog=True) == 4
+    # Any count (contract 9: catalog events are re-keyed), and it does not decide N.
+    for count in (1, 4, 12):
+        counts = INPUTS | {"shop.catalog": count}
+        assert worker_partitions(SETTINGS, counts, catalog=True) == 4
 
 
 def test_the_internal_topics_are_created_with_the_input_partition_count() -> None:
