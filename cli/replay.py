@@ -21,8 +21,6 @@ import orjson
 
 from cli.event_input import EventInput, NotEventText, open_events
 from cli.progress import CHECK_EVERY, Progress
-from cli.replay_jobs import JobFailed
-from cli.replay_parallel import replay_in_jobs
 from triggers.events import InvalidEvent
 from triggers.records import STATUSES, record_to_json
 from triggers.replay import (
@@ -93,10 +91,18 @@ def replay_command(
     progress = None
     try:
         if jobs > 1:
+            from cli.replay_jobs import JobFailed  # multiprocessing: imported only here
+            from cli.replay_parallel import replay_in_jobs
+
             every = None if quiet else progress_every
-            summary, problem = replay_in_jobs(
-                events, source, sink, rules=loaded, until=end, jobs=jobs, progress_every=every
-            )
+            try:
+                summary, problem = replay_in_jobs(
+                    events, source, sink, rules=loaded, until=end, jobs=jobs, progress_every=every
+                )
+            except JobFailed as exc:
+                print(f"nudge replay: {exc}", file=sys.stderr)
+                _close(source, opened)
+                return 1
             if problem is not None:
                 raise ReplayInputError(problem)
         else:
@@ -107,10 +113,6 @@ def replay_command(
             summary = replay.summary
             with without_cycle_collector():
                 _run(source, sink, replay, end, progress)
-    except JobFailed as exc:
-        print(f"nudge replay: {exc}", file=sys.stderr)
-        _close(source, opened)
-        return 1
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         _close(source, opened)
