@@ -10,7 +10,7 @@ import pytest
 from tests.unit.catalog_harness import CAT, REKEYED, RekeyedCatalogShell
 from tests.unit.shell_fakes import TOPICS
 from tests.unit.shell_harness import project
-from tests.unit.test_catalog_fanout import RULES, UNTIL, _key, _replayed, run, script
+from tests.unit.test_catalog_fanout import RULES, UNTIL, _key, _replayed, outcome, run, script
 from tests.unit.timelines import at, make_rules
 
 pytestmark = pytest.mark.unit
@@ -76,3 +76,30 @@ async def test_a_backlog_of_re_keyed_catalog_events_drains_in_event_time_order(s
     replayed = [project(r) for r in shell.replay_json(UNTIL) if r["kind"] == "decision"]
     assert ("u5", "back_in_stock") in {(r.user, r.trigger) for r in replayed}
     assert sorted(shell.records()) == sorted(replayed)
+
+
+async def test_a_crash_right_after_a_catalog_forward_loses_and_repeats_nothing() -> (
+    None
+):
+    """A crash right after each catalog event's forward (and after every 250th effect of
+    the run): the restarted worker forwards again what was not acknowledged, the product
+    side applies each catalog event once, and the records are the uncrashed run's."""
+    uncrashed = await run(RekeyedCatalogShell(RULES, at(), catalog_partitions=3, seed=3))
+    expected = outcome(uncrashed)
+    entries = uncrashed.journal.entries
+    forwards = {i + 1 for i, e in enumerate(entries) if e[:2] == ("output", REKEYED) and e[2]}
+    points = forwards | set(range(1, len(entries) + 1, 250))
+    for point in sorted(points):
+        shell = RekeyedCatalogShell(RULES, at(), catalog_partitions=3, seed=3)
+        crashed = await run(shell, crash_after=point)
+        assert crashed.restarts == 1, point
+        assert outcome(crashed) == expected, (point, entries[point - 1])
+
+
+async def test_an_invalid_catalog_message_of_another_count_is_dead_lettered_by_its_reader() -> None:
+    shell = RekeyedCatalogShell(RULES, at(), catalog_partitions=3, seed=0)
+    shell.produce(CAT.catalog, b'{"type": "product_updated", "ts": "2026-11-23T02:00:00Z"}', 2)
+    await shell.at(at(minutes=1))
+    (dead,) = shell.dead_letters()
+    assert (dead["topic"], dead["partition"]) == (CAT.catalog, 2)
+    assert shell.committed()[(CAT.catalog, 2)] == 1 and shell.forwarded == []
