@@ -78,9 +78,7 @@ async def test_a_backlog_of_re_keyed_catalog_events_drains_in_event_time_order(s
     assert sorted(shell.records()) == sorted(replayed)
 
 
-async def test_a_crash_right_after_a_catalog_forward_loses_and_repeats_nothing() -> (
-    None
-):
+async def test_a_crash_right_after_a_catalog_forward_loses_and_repeats_nothing() -> None:
     """A crash right after each catalog event's forward (and after every 250th effect of
     the run): the restarted worker forwards again what was not acknowledged, the product
     side applies each catalog event once, and the records are the uncrashed run's."""
