@@ -9,7 +9,8 @@ of ``marketing.triggers`` the way a shop's email, push or SMS provider would, wi
   ``opened``, ``clicked``, ``unsubscribed``, ``complained`` of delivered, as benchmarks
   publish them. A click needs an open where opens are tracked (``opened > 0``: clicks are
   drawn among openers, ``clicked / opened`` of them); ``opened == 0`` means the channel has
-  no open receipt (SMS), and clicks are drawn among the delivered.
+  no open receipt (SMS), and clicks are drawn among the delivered. Unsubscribes and
+  complaints are drawn among the delivered, whether they opened or not.
 - The defaults (:data:`DEFAULT_RATES`) are published industry averages; the sources are
   in the README ("Demo traffic"). A channel the table does not name gets the email rates.
 - Delays: each step comes an exponentially distributed time after the one before it
@@ -105,7 +106,9 @@ FALLBACK_PROFILE = "email"
 #: What a decision without a channel (rules without ``channels``) is answered on.
 NO_CHANNEL = "email"
 
-#: Mean seconds from the step before (sent, delivered or opened) to each step.
+#: Mean seconds from the step before to each step: delivery (or bounce) after the decision
+#: fired; open, unsubscribe and complaint after delivery; click after the open (or after
+#: delivery on a channel without open receipts).
 DELAY_MEANS: Mapping[str, float] = {
     "message_delivered": 2.0,
     "message_bounced": 2.0,
@@ -203,23 +206,18 @@ def plan_feedback(
     if u_delivered >= r.delivered:
         return []
     events.append((first, "message_delivered", {}))
-    opened_at = None
-    if r.opened > 0 and u_open < r.opened:
-        opened_at = first + delays["message_opened"]
+    # Opens and clicks share one draw: the clickers are the lowest ``clicked`` of it, the
+    # openers the lowest ``opened`` (a superset), so P(click | open) = clicked / opened.
+    tracked = r.opened > 0
+    opened_at = first + delays["message_opened"] if tracked and u_open < r.opened else None
+    if opened_at is not None:
         events.append((opened_at, "message_opened", {}))
-    if r.opened > 0:
-        clicks = opened_at is not None and u_click < r.clicked / r.opened
-    else:
-        clicks = u_click < r.clicked
-    if clicks:
+    if (u_open if tracked else u_click) < r.clicked:
         url = f"https://shop.example/r/{decision.get('trigger', 'nudge')}?t={trigger_id}"
-        events.append(
-            ((opened_at or first) + delays["message_clicked"], "message_clicked", {"url": url})
-        )
+        clicked_at = (opened_at or first) + delays["message_clicked"]
+        events.append((clicked_at, "message_clicked", {"url": url}))
     if u_unsub < r.unsubscribed:
-        events.append(
-            ((opened_at or first) + delays["message_unsubscribed"], "message_unsubscribed", {})
-        )
+        events.append((first + delays["message_unsubscribed"], "message_unsubscribed", {}))
     if u_complaint < r.complained:
         events.append((first + delays["message_complained"], "message_complained", {}))
     return _finish(decision, channel, events)
