@@ -1,7 +1,8 @@
 """``nudge simulate``: synthetic shop traffic (or a JSON Lines file) produced to Kafka.
 
-Synthetic mode reuses the replay benchmark's generator (``simulation.synthetic``)
-and stamps every event with the moment it is sent, so wall-clock deadlines in
+Synthetic mode reuses the replay benchmark's generator (``simulation.synthetic``), adds
+a yes to SMS to half the shoppers' preferences (the demo rules' ``opt_in`` channel), and
+stamps every event with the moment it is sent, so wall-clock deadlines in
 the live worker behave as in a real shop, only faster: ``--rate`` sets the pace.
 File mode (``--file``) produces the file's events unchanged (timestamps kept),
 which is how the integration tests feed the worker the same events they replay.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import sys
 import time
@@ -58,6 +60,21 @@ def route(event: dict[str, Any], topics: dict[str, str]) -> tuple[bytes, str]:
     return str(key).encode(), topics[kind]
 
 
+#: Share of shoppers whose preferences also say yes to SMS (contract 8.1: an ``opt_in``
+#: channel needs it), so the demo rules' third channel gets traffic.
+SMS_YES_SHARE = 0.5
+
+
+def with_channel_consent(event: dict[str, Any]) -> dict[str, Any]:
+    """Synthetic ``preferences_updated`` that do not opt out: ``channels: {sms: true}`` for
+    :data:`SMS_YES_SHARE` of the shoppers (the same ones every run)."""
+    if event["type"] == "preferences_updated" and event.get("marketing_opt_in", True):
+        digest = hashlib.blake2b(str(event["user_id"]).encode(), digest_size=8).digest()
+        if int.from_bytes(digest) < SMS_YES_SHARE * 2**64:
+            event["channels"] = {"sms": True}
+    return event
+
+
 def synthetic_stream(users: int, seed: int, new_triggers: bool = False) -> Iterator[dict[str, Any]]:
     """Endless synthetic traffic: a new generation (seed + n) when one runs out."""
     generation = 0
@@ -72,7 +89,7 @@ def synthetic_stream(users: int, seed: int, new_triggers: bool = False) -> Itera
             new_triggers=new_triggers,
         ):
             produced = True
-            yield event
+            yield with_channel_consent(event)
         if not produced:  # never loop on an empty population
             return
         generation += 1

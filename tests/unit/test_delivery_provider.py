@@ -25,8 +25,10 @@ from stream.delivery_rates import (
     parse_rates,
     plan_feedback,
 )
+from stream.simulate import with_channel_consent
 from triggers.event_engagement import ENGAGEMENT_TYPES, EngagementEvent
 from triggers.events import parse_event
+from triggers.rules import load_rules
 from triggers.timestamps import format_timestamp
 
 pytestmark = pytest.mark.unit
@@ -238,3 +240,29 @@ def test_the_stats_line_counts_by_type() -> None:
         "simulate: answered 2 decisions with 3 feedback events (delivered 2, opened 1); "
         "skipped 1 records that are not sent decisions"
     )
+
+
+def test_the_demo_rules_use_three_channels_sms_on_a_yes() -> None:
+    rules = load_rules(ROOT / "deploy" / "rules.demo.yaml")
+    assert list(rules.channels) == ["push", "email", "sms"]
+    assert rules.channels["sms"].consent == "opt_in" and rules.channels["sms"].cost == 0.05
+    assert rules.channels["email"].cost == 0.001
+    assert set(DEFAULT_RATES) == set(rules.channels), "every demo channel has its own rates"
+    assert "sms" in rules.trigger("cart_abandonment").channels
+
+
+def test_half_the_synthetic_shoppers_say_yes_to_sms_unless_they_opt_out() -> None:
+    def prefs(user: str, **fields: Any) -> dict[str, Any]:
+        return {"type": "preferences_updated", "user_id": user, **fields}
+
+    yes = [with_channel_consent(prefs(f"u{i}", timezone="UTC")) for i in range(4000)]
+    share = sum("channels" in e for e in yes) / len(yes)
+    assert 0.46 < share < 0.54
+    again = [with_channel_consent(prefs(f"u{i}", timezone="UTC")) for i in range(4000)]
+    assert again == yes  # the same shoppers every run
+    said_yes = [e["user_id"] for e in yes if "channels" in e]
+    assert all(e["channels"] == {"sms": True} for e in yes if "channels" in e)
+    for user in said_yes[:50]:
+        assert "channels" not in with_channel_consent(prefs(user, marketing_opt_in=False))
+        view = {"type": "product_viewed", "user_id": user, "product_id": "p1"}
+        assert "channels" not in with_channel_consent(view)
