@@ -3,16 +3,22 @@ metric names the worker exports, and the panels a user needs are there."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
+from stream.metrics import ENGAGEMENT_TYPES, ERASED_BY_EVENT, ERASED_BY_RETENTION, NudgeMetrics
 from tests.deploy.deploy_support import (
     DASHBOARD,
+    PROMETHEUS_SERIES,
     dashboard_exprs,
     dashboard_panels,
     exported_metric_names,
@@ -20,6 +26,7 @@ from tests.deploy.deploy_support import (
     nudge_metric_names,
     promql_metric_names,
 )
+from triggers.records import ARMS, STATUSES, SUPPRESSION_REASONS
 
 pytestmark = pytest.mark.unit
 
@@ -164,3 +171,133 @@ def test_provisioned_dashboard_is_the_file_grafana_loads() -> None:
     datasource_file = DASHBOARD.parent / "provisioning" / "datasources" / "prometheus.yml"
     (datasource,) = yaml.safe_load(datasource_file.read_text())["datasources"]
     assert datasource["isDefault"] is True, "the dashboard's datasource variable picks it"
+
+
+# -- engagement funnel and erasures; labels and label values ----------------------------------
+
+#: Labels Prometheus attaches to every scraped series.
+TARGET_LABELS = frozenset({"instance", "job"})
+_SELECTOR = re.compile(r"\b(nudge_\w+)\s*\{([^{}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
+#: (series, label) -> every value the worker gives that label.
+KNOWN_VALUES: dict[tuple[str, str], frozenset[str]] = {
+    ("nudge_engagement_events_total", "type"): frozenset(ENGAGEMENT_TYPES),
+    ("nudge_decisions_total", "status"): frozenset(STATUSES),
+    ("nudge_decisions_total", "reason"): frozenset(SUPPRESSION_REASONS) | {"none"},
+    ("nudge_conversions_total", "arm"): frozenset(ARMS),
+    ("nudge_erasures_total", "cause"): frozenset({ERASED_BY_EVENT, ERASED_BY_RETENTION}),
+}
+
+
+def series_labels() -> dict[str, frozenset[str]]:
+    """Series name (as a scrape shows it) -> its label names, from the worker's registry."""
+    metrics = NudgeMetrics.create(CollectorRegistry())
+    out: dict[str, frozenset[str]] = {}
+    for f in dataclasses.fields(metrics):
+        metric = getattr(metrics, f.name)
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        labels = frozenset(metric._labelnames)
+        suffixes = {"counter": ("_total",), "histogram": ("_sum", "_count"), "info": ("_info",)}
+        for suffix in suffixes.get(metric._type, ("",)):
+            out[metric._name + suffix] = labels
+        if metric._type == "histogram":
+            out[metric._name + "_bucket"] = labels | {"le"}
+    return out
+
+
+def test_every_label_a_query_names_is_one_of_its_metrics() -> None:
+    """A ``by (channel)`` on a metric without ``channel`` would draw one flat line."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    labels = series_labels()
+    assert labels["nudge_engagement_events_total"] == {"type", "channel"}
+    for title, expr in dashboard_exprs(dashboard):
+        promql = grafana_to_promql(expr)
+        used = promql_metric_names(promql) - PROMETHEUS_SERIES
+        known = frozenset().union(*(labels[name] for name in used)) | TARGET_LABELS
+        for group in _GROUPING.findall(promql):
+            names = {name.strip() for name in group.split(",") if name.strip()}
+            assert names <= known, f"{title}: by ({group}) but {sorted(used)} have {sorted(known)}"
+        for metric, matchers in _SELECTOR.findall(promql):
+            for label, _, _ in _MATCHER.findall(matchers):
+                assert label in labels[metric], f"{title}: {metric} has no label {label}"
+
+
+def test_every_label_value_a_query_names_is_one_the_worker_gives() -> None:
+    """``type="message_open"`` would match nothing and show an empty funnel, silently."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    checked = set()
+    for title, expr in dashboard_exprs(dashboard):
+        for metric, matchers in _SELECTOR.findall(grafana_to_promql(expr)):
+            for label, op, value in _MATCHER.findall(matchers):
+                values = KNOWN_VALUES.get((metric, label))
+                if values is None or op not in ("=", "=~"):
+                    continue
+                named = set(value.split("|")) if op == "=~" else {value}
+                assert named <= values, f"{title}: {metric}{{{label}}}: {named - values}"
+                checked.add((metric, label))
+    assert ("nudge_engagement_events_total", "type") in checked
+
+
+def test_the_funnel_per_channel_and_per_trigger_and_the_erasures_are_shown() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {p["title"]: p for p in dashboard_panels(dashboard)}
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert "Engagement and erasure" in rows
+
+    def exprs(title: str) -> list[str]:
+        return [target["expr"] for target in panels[title]["targets"]]
+
+    # Per channel: delivered -> opened -> clicked, over the dashboard's range.
+    by_channel = exprs("Funnel by channel")
+    assert [re.search(r'type="(\w+)"', e).group(1) for e in by_channel] == [  # type: ignore[union-attr]
+        "message_delivered",
+        "message_opened",
+        "message_clicked",
+    ]
+    for expr in by_channel:
+        assert expr.startswith("sum by (channel) (increase(nudge_engagement_events_total{")
+        assert "[$__range]" in expr
+    # Rates: numerator and denominator of the same channel.
+    for expr in exprs("Engagement rates by channel"):
+        numerator, denominator = expr.split(" / ")
+        assert numerator.startswith("sum by (channel) (increase(nudge_engagement_events_total")
+        assert "sum by (channel) (increase(nudge_engagement_events_total" in denominator
+        assert 'type="message_delivered"' in denominator or "message_bounced" in denominator
+    assert panels["Engagement rates by channel"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    # Per trigger: decided -> sent -> converted.
+    decided, sent, converted = exprs("Funnel by trigger")
+    assert decided.startswith("sum by (trigger) (increase(nudge_decisions_total[")
+    assert sent.startswith('sum by (trigger) (increase(nudge_decisions_total{status="sent"}')
+    assert converted.startswith("sum by (trigger) (increase(nudge_conversions_total")
+    assert 'arm="treatment"' in converted
+    # Feedback over time, consent withdrawn, erasures by cause.
+    (feedback,) = exprs("Feedback by channel and type")
+    assert "sum by (channel, type)" in feedback
+    (withdrawn,) = exprs("Consent withdrawn by channel")
+    assert "message_unsubscribed|message_complained" in withdrawn
+    (erasures,) = exprs("Erasures by cause")
+    assert erasures.startswith("sum by (cause) (rate(nudge_erasures_total[")
+    # Below the row, above the next one.
+    row_y = next(
+        p["gridPos"]["y"] for p in dashboard["panels"] if p["title"] == "Engagement and erasure"
+    )
+    next_row = min(
+        p["gridPos"]["y"]
+        for p in dashboard["panels"]
+        if p["type"] == "row" and p["gridPos"]["y"] > row_y
+    )
+    for title in ("Funnel by channel", "Funnel by trigger", "Erasures by cause"):
+        assert row_y < panels[title]["gridPos"]["y"] < next_row, title
+
+
+def test_panels_do_not_overlap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        for y in range(grid["y"], grid["y"] + grid["h"]):
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[x, y]}"
+                cells[x, y] = panel["title"]
