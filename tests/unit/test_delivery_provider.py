@@ -94,7 +94,7 @@ def test_the_defaults_give_the_published_rates() -> None:
 
 
 def test_a_click_needs_an_open_where_opens_are_tracked() -> None:
-    for i in range(5000):
+    for i in range(2000):
         for channel in ("email", "push", "sms"):
             types = [
                 f.value["type"] for f in plan_feedback(sent(i, channel), DEFAULT_RATES, seed=2)
