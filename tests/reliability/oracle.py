@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,11 +22,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from simulation.synthetic import generate_events
-from tests.integration.harness import NUDGE, Worker, WorkerGroup, replay_records
+from stream.catalog_wire import partition_of
+from stream.rekeying import Forwarded, Horizons
+from tests.integration.harness import (
+    NUDGE,
+    TOPIC_OF_TYPE,
+    Worker,
+    WorkerGroup,
+    replay_records,
+)
 
 #: Delays of seconds; windows (cooldown, frequency cap, attribution) far from any
 #: boundary, so late firing after a fault changes no decision, only its fired_at.
@@ -72,9 +82,10 @@ class EventSet:
     def at(self, index: int) -> datetime:
         return datetime.fromisoformat(self.events[index]["ts"])
 
-    def shift(self, delta: timedelta) -> None:
-        """Every event ``delta`` later (whole milliseconds), in memory and in the file."""
-        for event in self.events:
+    def shift(self, delta: timedelta, start: int = 0) -> None:
+        """Every event (from the ``start``-th on) ``delta`` later (whole milliseconds), in
+        memory and in the file."""
+        for event in self.events[start:]:
             event["ts"] = wire_time(datetime.fromisoformat(event["ts"]) + delta)
         self.path.write_bytes(self.lines())
 
@@ -116,9 +127,34 @@ def fixed_events(
     return event_set
 
 
+@dataclass
+class Traffic:
+    """The shop's producers: ``nudge simulate`` processes, one per way of keying."""
+
+    group: WorkerGroup
+    events: EventSet
+    procs: list[subprocess.Popen[bytes]]
+    #: The events from this index on are held back until :meth:`release`.
+    held: int
+
+    def release(self, lead: float = 3.0) -> None:
+        """Send the events held back, from new traffic processes (a blocked read of their
+        input would hold a producer's last records back), shifted so that the first is
+        ``lead`` seconds away if it is not already: the shop was quiet until now."""
+        if self.held < len(self.events.events):
+            self.procs += _launch(self.group, self.events, self.held, lead)
+            self.held = len(self.events.events)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for every process; the first non-zero exit code, else 0."""
+        deadline = time.monotonic() + timeout
+        codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in self.procs]
+        return next((code for code in codes if code), 0)
+
+
 def start_traffic(
-    group: WorkerGroup, events: EventSet, lead: float = 2.0
-) -> subprocess.Popen[bytes]:
+    group: WorkerGroup, events: EventSet, lead: float = 2.0, *, hold_from: int | None = None
+) -> Traffic:
     """``nudge simulate --file --realtime``: each event sent when the clock reaches its ts.
 
     The events reach the traffic process through a FIFO. Once it has opened it (its start,
@@ -127,16 +163,54 @@ def start_traffic(
     would start late and send its first events in a burst, after deadlines they precede,
     which neither the worker nor replay can know (late input). Call this before computing
     anything from the events' times.
+
+    Topics keyed differently (``group.input_keys``) get one process each, with its
+    ``--keys``, fed the events of those topics; all are shifted alike. ``hold_from``: the
+    events from that index on wait for :meth:`Traffic.release` (a quiet spell of the
+    shop as long as the test needs, e.g. a broker's restart).
     """
+    end = len(events.events) if hold_from is None else hold_from
+    return Traffic(group, events, _launch(group, events, 0, lead, end), end)
+
+
+def _launch(
+    group: WorkerGroup, events: EventSet, start: int, lead: float, end: int | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """Traffic processes for the events ``start:end``, one per way of keying; the events
+    from ``start`` on shifted once they have opened their FIFOs (see start_traffic)."""
+    part = range(start, len(events.events) if end is None else end)
+
+    def way(index: int) -> str:
+        topic = TOPIC_OF_TYPE.get(events.events[index].get("type", ""), "")
+        return group.input_keys.get(topic, "user")
+
+    ways = sorted({way(i) for i in part})
+    spawned = [_spawn_simulate(group, keys) for keys in ways]  # their starts overlap
+    fds = [_opened(proc, fifo) for proc, fifo in spawned]
+    late = datetime.now(UTC) + timedelta(seconds=lead) - events.at(start)
+    if late > timedelta(0):
+        events.shift(late, start)
+    for keys, fd in zip(ways, fds, strict=True):
+        _feed(fd, b"".join(orjson.dumps(events.events[i]) + b"\n" for i in part if way(i) == keys))
+    return [proc for proc, _ in spawned]
+
+
+def _spawn_simulate(group: WorkerGroup, keys: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A traffic process that reads its events from a new FIFO."""
     fifo = group.workdir / f"traffic-{time.monotonic_ns()}.fifo"
     os.mkfifo(fifo)
     log = (group.workdir / "simulate.log").open("ab")
     proc = subprocess.Popen(
-        [NUDGE, "simulate", "--file", str(fifo), "--realtime"],
+        [NUDGE, "simulate", "--file", str(fifo), "--realtime", "--keys", keys],
         env=group.env(99, 0),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    return proc, fifo
+
+
+def _opened(proc: subprocess.Popen[bytes], fifo: Path) -> int:
+    """The FIFO's write end, once the traffic process has opened it for reading."""
     deadline = time.monotonic() + 120
     while True:  # O_NONBLOCK: fails with ENXIO until the reader has opened the FIFO
         try:
@@ -149,17 +223,15 @@ def start_traffic(
             assert time.monotonic() < deadline, "traffic did not open its input in 2 minutes"
             time.sleep(0.05)
     os.set_blocking(fd, True)
-    late = datetime.now(UTC) + timedelta(seconds=lead) - events.at(0)
-    if late > timedelta(0):
-        events.shift(late)
-    data = events.lines()
+    return fd
 
+
+def _feed(fd: int, data: bytes) -> None:
     def feed() -> None:  # the FIFO holds 64 KiB: the rest is written as it is read
         with os.fdopen(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
             pipe.write(data)
 
     threading.Thread(target=feed, daemon=True, name="traffic-feed").start()
-    return proc
 
 
 async def wait_produced(group: WorkerGroup, count: int, timeout: float = 60.0) -> float:
@@ -170,13 +242,118 @@ async def wait_produced(group: WorkerGroup, count: int, timeout: float = 60.0) -
     await consumer.start()
     try:
         keys = ("browse", "cart", "order", "prefs")
-        tps = [TopicPartition(group.topic(k), p) for k in keys for p in range(group.partitions)]
+        tps = [
+            TopicPartition(group.topic(k), p)
+            for k in keys
+            for p in range(group.input_partitions(k))
+        ]
         while True:
             produced = sum((await consumer.end_offsets(tps)).values())
             if produced >= count:
                 return time.monotonic() - started
             assert time.monotonic() - started < timeout, f"traffic: {produced} of {count} events"
             await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+class CpuHog:
+    """Busy-loop processes beside the workers: with ``count=2`` both cores of this 2-core
+    machine are busy, the condition the suites must survive as well as an idle one
+    (``TEST_CPU_HOG`` runs a whole test so; this one is started and stopped mid-test)."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.procs += [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.count)
+        ]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+
+@dataclass
+class Crossing:
+    """What crossed ``nudge.rekeyed`` in a run (``NUDGE_REKEY=misplaced``)."""
+
+    #: Input messages on the shop's topics.
+    messages: int
+    #: Those not on their user's partition of N, or on a topic of another count.
+    misplaced: int
+    #: Distinct input messages forwarded (by source and offset: a crash may forward twice).
+    forwarded: int
+    #: Forwarded records on another partition of ``nudge.rekeyed`` than their user's.
+    astray: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.misplaced} of {self.messages} input messages misplaced, "
+            f"{self.forwarded} forwarded, {self.astray} astray"
+        )
+
+
+async def crossing(group: WorkerGroup) -> Crossing:
+    """Read the shop's topics and ``nudge.rekeyed`` to their ends: which messages had to
+    cross, and which did (each to its user's partition)."""
+    n = group.partitions
+    inputs = {
+        TopicPartition(group.topic(k), p): group.input_partitions(k)
+        for k in ("browse", "cart", "order", "prefs")
+        for p in range(group.input_partitions(k))
+    }
+    rekeyed = [TopicPartition(group.topic("rekeyed"), p) for p in range(n)]
+    messages = misplaced = astray = 0
+    forwarded: set[tuple[int, int]] = set()
+    for tp, record in await _read_to_end(group, [*inputs, *rekeyed]):
+        if tp in inputs:
+            messages += 1
+            owner = partition_of(orjson.loads(record.value)["user_id"].encode(), n)
+            misplaced += inputs[tp] != n or tp.partition != owner
+            continue
+        item = _REKEYED.decode(record.value)
+        if isinstance(item, Forwarded):
+            forwarded.add((item.source, item.offset))
+            user = orjson.loads(item.payload)["user_id"].encode()
+            astray += tp.partition != partition_of(user, n)
+    return Crossing(messages, misplaced, len(forwarded), astray)
+
+
+_REKEYED = msgspec.msgpack.Decoder(Forwarded | Horizons)
+
+
+def assert_most_crossed(crossed: Crossing) -> None:
+    """Most input messages had to cross ``nudge.rekeyed`` (the layout really re-keys),
+    some did not (a direct topic too), and each misplaced one crossed, to its user."""
+    assert crossed.misplaced > crossed.messages / 2, str(crossed)
+    assert crossed.misplaced < crossed.messages, str(crossed)
+    assert crossed.forwarded == crossed.misplaced, str(crossed)
+    assert crossed.astray == 0, str(crossed)
+
+
+async def _read_to_end(
+    group: WorkerGroup, tps: list[TopicPartition]
+) -> list[tuple[TopicPartition, Any]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=group.kafka, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[TopicPartition, Any]] = []
+        deadline = time.monotonic() + 60
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert time.monotonic() < deadline, "could not read the topics to their ends"
+            batch = await consumer.getmany(timeout_ms=1000)
+            out += [(tp, record) for tp, records in batch.items() for record in records]
+        return out
     finally:
         await consumer.stop()
 
