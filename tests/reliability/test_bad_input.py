@@ -55,8 +55,11 @@ MAX_MESSAGE_BYTES = 65_536  # the worker's default NUDGE_MAX_MESSAGE_BYTES
 #: Allowed VmRSS growth from the end of the warm-up to the end of the run.
 RSS_GROWTH_BOUND_MIB = 96
 INPUT_KEYS = ("browse", "cart", "order", "prefs")
-#: The user events' topics (catalog events have their own topic and no user).
-TOPIC_KEY_OF_TYPE = {kind: key for kind, key in TOPIC_OF_TYPE.items() if key != "catalog"}
+#: The user events' topics (catalog events have their own topic and no user). Erasures are
+#: left out: they forget event ids, and the counts below are about malformed input.
+TOPIC_KEY_OF_TYPE = {
+    kind: key for kind, key in TOPIC_OF_TYPE.items() if key != "catalog" and kind != "user_erased"
+}
 
 #: Legal but hostile strings: bidi overrides, control characters, NUL, zero-width, emoji,
 #: injection payloads, format strings. Valid events carry them in ids and free text.
@@ -124,6 +127,13 @@ def _valid_event(rng: random.Random, user: str, serial: int, now: datetime) -> d
         event["order_id"] = f"o-{rng.randrange(serial + 1)}"
     elif kind == "preferences_updated":
         event.update(marketing_opt_in=rng.choice((True, False, None)), timezone="Asia/Shanghai")
+    elif kind.startswith("message_"):  # delivery feedback (contract 8.3)
+        event.update(trigger_id=rng.choice(HOSTILE), channel=rng.choice(("push", "email")))
+        if kind == "message_bounced":
+            event["bounce"] = rng.choice(("hard", "soft"))
+        if kind == "message_clicked" and rng.random() < 0.5:
+            event["url"] = f"https://shop.example/{rng.choice(HOSTILE)}"
+        return event  # their "channel" is the message's (above), not the shop's free text
     if rng.random() < 0.2:
         event["channel"] = rng.choice(("web", "app", *HOSTILE))
     return event
@@ -140,6 +150,8 @@ def _valid_bytes(rng: random.Random, event: dict[str, Any]) -> bytes:
     if shape < 0.045:  # close to the size limit, but under it
         return raw[:-1] + b',"pad":"' + b"x" * (MAX_MESSAGE_BYTES - len(raw) - 64) + b'"}'
     if shape < 0.06:  # explicit nulls for optional fields, test=false
+        if str(event["type"]).startswith("message_"):  # feedback: its channel is required
+            return raw[:-1] + b',"test":false}'
         return raw[:-1] + b',"channel":null,"test":false}'
     return raw
 
@@ -454,7 +466,15 @@ class Counts:
 
     @property
     def valid_seen(self) -> int:
-        return self.outcomes["processed"] + self.outcomes["duplicate"]
+        """Valid events applied: processed, duplicates, erasures and events older than their
+        user's erasure (contract 8.5: ignored, but valid)."""
+        outcomes = self.outcomes
+        return (
+            outcomes["processed"]
+            + outcomes["duplicate"]
+            + outcomes["erased"]
+            + outcomes["before_erasure"]
+        )
 
 
 async def produce_all(group: WorkerGroup, messages: list[Message]) -> list[tuple[str, int, int]]:
