@@ -121,11 +121,14 @@ async def test_the_provider_answers_each_sent_decision_once_at_its_rates(
     assert f"topic '{triggers}' does not exist" in missing.stderr
     assert "start `nudge worker` first" in missing.stderr
 
-    await create_topics(kafka_bootstrap, [triggers, engagement], PARTITIONS)
+    # One partition of decisions: the run stops at its 600th decision, so what it skips
+    # must come before them to be read at all (in one order, whatever the fetches).
+    await create_topics(kafka_bootstrap, [triggers], 1)
+    await create_topics(kafka_bootstrap, [engagement], PARTITIONS)
     now = datetime.now(UTC)
     first = [decision(i, now) for i in range(600)]
     holdout = {**decision(9999, now), "status": "holdout"}
-    await produce(kafka_bootstrap, triggers, [*first, holdout, b"not json"])
+    await produce(kafka_bootstrap, triggers, [holdout, b"not json", *first])
     done = await asyncio.to_thread(provider, kafka_bootstrap, env, len(first))
     assert done.returncode == 0, done.stderr
     assert "skipped 2 records that are not sent decisions" in done.stderr
