@@ -89,6 +89,7 @@ def replay_command(
     started = time.monotonic()
     status = 0
     progress = None
+    job_cpu: list[float] = []
     try:
         if jobs > 1:
             from cli.replay_jobs import JobFailed  # multiprocessing: imported only here
@@ -96,7 +97,7 @@ def replay_command(
 
             every = None if quiet else progress_every
             try:
-                summary, problem = replay_in_jobs(
+                summary, problem, job_cpu = replay_in_jobs(
                     events, source, sink, rules=loaded, until=end, jobs=jobs, progress_every=every
                 )
             except JobFailed as exc:
@@ -134,7 +135,17 @@ def replay_command(
         status = 1
     if report is not None:
         elapsed = time.monotonic() - started
-        report.write(summary_to_json(summary, events=events, status=status, elapsed=elapsed))
+        # --jobs N: each job's CPU, to see the split and what every job repeats
+        jobs_cpu = {"jobs": jobs, "job_cpu_seconds": [round(t, 3) for t in job_cpu]}
+        report.write(
+            summary_to_json(
+                summary,
+                events=events,
+                status=status,
+                elapsed=elapsed,
+                extra=jobs_cpu if job_cpu else None,
+            )
+        )
     _close(source, opened)
     return status
 
@@ -208,7 +219,14 @@ def _serialize(records: list[Record], buffered: list[bytes], where: str) -> None
     buffered += lines
 
 
-def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed: float) -> str:
+def summary_to_json(
+    summary: ReplaySummary,
+    *,
+    events: str,
+    status: int,
+    elapsed: float,
+    extra: dict[str, object] | None = None,
+) -> str:
     """The summary as one JSON document (every trigger and status present, zeros included)."""
     document = {
         "input": events,
@@ -236,5 +254,6 @@ def summary_to_json(summary: ReplaySummary, *, events: str, status: int, elapsed
         "clock": format_timestamp(summary.clock) if summary.clock is not None else None,
         "elapsed_seconds": round(elapsed, 3),
         "events_per_second": round(summary.events_read / elapsed) if elapsed > 0 else None,
+        **(extra or {}),
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"

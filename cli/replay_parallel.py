@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ class JobOutcome:
     summary: ReplaySummary
     lines: int  # line number reached
     problem: str | None  # why reading stopped early (truncated gzip data), if it did
+    cpu_seconds: float  # the job process's CPU time
 
 
 class _Sinks:
@@ -104,7 +106,7 @@ def _job(
             progress.done()
         sinks.close()
         source.close()
-    return JobOutcome(replay.summary, number, problem)
+    return JobOutcome(replay.summary, number, problem, time.process_time())
 
 
 def _feed(
@@ -144,10 +146,11 @@ def replay_in_jobs(
     until: datetime | None,
     jobs: int,
     progress_every: float | None,
-) -> tuple[ReplaySummary, str | None]:
+) -> tuple[ReplaySummary, str | None, list[float]]:
     """Replay ``events`` (already opened and checked as ``source``) in ``jobs`` processes
-    into ``sink``; the merged summary and, if reading stopped early, why (like
-    ``reading stopped after line N: ...``). Messages go to stderr in line order."""
+    into ``sink``; the merged summary, if reading stopped early why (like ``reading
+    stopped after line N: ...``), and each job's CPU seconds. Messages go to stderr in
+    line order."""
     with tempfile.TemporaryDirectory(prefix="nudge-replay-") as temporary:
         workdir = Path(temporary)
         path, spool_problem = events, None
@@ -171,7 +174,8 @@ def replay_in_jobs(
     first = outcomes[0]
     reason = first.problem or spool_problem
     problem = None if reason is None else f"reading stopped after line {first.lines}: {reason}"
-    return merge_summaries([outcome.summary for outcome in outcomes]), problem
+    summary = merge_summaries([outcome.summary for outcome in outcomes])
+    return summary, problem, [outcome.cpu_seconds for outcome in outcomes]
 
 
 def _merge_records(workdir: Path, jobs: int, sink: BinaryIO) -> None:
