@@ -174,6 +174,7 @@ def test_the_command_writes_the_same_bytes_and_messages_for_any_jobs(
         errors.append(err)
         document = orjson.loads(summary.read_bytes())
         assert document["events_read"] == len(lines) and document["invalid"] == 2
+        assert len(document.get("job_cpu_seconds", [])) == (jobs if jobs > 1 else 0)
     assert outputs[0].count(b"\n") > 50
     assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
     assert errors[0].startswith("line 6: ") and errors[1] == errors[0] == errors[2]
