@@ -25,6 +25,7 @@ from cli.event_input import EventInput, open_events
 from cli.progress import CHECK_EVERY, Progress
 from cli.replay_jobs import (
     END_OF_INPUT,
+    JobFailed,
     JobReplay,
     merge_summaries,
     record_key,
@@ -151,7 +152,11 @@ def replay_in_jobs(
     into ``sink``; the merged summary, if reading stopped early why (like ``reading
     stopped after line N: ...``), and each job's CPU seconds. Messages go to stderr in
     line order."""
-    with tempfile.TemporaryDirectory(prefix="nudge-replay-") as temporary:
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="nudge-replay-")
+    except OSError as exc:  # e.g. TMPDIR missing or not writable
+        raise JobFailed(f"cannot create the jobs' temporary directory: {exc}") from None
+    with scratch as temporary:
         workdir = Path(temporary)
         path, spool_problem = events, None
         if events == "-":  # one reader only: the jobs read a copy
