@@ -33,6 +33,7 @@ from stream.contact_ledger import ContactLedger, RedisUnavailable
 from stream.kafka_auth import aiokafka_kwargs, faust_credentials
 from stream.metrics import CommitSensor, NudgeMetrics
 from stream.product_table import catalog_fanout
+from stream.progress import KafkaProgress, watch_kafka
 from stream.read_positions import kafka_first_offset_at
 from stream.recent_sends import recently_sent
 from stream.rekeying import Rekeying
@@ -67,6 +68,7 @@ class NudgeApp:
     metrics: NudgeMetrics
     registry: CollectorRegistry
     ledger: ContactLedger
+    progress: KafkaProgress
 
     def ready(self) -> bool:
         app = self.app
@@ -76,6 +78,7 @@ class NudgeApp:
             and not app.rebalancing
             and recovery.completed.is_set()
             and not recovery.in_recovery
+            and not self.progress.stalled()  # Kafka answered lately (stream.progress)
         )
 
 
@@ -185,6 +188,7 @@ def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
     users.key_serializer = users.value_serializer = "raw"
 
     app.sensors.add(CommitSensor(metrics))
+    progress = watch_kafka(app, settings, metrics)
     ledger = ContactLedger.from_url(
         settings.redis_url,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
@@ -261,7 +265,7 @@ def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
         rekeying=rekeying,
     )
     metrics.build.info({"version": _version(), "rules_version": rules.version_label})
-    nudge = NudgeApp(app, batches, metrics, registry, ledger)
+    nudge = NudgeApp(app, batches, metrics, registry, ledger, progress)
     # Held while a batch runs: a revocation waits for its checkpoint, so a partition's
     # changelog is never written by two workers at once.
     batch_lock = asyncio.Lock()

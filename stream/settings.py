@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # One deadline for reaching Kafka at start-up (the broker may still be starting beside
     # us); an unknown host name or a port that does not speak Kafka fails at once.
     kafka_startup_timeout_seconds: float = Field(default=30.0, gt=0)
+    # /readyz answers 503 (nudge_ready 0) when the consumer group's coordinator has not
+    # answered the worker for this long: it cannot make progress (stream.progress).
+    kafka_progress_timeout_seconds: float = Field(default=30.0, gt=0)
     app_id: str = "nudge"
     # The worker's partition count N (users table, internal topics). Unset: the internal
     # topics' count if they exist, else the largest input topic's (stream.topics).

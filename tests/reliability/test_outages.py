@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ROOT, WorkerGroup, free_port, read_all
+from tests.integration.harness import ROOT, Worker, WorkerGroup, free_port, read_all
 from tests.reliability.oracle import (
     RULES,
     assert_matches_oracle,
@@ -141,3 +141,62 @@ async def test_broker_restart_the_worker_recovers_on_its_own(
     verdict = compare(live, events, rules)
     print(f"broker restart: {verdict}", file=sys.stderr)
     assert_matches_oracle(verdict)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_status(worker: Worker, path: str, status: int, timeout: float) -> float:
+    """Seconds until ``path`` answers ``status`` (within ``timeout``)."""
+    began = time.monotonic()
+    while worker.get(path)[0] != status:
+        assert time.monotonic() - began < timeout, f"{path} not {status}:\n{worker.log_tail()}"
+        time.sleep(0.2)
+    return time.monotonic() - began
+
+
+async def test_broker_away_the_worker_is_not_ready_and_idles(
+    own_kafka: Service, redis_url: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    group = WorkerGroup(
+        f"127.0.0.1:{own_kafka.port}",
+        redis_url,
+        rules,
+        tmp_path,
+        extra_env={"NUDGE_KAFKA_PROGRESS_TIMEOUT_SECONDS": "5"},
+    )
+    try:
+        worker = group.start(0)
+        while metric(worker.metrics(), "nudge_kafka_silence_seconds") > 2:  # a fresh broker
+            await asyncio.sleep(0.5)
+        assert worker.get("/readyz")[0] == 200
+        log_lines = len(worker.log_path.read_text().splitlines())
+        began, cpu_began = time.monotonic(), cpu_seconds(worker.proc.pid)
+        own_kafka.run("stop")  # SIGTERM: the broker shuts down in a few seconds
+        wait_status(worker, "/readyz", 503, timeout=20)
+        unready_after = time.monotonic() - began
+        assert worker.get("/healthz")[0] == 200  # alive: not a reason to restart it
+        await asyncio.sleep(max(0.0, 9 - (time.monotonic() - began)))
+        assert metric(worker.metrics(), "nudge_ready") == 0
+        assert metric(worker.metrics(), "nudge_kafka_silence_seconds") > 5
+        away = time.monotonic() - began
+        cpu = (cpu_seconds(worker.proc.pid) - cpu_began) / away
+        logged = worker.log_path.read_text().splitlines()[log_lines:]
+        own_kafka.run("resume")
+        ready_after = wait_status(worker, "/readyz", 200, timeout=30)
+        assert worker.proc.poll() is None
+    finally:
+        group.stop_all()
+    print(
+        f"broker away {away:.0f} s: not ready after {unready_after:.1f} s, "
+        f"{cpu:.3f} CPU-s/s, {len(logged)} log lines; ready {ready_after:.1f} s after resume",
+        file=sys.stderr,
+    )
+    assert cpu < 0.15  # reconnecting backs off: a few % of a core, not a busy loop
+    assert len(logged) < 60  # repeated client errors are rate-limited
+    assert any("cannot make progress" in line for line in logged)
