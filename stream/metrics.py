@@ -21,6 +21,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     disable_created_metrics,
 )
 
@@ -41,6 +42,8 @@ from triggers.steps import ERASED, PROCESSED
 disable_created_metrics()
 
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+#: Quiet-hours deferrals: minutes to a night (and a weekend's channel quiet hours).
+DEFERRAL_BUCKETS = (60.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
 #: A contact's arm: sent decisions are the treatment, holdout decisions the holdout.
@@ -61,12 +64,14 @@ class NudgeMetrics:
     revenue: Counter
     recipients: Counter
     lateness: Histogram
+    deferral: Histogram
     pending_deadlines: Gauge
     held_decisions: Gauge
     redis_errors: Counter
     redis_up: Gauge
     consumer_lag: Gauge
     ready: Gauge
+    kafka_silence: Gauge
     ticks: Counter
     held_back: Gauge
     waiting: Gauge
@@ -137,9 +142,16 @@ class NudgeMetrics:
             ),
             lateness=histogram(
                 "nudge_fire_lateness_seconds",
-                "fired_at minus due_at of each decision, as on the audit topic (a stage "
-                "deferred by quiet hours counts its deferral).",
+                "How late the service decided: fired_at minus the time the stage was to be "
+                "sent (its due_at, or the end of the quiet hours it was deferred to).",
                 LATENESS_BUCKETS,
+                ["trigger"],
+            ),
+            deferral=histogram(
+                "nudge_deferral_seconds",
+                "Decisions deferred by quiet hours (the contact policy's or a channel's): "
+                "how long, from due_at to the end of the quiet hours.",
+                DEFERRAL_BUCKETS,
                 ["trigger"],
             ),
             pending_deadlines=gauge(
@@ -162,7 +174,14 @@ class NudgeMetrics:
                 ["topic", "partition"],
             ),
             ready=gauge(
-                "nudge_ready", "1 when the worker is assigned, recovered and not rebalancing."
+                "nudge_ready",
+                "1 when the worker is assigned, recovered, not rebalancing and Kafka answered "
+                "it within NUDGE_KAFKA_PROGRESS_TIMEOUT_SECONDS.",
+            ),
+            kafka_silence=gauge(
+                "nudge_kafka_silence_seconds",
+                "Seconds since the consumer group's coordinator last answered the worker "
+                "(asked every few seconds).",
             ),
             held_back=gauge(
                 "nudge_deadlines_held_back_seconds",
@@ -234,7 +253,9 @@ class NudgeMetrics:
                     metrics.revenue.labels(trigger, arm, variant)
                     metrics.recipients.labels(trigger, arm, variant)
             metrics.lateness.labels(trigger)
+            metrics.deferral.labels(trigger)
         metrics.redis_up.set(0)
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
         if rules is not None:
             for event_type in ENGAGEMENT_TYPES:
                 for channel in (*rules.channels, OTHER_CHANNEL):
@@ -270,8 +291,11 @@ class NudgeMetrics:
         for d in decisions:
             if d.trigger_id not in skipped:
                 self.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
-                late = (d.fired_at - d.due_at).total_seconds()
+                send_at = d.send_at or d.due_at
+                late = (d.fired_at - send_at).total_seconds()
                 self.lateness.labels(d.trigger).observe(max(0.0, late))
+                if send_at > d.due_at:
+                    self.deferral.labels(d.trigger).observe((send_at - d.due_at).total_seconds())
                 if d.stage == 1 and d.status in _ARM_OF_STATUS:
                     arm = _ARM_OF_STATUS[d.status]
                     self.recipients.labels(d.trigger, arm, d.variant or "none").inc()

@@ -327,6 +327,7 @@ def _decision(
         fr.rules_version,
         variant,
         channel,
+        item.send_at,
     )
 
 

@@ -11,6 +11,7 @@ No trailing newline.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import ClassVar
@@ -45,6 +46,9 @@ class Decision:
     rules_version: str
     variant: str | None = None  # the user's A/B variant (section 7.2); None for holdout
     channel: str | None = None  # the channel step's choice (8.2); None when suppressed
+    # When the stage was to be sent: due_at, or the end of the quiet hours it was deferred
+    # to. Not on the wire (nor in equality); fired_at minus it is how late the service was.
+    send_at: datetime | None = dataclasses.field(default=None, compare=False)
 
 
 @frozen_record

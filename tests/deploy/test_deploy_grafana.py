@@ -99,7 +99,7 @@ def test_exported_names_come_from_the_worker_registry() -> None:
     assert "nudge_decisions" not in nudge  # counters are exposed with _total
     assert "nudge_build_info" in nudge  # an Info is exposed with _info
     assert not {name for name in nudge if name.endswith("_created")}  # disabled by the worker
-    assert all(name.startswith("nudge_") for name in nudge)
+    assert all(name.startswith(("nudge_", "process_")) for name in nudge)  # and the standard
 
 
 def test_no_query_uses_faust_sensor_metrics(dashboard: dict[str, Any]) -> None:
