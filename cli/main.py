@@ -85,7 +85,7 @@ def _add_worker(sub: Subparsers) -> None:
     worker.set_defaults(run=run)
 
 
-JOBS_HELP = "processes to split the users across (same output for every N; default 1)"
+JOBS_HELP = "processes to split the users across (the same output for every N)"
 
 
 def _add_replay(sub: Subparsers) -> None:
