@@ -50,6 +50,8 @@ def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
             if volume.get("type") == "bind":
                 mounts.append((volume["source"], volume["target"]))
             continue
+        if ":" not in volume:  # an anonymous volume: no host path
+            continue
         source, target = volume.split(":")[:2]
         if source.startswith((".", "/")):
             mounts.append((source, target))
@@ -64,9 +66,9 @@ def mount_target(service: dict[str, Any], host_path: str) -> str:
 
 
 def test_the_stack_has_every_service(services: dict[str, dict[str, Any]]) -> None:
-    assert {"kafka", "kafka-init", "redis", "nudge", "simulate", "prometheus", "grafana"} <= set(
-        services
-    )
+    assert {
+        "kafka", "kafka-init", "redis", "nudge", "simulate", "provider", "prometheus", "grafana"
+    } <= set(services)  # fmt: skip
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     for name, service in services.items():
@@ -115,12 +117,9 @@ def test_worker_is_wired_to_kafka_redis_rules_and_data(
     assert "kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert env["NUDGE_REDIS_URL"].startswith("redis://redis:")
     assert mount_target(worker, "./deploy/rules.demo.yaml") == env["NUDGE_RULES_PATH"]
-    data_volumes = [
-        v
-        for v in worker.get("volumes", [])
-        if isinstance(v, str) and v.split(":")[1] == env.get("NUDGE_DATA_DIR", "/var/lib/nudge")
-    ]
-    assert data_volumes, "RocksDB data on a named volume"
+    assert env.get("NUDGE_DATA_DIR", "/var/lib/nudge") in worker.get("volumes", []), (
+        "RocksDB data on the replica's own (anonymous) volume"
+    )
     assert worker["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     # The demo producer is the same image running `nudge simulate`.
@@ -129,6 +128,34 @@ def test_worker_is_wired_to_kafka_redis_rules_and_data(
     assert simulate["command"][0] == "simulate"
     assert simulate["healthcheck"] == {"disable": True}, "no web server to probe in simulate"
     assert environment(simulate)["NUDGE_KAFKA_BOOTSTRAP"] == env["NUDGE_KAFKA_BOOTSTRAP"]
+    # So is the demo's delivery provider, answering the worker's sent decisions.
+    provider = services["provider"]
+    assert provider["image"] == worker["image"]
+    assert provider["command"] == ["simulate", "--provider"]
+    assert provider["depends_on"]["nudge"]["condition"] == "service_healthy"
+    assert environment(provider)["NUDGE_KAFKA_BOOTSTRAP"] == env["NUDGE_KAFKA_BOOTSTRAP"]
+
+
+def test_the_worker_scales_with_its_own_data_and_port_per_replica(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # `docker compose up --scale nudge=N`: no shared named volume for RocksDB (two workers
+    # must never open one data dir), no fixed host port (the second replica could not bind).
+    worker = services["nudge"]
+    data_dir = environment(worker).get("NUDGE_DATA_DIR", "/var/lib/nudge")
+    for volume in worker.get("volumes", []):
+        target = volume.split(":")[1] if ":" in volume else volume
+        if target == data_dir:
+            assert ":" not in volume, f"{volume}: a volume every replica would share"
+    (port,) = worker["ports"]
+    host, container = str(port).split(":")[-2:]
+    first, _, last = host.partition("-")
+    assert container == environment(worker)["NUDGE_WEB_PORT"]
+    assert last and int(last) - int(first) + 1 >= 4, "a host port range, one per replica"
+    assert "container_name" not in worker and "hostname" not in worker
+    # More replicas than partitions would idle: the range stays within NUDGE_PARTITIONS.
+    partitions = int(environment(worker)["NUDGE_PARTITIONS"])
+    assert int(last) - int(first) + 1 <= partitions
 
 
 def test_topic_creator_makes_the_contract_topics(services: dict[str, dict[str, Any]]) -> None:
@@ -167,7 +194,11 @@ def test_prometheus_scrapes_the_worker_and_loads_the_alerts(
         )
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "nudge"]
     port = environment(services["nudge"])["NUDGE_WEB_PORT"]
-    assert job["static_configs"][0]["targets"] == [f"nudge:{port}"]
+    # Every replica, found by Docker's DNS (one A record per container of the service).
+    assert job["dns_sd_configs"] == [
+        {"names": ["nudge"], "type": "A", "port": int(port), "refresh_interval": "15s"}
+    ]
+    assert "static_configs" not in job
 
 
 def test_grafana_provisions_the_datasource_and_dashboard(

@@ -181,6 +181,7 @@ def scrape_config_for(worker_port: int) -> dict[str, Any]:
     config["global"]["evaluation_interval"] = "1s"
     job["scrape_interval"] = "1s"
     job["scrape_timeout"] = "1s"
+    job.pop("dns_sd_configs")  # the compose stack's replicas by DNS: here, one local worker
     job["static_configs"] = [{"targets": [f"127.0.0.1:{worker_port}"]}]
     return config
 
