@@ -264,9 +264,9 @@ class Batches:
             if not await self._positions.take(topic, p, message.offset):
                 continue  # taken before, or ahead of messages not delivered yet
             if catalog is not None and catalog.takes(topic):  # the catalog topic: maybe apart
-                fanned = catalog.read(item, started)  # a user's catalog change, or None
-                if fanned is not None:
-                    part.watermark.add(topic, message.offset, fanned[0], (item, fanned[1]), started)
+                # users' catalog changes (a fan-out message), each in its turn
+                for ts_ms, change in catalog.read(item, started):
+                    part.watermark.add(topic, message.offset, ts_ms, (item, change), started)
                 continue
             if part is not None and rekeying is not None and topic == rekeying.topic:
                 forwarded = rekeying.read(item)  # a forwarded event, or None (a mark)

@@ -46,6 +46,7 @@ import msgspec
 from stream.catalog_side import ProductPartition
 from stream.catalog_wire import (
     Change,
+    Changes,
     Forget,
     Interest,
     Mark,
@@ -117,6 +118,8 @@ class CatalogFanout:
         self._products: dict[int, ProductPartition] = {}
         self._fanin: dict[int, Marks] = {}  # user partition -> the product partitions' marks
         self._gates: dict[int, Gate] = {}  # user partition -> its fan-out acknowledgements
+        #: user partition -> fan-out message (its id) -> its changes not applied yet
+        self._pending: dict[int, dict[int, int]] = {}
         self._marked: dict[tuple[str, int], float] = {}  # last mark sent (topic, source)
         self._on_swept = on_swept
         self._rekeying: Rekeying | None = None
@@ -145,6 +148,7 @@ class CatalogFanout:
 
     def assigned(self, partitions: Iterable[int], starts: dict | None, now_ms: int) -> None:
         self._products, self._fanin, self._gates, self._marked = {}, {}, {}, {}
+        self._pending = {}
         rekeying = self._rekeying
         for p in partitions:
             start = None if starts is None else starts.get((self.topics.catalog, p))
@@ -173,6 +177,7 @@ class CatalogFanout:
                 self._partitions, now_ms, hold_ms, self.max_hold, self._monotonic
             )
             self._gates[p] = Gate()
+            self._pending[p] = {}
         self._batch()
 
     def revoked(self, partitions: Iterable[int]) -> None:
@@ -180,6 +185,7 @@ class CatalogFanout:
             self._products.pop(p, None)
             self._fanin.pop(p, None)
             self._gates.pop(p, None)
+            self._pending.pop(p, None)
 
     def external(self, partition: int) -> dict[str, Callable[[int], int]]:
         """The user partition's external topic: the fan-out, and its bound."""
@@ -201,14 +207,15 @@ class CatalogFanout:
         t = self.topics
         return topic == t.catalog or topic == t.interest or topic == t.fanout
 
-    def read(self, item: Any, now: float) -> tuple[int, CatalogChanged] | None:
-        """A message of one of the fan-out's topics. A fan-out message for the partition's
-        user watermark is returned as ``(ts ms, change)``; everything else is kept here."""
+    def read(self, item: Any, now: float) -> list[tuple[int, CatalogChanged]]:
+        """A message of one of the fan-out's topics. A fan-out message's users' changes,
+        for the partition's user watermark, are returned as ``(ts ms, change)`` (the message
+        is acknowledged once each of them is applied); everything else is kept here."""
         message = item.message
         p, topic = message.partition, message.topic
         if topic == self.topics.catalog:
             self._read_catalog(item, self._parse(message.value or b""), now)
-            return None
+            return []
         decoded = self._decode(message)
         if topic == self.topics.interest:
             if type(decoded) is Mark:
@@ -216,15 +223,20 @@ class CatalogFanout:
             kind = type(decoded)
             record = decoded if kind is Interest or kind is Forget else None
             self._products[p].add_interest(item, record, self._rows)
-            return None
+            return []
         gate = self._gates[p]
         gate.read(item)
-        if type(decoded) is Change:
-            return to_millis(decoded.change.ts), decoded.change
-        if type(decoded) is Mark:
+        kind = type(decoded)
+        if kind is Changes and decoded.changes:
+            self._pending[p][id(item)] = len(decoded.changes)
+            return [(to_millis(c.ts), c) for c in decoded.changes]
+        if kind is Change:  # one user: the shape before Changes, still on the topic
+            self._pending[p][id(item)] = 1
+            return [(to_millis(decoded.change.ts), decoded.change)]
+        if kind is Mark:
             self._fanin[p].note(decoded.source, decoded.ms)
         gate.done(item)
-        return None
+        return []
 
     def _parse(self, raw: bytes) -> ProductUpdated | InvalidEvent:
         try:
@@ -367,10 +379,17 @@ class CatalogFanout:
         out = []
         for item in batch:
             message = item.message
-            if message.topic == fanout:
+            if message.topic == fanout:  # one of its changes applied: done with the last
                 gate = self._gates.get(message.partition)
-                if gate is not None:
-                    gate.done(item)
+                if gate is None:
+                    continue
+                pending = self._pending[message.partition]
+                left = pending.get(id(item), 1) - 1
+                if left > 0:
+                    pending[id(item)] = left
+                    continue
+                pending.pop(id(item), None)
+                gate.done(item)
             else:
                 out.append(item)
         for gate in self._gates.values():

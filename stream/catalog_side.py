@@ -37,7 +37,8 @@ from typing import Any
 from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
     SEEN_PER_PRODUCT,
-    Change,
+    CHANGES_PER_MESSAGE,
+    Changes,
     Forget,
     ForgetRow,
     Interest,
@@ -57,6 +58,7 @@ from stream.catalog_wire import (
 )
 from stream.product_rows import FanOut, Rows
 from stream.watermark import FOREVER, UNORDERED, EndOffset, Gate, Marks, Watermark
+from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook, Product
 from triggers.events import InvalidEvent, ProductUpdated
 from triggers.timestamps import to_millis
@@ -339,10 +341,26 @@ class ProductPartition:
         for user_id, at in after.items():
             if armed.get(user_id) != at:
                 rows.put(p, armed_prefix(pid) + user_id.encode(), encode_row(at))
+        self._send(changes, out)
+
+    def _send(self, changes: list[CatalogChanged], out: FanOut) -> None:
+        """One catalog event's changes: per recipients' partition, in order, in messages of
+        up to ``CHANGES_PER_MESSAGE`` users (one Kafka record, one consumer message each)."""
+        by_partition: dict[int, list[CatalogChanged]] = {}
+        partitions = self._partitions
         for change in changes:
-            key = change.user_id.encode()
-            value = encode(Change(p, change))
-            out.records.append((key, value, partition_of(key, self._partitions)))
+            q = partition_of(change.user_id.encode(), partitions)
+            group = by_partition.get(q)
+            if group is None:
+                by_partition[q] = [change]
+            else:
+                group.append(change)
+        step = CHANGES_PER_MESSAGE
+        for q, group in by_partition.items():
+            for i in range(0, len(group), step):
+                chunk = group[i : i + step]
+                value = encode(Changes(self.partition, chunk))
+                out.records.append((chunk[0].user_id.encode(), value, q))
 
     def _without_forgotten(
         self,

@@ -7,9 +7,11 @@ Two internal topics, both created with the input topics' partition count:
   side when it reads an event, :class:`Forget` (an erasure, when read; a retention
   expiry, when applied) and :class:`Mark` (a user partition's input watermark: all its
   interest up to ``ms`` is written), both written to every partition.
-- ``nudge.catalog-fanout``, keyed by user: :class:`Change` (one catalog event as it
-  concerns one user) and :class:`Mark` (a product partition's fan-out watermark: every
-  fan-out message earlier than ``ms`` is written) written to every partition.
+- ``nudge.catalog-fanout``, sent to the recipients' partition: :class:`Changes` (one
+  catalog event as it concerns up to :data:`CHANGES_PER_MESSAGE` users of one partition;
+  :class:`Change`, one user, keyed by the user, is the shape before it, still read) and
+  :class:`Mark` (a product partition's fan-out watermark: every fan-out message earlier
+  than ``ms`` is written) written to every partition.
 
 A record lands on the partition the shop's producers give its key (Kafka's default
 partitioner, murmur2), so an interest record meets its product's ``shop.catalog`` events
@@ -55,6 +57,18 @@ class Change(msgspec.Struct, frozen=True, tag="c", array_like=True):
     change: CatalogChanged
 
 
+class Changes(msgspec.Struct, frozen=True, tag="C", array_like=True):
+    """One catalog event's changes for several users of one partition, in order (sent to
+    that partition, keyed by its first user)."""
+
+    source: int  # the product partition that wrote it
+    changes: list[CatalogChanged]
+
+
+#: Users per :class:`Changes` message: ~150 bytes each, well under Kafka's 1 MB default.
+CHANGES_PER_MESSAGE = 500
+
+
 class Forget(msgspec.Struct, frozen=True, tag="f", array_like=True):
     """A user's interest and armed rows up to ``ts`` go (contract 8.5), on every partition:
     an erasure (``erased``: remembered for the erasure memory, so that interest not later
@@ -65,7 +79,7 @@ class Forget(msgspec.Struct, frozen=True, tag="f", array_like=True):
     erased: bool = True
 
 
-Message = Interest | Mark | Change | Forget
+Message = Interest | Mark | Change | Changes | Forget
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
