@@ -36,8 +36,8 @@ from typing import Any
 
 from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
-    SEEN_PER_PRODUCT,
     CHANGES_PER_MESSAGE,
+    SEEN_PER_PRODUCT,
     Changes,
     Forget,
     ForgetRow,
