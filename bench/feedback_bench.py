@@ -12,8 +12,13 @@ per sent decision, on real Kafka and Redis, rules with three channels.
 3. On each: faust's no-op agent (the floor), then ``nudge worker``; events/s and CPU-s per
    1k messages (utime + stime from ``/proc``) from the first message applied to the last.
 
-Needs Kafka and Redis: ``./dev services`` then ``eval "$(./dev env)"``.
-Usage: .venv/bin/python bench/feedback_bench.py [--users 3000] [--events 60000]
+With ``--replay``: no services; ``nudge replay``'s engine (``triggers.replay``) on the month
+of the same traffic instead, events per CPU-second of (a) the events under the contract's
+default rules (today's figure), (b) the events under the channel rules, (c) the events with
+the feedback under the channel rules.
+
+Needs Kafka and Redis (not with ``--replay``): ``./dev services`` then ``eval "$(./dev env)"``.
+Usage: .venv/bin/python bench/feedback_bench.py [--users 3000] [--events 60000] [--replay]
 """
 
 from __future__ import annotations
@@ -58,8 +63,9 @@ FEEDBACK = {
 INPUTS = ("browse", "cart", "order", "prefs", "engagement")
 
 
-def traffic(users: int, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The shop's events, and the same with one feedback event per sent decision."""
+def month(users: int, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The shop's events over 30 days, and the same with one feedback event per sent
+    decision merged in time order (their own timestamps)."""
     start = datetime(2026, 11, 1, tzinfo=UTC)
     events = list(generate_events(users=users, seed=5, start=start, days=30))[:limit]
     lines = [orjson.dumps(e) for e in events]
@@ -84,7 +90,39 @@ def traffic(users: int, limit: int) -> tuple[list[dict[str, Any]], list[dict[str
             event["bounce"] = rng.choice(["hard", "soft"])
         feedback.append(event)
     both = sorted(events + feedback, key=lambda e: str(e["ts"]))  # RFC 3339 UTC strings
+    return events, both
+
+
+def traffic(users: int, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`month`, stamped to now."""
+    events, both = month(users, limit)
     return _now(events), _now(both)
+
+
+def replay_rates(users: int, limit: int) -> int:
+    """Events per CPU-second of the replay engine on the month, with and without feedback."""
+    import time
+
+    events, both = month(users, limit)
+    runs = (
+        ("events, the contract's default rules", events, parse_rules("default_timezone: UTC\n")),
+        ("events, three channels", events, parse_rules(RULES, "rules.yaml")),
+        ("events and feedback, three channels", both, parse_rules(RULES, "rules.yaml")),
+    )
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    feedback = len(both) - len(events)
+    print(f"{len(events):,} events of {users:,} users over 30 days, {feedback:,} feedback events")
+    print(f"load average {load}")
+    print()
+    print("| replay of | lines | CPU-s | events per CPU-second |")
+    print("|---|---:|---:|---:|")
+    for label, stream, rules in runs:
+        lines = [orjson.dumps(e) for e in stream]
+        started = time.process_time()
+        replay_lines(lines, rules)
+        cpu = time.process_time() - started
+        print(f"| {label} | {len(lines):,} | {cpu:.1f} | {len(lines) / cpu:,.0f} |")
+    return 0
 
 
 def _now(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,7 +161,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--replay", action="store_true", help="the replay engine, no services")
     args = parser.parse_args()
+    if args.replay:
+        return replay_rates(args.users, args.events)
     kafka = os.environ.get("NUDGE_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("NUDGE_REDIS_URL")
     if not kafka or not redis_url:
