@@ -15,7 +15,9 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from stream.settings import Settings
+from stream.broker_probe import BrokerUnusable, wait_for_broker
+from stream.kafka_auth import ssl_context
+from stream.settings import Settings, bootstrap_addresses
 
 
 class KafkaUnavailable(RuntimeError):
@@ -76,6 +78,14 @@ async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> bool:
 async def start_client(client: _Client, settings: Settings, stop: asyncio.Event) -> bool:
     """Start ``client``; False if a stop was requested first. Raises KafkaUnavailable."""
     timeout = settings.kafka_startup_timeout_seconds
+    try:
+        answered = await _tls_answers(settings, stop)
+    except KafkaUnavailable:
+        await _stop_quietly(client)
+        raise
+    if not answered:
+        await _stop_quietly(client)
+        return False
     starting = asyncio.ensure_future(client.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -97,6 +107,34 @@ async def start_client(client: _Client, settings: Settings, stop: asyncio.Event)
     if stop.is_set():
         return False
     raise unreachable(settings, f"no answer within {timeout:g} s")
+
+
+async def _tls_answers(settings: Settings, stop: asyncio.Event) -> bool:
+    """With TLS on, a handshake that cannot succeed (a plaintext listener, an unknown CA) is
+    named at once, where the client would retry until the deadline. False on a stop."""
+    context = ssl_context(settings)
+    if context is None:
+        return True
+    addresses = bootstrap_addresses(settings.kafka_bootstrap)
+    probing = asyncio.ensure_future(
+        wait_for_broker(addresses, context, settings.kafka_startup_timeout_seconds)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({probing, stopping}, return_when="FIRST_COMPLETED")
+    finally:
+        stopping.cancel()
+    if not probing.done():
+        probing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await probing
+        return False
+    error = probing.exception()
+    if isinstance(error, BrokerUnusable):
+        raise KafkaUnavailable(str(error)) from None
+    if error is not None:
+        raise error
+    return True
 
 
 async def _stop_quietly(client: _Client) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.harness import Worker, WorkerGroup, create_topics
+from tests.integration.harness import NUDGE, Worker, WorkerGroup, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -344,3 +346,25 @@ def test_tls_against_a_plaintext_listener_fails_at_once_with_the_reason(
     assert f"{kafka_bootstrap} TLS handshake failed" in message
     assert "a plaintext listener. Set NUDGE_KAFKA_SECURITY_PROTOCOL to PLAINTEXT" in message
     assert "Check NUDGE_KAFKA_BOOTSTRAP" not in message
+
+
+@pytest.mark.parametrize("argv", [["tail", "marketing.triggers"], ["simulate", "--limit", "3"]])
+def test_commands_name_tls_against_a_plaintext_listener_at_once(
+    kafka_bootstrap: str, argv: list[str]
+) -> None:
+    env = {
+        **os.environ,
+        "NUDGE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "NUDGE_KAFKA_SECURITY_PROTOCOL": "SSL",
+    }
+    began = time.monotonic()
+    done = subprocess.run([NUDGE, *argv], env=env, capture_output=True, text=True, timeout=60)
+
+    assert time.monotonic() - began < 10
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"nudge {argv[0]}: cannot reach Kafka: {kafka_bootstrap} TLS handshake failed: the server "
+        "closed the connection during the handshake, and it answers Kafka requests without TLS: "
+        "a plaintext listener. Set NUDGE_KAFKA_SECURITY_PROTOCOL to PLAINTEXT (or "
+        "SASL_PLAINTEXT), or point NUDGE_KAFKA_BOOTSTRAP at the broker's TLS listener"
+    ]
