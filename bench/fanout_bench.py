@@ -11,9 +11,11 @@ cart abandonment (stage 5 s) on:
 
 Reported: the fan-out's time from the catalog event to the first, median and last
 ``back_in_stock`` decision (their ``fired_at``: when the worker decided), how many there
-were, the worker's CPU seconds from the restock to the last decision (``/proc/PID/stat``,
-live traffic included); other users' lateness (``fired_at - due_at`` of their decisions) for
-deadlines due before the restock and during the fan-out.
+were; the worker's CPU (``/proc/PID/stat``, sampled every 0.25 s) from the restock to the
+last decision, and the same net of the live traffic's own rate (measured from the start of
+the live traffic to the restock), per recipient; the worker's peak memory (``VmHWM``) and
+its data directory's size on disk (RocksDB); other users' lateness (``fired_at - due_at`` of
+their decisions) for deadlines due before the restock and during the fan-out.
 
 Needs Kafka and Redis: ``eval "$(./dev env)"``.
 Usage: .venv/bin/python bench/fanout_bench.py [--interested 100000] [--rate 200]
@@ -27,9 +29,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -125,6 +129,51 @@ def decided(metrics: str) -> float:
     )
 
 
+class CpuSamples:
+    """The worker's CPU seconds every 0.25 s, with the wall time (epoch seconds)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid, self.samples = pid, [(time.time(), cpu_seconds([pid]))]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.samples.append((time.time(), cpu_seconds([self._pid])))
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, when: float) -> float:
+        """CPU seconds at ``when`` (the last sample not after it)."""
+        before = [cpu for t, cpu in self.samples if t <= when]
+        return before[-1] if before else self.samples[0][1]
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def metrics_of(worker: Any) -> str:
+    """``/metrics``, or nothing while the worker is too busy to answer within 5 s."""
+    try:
+        return str(worker.metrics())
+    except OSError:
+        return ""
+
+
 def seconds(a: object, b: object) -> float:
     return (datetime.fromisoformat(str(a)) - datetime.fromisoformat(str(b))).total_seconds()
 
@@ -155,15 +204,23 @@ def main() -> int:
         print(f"{args.interested:,} views produced and applied in {time.perf_counter() - t0:.0f} s")
         time.sleep(5)  # their interest records reach the product side
         cpu0 = cpu_seconds([worker.proc.pid])
+        sampler = CpuSamples(worker.proc.pid)
+        live_start = time.time()
         restock = asyncio.run(live(group, args.rate, args.live_seconds, args.restock_after))
-        deadline = time.monotonic() + 600
-        while decided(worker.metrics()) < args.interested and time.monotonic() < deadline:
+        deadline = time.monotonic() + 3600
+        while decided(metrics_of(worker)) < args.interested and time.monotonic() < deadline:
             time.sleep(1)
         time.sleep(10)  # the last batch's records reach the topic
         cpu = cpu_seconds([worker.proc.pid]) - cpu0
+        sampler.stop()
+        memory = peak_memory_mb(worker.proc.pid)
         records = asyncio.run(audit_decisions(group))
     finally:
         group.stop_all()
+    print(
+        f"worker peak memory (VmHWM) {memory:.0f} MB; data directory (RocksDB) "
+        f"{disk_mb(workdir / 'data-0'):.0f} MB"
+    )
     restock_ts = datetime.fromtimestamp(restock, UTC).isoformat()
     fan = sorted(
         seconds(r["fired_at"], restock_ts) for r in records if r["trigger"] == "back_in_stock"
@@ -184,6 +241,16 @@ def main() -> int:
             f"restock -> decisions: first {fan[0]:.2f} s, median {statistics.median(fan):.2f} s, "
             f"last {last:.2f} s; worker CPU from the start of the live traffic to 10 s "
             f"after the last decision: {cpu:.1f} s"
+        )
+        rate = (sampler.at(restock) - sampler.at(live_start)) / max(restock - live_start, 1e-9)
+        gross = sampler.at(restock + last + 1.0) - sampler.at(restock)
+        net = gross - rate * (last + 1.0)
+        n = len(fan)
+        print(
+            f"worker CPU, restock -> last decision + 1 s: {gross:.1f} s "
+            f"({1000 * gross / n:.3f} ms per recipient); the live traffic alone before the "
+            f"restock: {rate:.3f} CPU-s/s; net of it: {net:.1f} s "
+            f"({1000 * net / n:.3f} ms per recipient)"
         )
     for name, values in (("before the restock", before), ("during the fan-out", during)):
         if values:
