@@ -9,6 +9,7 @@ command tests fork real processes.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ KINDS = (
     *("product_viewed", "cart_item_added", "order_placed", "checkout_started"),
     *("wishlist_added", "user_erased", "message_bounced", "catalog", "catalog"),
     *("duplicate", "test", "invalid", "blank"),
+    *("invalid_later", "escaped", "spaced"),  # lines a job must read in full
 )
 RULES = make_rules(
     default_timezone="Asia/Shanghai",
@@ -100,6 +102,18 @@ def timelines(draw: st.DrawFn) -> list[bytes]:
             continue
         elif what == "blank":
             lines.append(b"")
+            continue
+        elif what == "invalid_later":  # plain, but no product: must not move any clock
+            later = iso(START + timedelta(minutes=minute + 5000))
+            line = {"event_id": f"x{n}", "type": "product_viewed", "user_id": user, "ts": later}
+            lines.append(orjson.dumps(line))
+            continue
+        elif what in ("escaped", "spaced"):  # "u\u0031" is u1; ", " and ": " separators
+            event = _user_event("cart_item_added", user, minute, n, product)
+            text = json.dumps(event, separators=(", ", ": ") if what == "spaced" else (",", ":"))
+            if what == "escaped":
+                text = text.replace(f'"{user}"', '"u\\u00' + f"{ord(user[1]):x}" + '"')
+            lines.append(text.encode())
             continue
         else:
             kind = "product_viewed" if what in ("duplicate", "test") else what
