@@ -49,6 +49,7 @@ BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
 #: A contact's arm: sent decisions are the treatment, holdout decisions the holdout.
 ENGAGEMENT_TYPES = tuple(cls.type for cls in ENGAGEMENT_CLASSES)
 OTHER_CHANNEL = "other"  # an engagement event's channel the rules do not name
+NO_CHANNEL = "none"  # a decision without a channel (no channels in the rules, suppressed)
 ERASED_BY_EVENT = "user_erased"
 ERASED_BY_RETENTION = "retention"
 _ARM_OF_STATUS = {"sent": "treatment", "holdout": "holdout"}
@@ -119,8 +120,9 @@ class NudgeMetrics:
             ),
             decisions=counter(
                 "nudge_decisions_total",
-                "Trigger decisions by trigger, status and reason ('none' unless suppressed).",
-                ["trigger", "status", "reason"],
+                "Trigger decisions by trigger, status, reason ('none' unless suppressed) and "
+                "channel (contract 8.2; 'none' without channels and for suppressed decisions).",
+                ["trigger", "status", "reason", "channel"],
             ),
             conversions=counter(
                 "nudge_conversions_total",
@@ -244,8 +246,10 @@ class NudgeMetrics:
         for trigger in TRIGGER_NAMES:
             for status in STATUSES:
                 reasons = SUPPRESSION_REASONS if status == "suppressed" else ("none",)
+                channels = (rules.channels if rules else ()) if status in _ARM_OF_STATUS else ()
                 for reason in reasons:
-                    metrics.decisions.labels(trigger, status, reason)
+                    for channel in channels or (NO_CHANNEL,):
+                        metrics.decisions.labels(trigger, status, reason, channel)
             variants = tuple(rules.trigger(trigger).variants) if rules is not None else ()
             for arm in ARMS:
                 for variant in variants if arm == "treatment" and variants else ("none",):
@@ -290,7 +294,8 @@ class NudgeMetrics:
     ) -> None:
         for d in decisions:
             if d.trigger_id not in skipped:
-                self.decisions.labels(d.trigger, d.status, d.reason or "none").inc()
+                channel = d.channel or NO_CHANNEL
+                self.decisions.labels(d.trigger, d.status, d.reason or "none", channel).inc()
                 send_at = d.send_at or d.due_at
                 late = (d.fired_at - send_at).total_seconds()
                 self.lateness.labels(d.trigger).observe(max(0.0, late))

@@ -249,13 +249,19 @@ def test_the_funnel_per_channel_and_per_trigger_and_the_erasures_are_shown() -> 
     def exprs(title: str) -> list[str]:
         return [target["expr"] for target in panels[title]["targets"]]
 
-    # Per channel: delivered -> opened -> clicked, over the dashboard's range.
-    by_channel = exprs("Funnel by channel")
+    # Per channel: sent -> delivered -> opened -> clicked, over the dashboard's range.
+    sent_by_channel, *by_channel = exprs("Funnel by channel")
+    assert sent_by_channel.startswith("sum by (channel) (increase(nudge_decisions_total{")
+    assert 'status="sent"' in sent_by_channel and "[$__range]" in sent_by_channel
     assert [re.search(r'type="(\w+)"', e).group(1) for e in by_channel] == [  # type: ignore[union-attr]
         "message_delivered",
         "message_opened",
         "message_clicked",
     ]
+    # Per trigger and channel: what was sent (feedback names no trigger: `nudge report`).
+    (by_both,) = exprs("Sent by trigger and channel")
+    assert by_both.startswith("sum by (trigger, channel) (increase(nudge_decisions_total{")
+    assert 'status="sent"' in by_both
     for expr in by_channel:
         assert expr.startswith("sum by (channel) (increase(nudge_engagement_events_total{")
         assert "[$__range]" in expr

@@ -131,8 +131,8 @@ async def test_the_live_scrape_passes_promtool_before_and_after_traffic(
         (name, tuple(sorted(labels.items()))): value for name, labels, value in samples(before)
     }
     for trigger in TRIGGER_NAMES:
-        key = ("nudge_decisions_total",
-               (("reason", "none"), ("status", "sent"), ("trigger", trigger)))  # fmt: skip
+        sent = (("channel", "none"), ("reason", "none"), ("status", "sent"), ("trigger", trigger))
+        key = ("nudge_decisions_total", sent)
         assert start[key] == 0, key
         variants = ("long", "short") if trigger == "cart_abandonment" else ("none",)
         for arm in ARMS:

@@ -171,7 +171,8 @@ async def test_metrics_and_health_endpoints(group: WorkerGroup) -> None:
     assert worker.get("/healthz")[0] == 200
     assert worker.get("/readyz")[0] == 200
     text = worker.metrics()
-    assert 'nudge_decisions_total{reason="none",status="sent",trigger="cart_abandonment"}' in text
+    sent = 'channel="none",reason="none",status="sent",trigger="cart_abandonment"'
+    assert f"nudge_decisions_total{{{sent}}}" in text
     assert "nudge_events_total" in text
     assert "nudge_fire_lateness_seconds_bucket" in text
     assert "nudge_batch_duration_seconds_bucket" in text
