@@ -155,6 +155,19 @@ class CpuSamples:
         return before[-1] if before else self.samples[0][1]
 
 
+def settle(pid: int, timeout: float = 600.0) -> None:
+    """Until the worker is about idle (under 0.3 CPU-s in 2 s): the product side has
+    applied the interest records, so the live traffic's own rate is measured alone."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds([pid])
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = cpu_seconds([pid])
+        if now - last < 0.3:
+            return
+        last = now
+
+
 def peak_memory_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -202,7 +215,7 @@ def main() -> int:
         while processed(worker.metrics()) < args.interested:
             time.sleep(1)
         print(f"{args.interested:,} views produced and applied in {time.perf_counter() - t0:.0f} s")
-        time.sleep(5)  # their interest records reach the product side
+        settle(worker.proc.pid)  # their interest records reach the product side, applied
         cpu0 = cpu_seconds([worker.proc.pid])
         sampler = CpuSamples(worker.proc.pid)
         live_start = time.time()
