@@ -36,23 +36,20 @@ from typing import Any
 
 from stream.catalog_sweep import SWEEP_EVERY_MS, SWEEP_ROWS, Sweep
 from stream.catalog_wire import (
-    CHANGES_PER_MESSAGE,
     SEEN_PER_PRODUCT,
-    Changes,
     Forget,
     ForgetRow,
     Interest,
     InterestRow,
     ProductRow,
     armed_prefix,
+    change_records,
     decode_interest,
     decode_product,
     decode_time,
-    encode,
     encode_row,
     forget_prefix,
     interest_prefix,
-    partition_of,
     product_key,
     user_of,
 )
@@ -344,23 +341,8 @@ class ProductPartition:
         self._send(changes, out)
 
     def _send(self, changes: list[CatalogChanged], out: FanOut) -> None:
-        """One catalog event's changes: per recipients' partition, in order, in messages of
-        up to ``CHANGES_PER_MESSAGE`` users (one Kafka record, one consumer message each)."""
-        by_partition: dict[int, list[CatalogChanged]] = {}
-        partitions = self._partitions
-        for change in changes:
-            q = partition_of(change.user_id.encode(), partitions)
-            group = by_partition.get(q)
-            if group is None:
-                by_partition[q] = [change]
-            else:
-                group.append(change)
-        step = CHANGES_PER_MESSAGE
-        for q, group in by_partition.items():
-            for i in range(0, len(group), step):
-                chunk = group[i : i + step]
-                value = encode(Changes(self.partition, chunk))
-                out.records.append((chunk[0].user_id.encode(), value, q))
+        """One catalog event's changes: several users of a partition a message."""
+        out.records += change_records(self.partition, changes, self._partitions)
 
     def _without_forgotten(
         self,

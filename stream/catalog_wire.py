@@ -65,8 +65,12 @@ class Changes(msgspec.Struct, frozen=True, tag="C", array_like=True):
     changes: list[CatalogChanged]
 
 
-#: Users per :class:`Changes` message: ~150 bytes each, well under Kafka's 1 MB default.
+#: Users per :class:`Changes` message (~130 bytes each with short ids: ~65 KB)...
 CHANGES_PER_MESSAGE = 500
+#: ...and about this many bytes at most (long ids), well under Kafka's 1 MB default;
+#: a change counts its ids and category plus ``CHANGE_BYTES`` (field names, time, flags).
+CHANGES_MAX_BYTES = 256 * 1024
+CHANGE_BYTES = 120
 
 
 class Forget(msgspec.Struct, frozen=True, tag="f", array_like=True):
@@ -96,6 +100,36 @@ def decode(raw: bytes) -> Message:
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java, aiokafka) gives a keyed record."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def change_records(
+    source: int, changes: list[CatalogChanged], partitions: int
+) -> list[tuple[bytes, bytes, int]]:
+    """One catalog event's changes as fan-out records ``(key, value, partition)``: per
+    recipients' partition, in order, :class:`Changes` of up to ``CHANGES_PER_MESSAGE`` users
+    and about ``CHANGES_MAX_BYTES`` (one Kafka record, one consumer message each)."""
+    by_partition: dict[int, list[CatalogChanged]] = {}
+    for change in changes:
+        q = partition_of(change.user_id.encode(), partitions)
+        group = by_partition.get(q)
+        if group is None:
+            by_partition[q] = [change]
+        else:
+            group.append(change)
+    records = []
+    for q, group in by_partition.items():
+        chunk: list[CatalogChanged] = []
+        size = 0
+        for change in group:
+            chunk.append(change)
+            size += CHANGE_BYTES + len(change.user_id) + len(change.event_id)
+            size += len(change.product_id) + len(change.category or "")
+            if len(chunk) == CHANGES_PER_MESSAGE or size >= CHANGES_MAX_BYTES:
+                records.append((chunk[0].user_id.encode(), encode(Changes(source, chunk)), q))
+                chunk, size = [], 0
+        if chunk:
+            records.append((chunk[0].user_id.encode(), encode(Changes(source, chunk)), q))
+    return records
 
 
 def interest_of(event: Event) -> list[Interest]:

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from stream.catalog_side import ProductPartition
-from stream.catalog_wire import Change, Changes, decode, encode, partition_of
+from stream.catalog_wire import (
+    CHANGES_MAX_BYTES,
+    CHANGES_PER_MESSAGE,
+    Change,
+    Changes,
+    change_records,
+    decode,
+    encode,
+    partition_of,
+)
 from stream.product_rows import FanOut
 from tests.unit.catalog_harness import CAT, CatalogShell
 from tests.unit.test_catalog_fanout import RULES as FANOUT_RULES
@@ -97,3 +106,24 @@ async def test_one_user_records_of_the_shape_before_are_still_read(
     live = sorted(shell.audit(), key=_key)
     assert live == sorted(oracle(RULES, restock(), UNTIL), key=_key)
     assert len([r for r in live if r["trigger"] == "back_in_stock"]) == len(USERS) - 1
+
+
+def test_change_records_keep_order_and_bound_users_and_bytes() -> None:
+    ts = at(hours=1)
+    short = [CatalogChanged("c1", f"u{i}", ts, "p1", restocked=True) for i in range(1201)]
+    long = [CatalogChanged("c1", f"{i}-" + "x" * 4000, ts, "p1") for i in range(200)]
+    for changes in (short, long):
+        records = change_records(3, changes, 4)
+        back: dict[int, list[CatalogChanged]] = {}
+        for key, value, q in records:
+            message = decode(value)
+            assert type(message) is Changes and message.source == 3
+            assert len(message.changes) <= CHANGES_PER_MESSAGE
+            assert len(value) < 2 * CHANGES_MAX_BYTES
+            assert key == message.changes[0].user_id.encode()
+            assert {partition_of(c.user_id.encode(), 4) for c in message.changes} == {q}
+            back.setdefault(q, []).extend(message.changes)
+        for q, got in back.items():  # each partition's users, in the order given
+            assert got == [c for c in changes if partition_of(c.user_id.encode(), 4) == q]
+        assert sum(map(len, back.values())) == len(changes)
+    assert len(change_records(3, short, 1)) == 3  # 500 + 500 + 201
