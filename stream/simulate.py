@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from simulation.synthetic import TOPIC_FOR_TYPE, generate_events
+from simulation.synthetic import generate_events
 from stream.client_start import (
     KafkaUnavailable,
     sleep_or_stop,
@@ -37,18 +37,21 @@ from stream.kafka_auth import aiokafka_kwargs
 from stream.settings import Settings, SettingsError, load_settings
 from stream.tail import MissingTopic
 from stream.topic_reader import partition_counts, topic_missing
-from triggers.events import ProductUpdated
+from triggers.events import INPUT_TOPIC_OF_TYPE, ProductUpdated
 from triggers.timestamps import TimestampError, parse_timestamp
 
 
 def topic_map(settings: Settings) -> dict[str, str]:
+    """Event type -> the topic it goes to: every input type (delivery feedback to the
+    engagement topic, ``user_erased`` to the preferences topic, contract 8)."""
     renamed = {
         "shop.browse": settings.topic_browse,
         "shop.cart": settings.topic_cart,
         "shop.order": settings.topic_order,
         "shop.prefs": settings.topic_prefs,
+        "marketing.engagement": settings.topic_engagement,
     }
-    topics = {event_type: renamed[topic] for event_type, topic in TOPIC_FOR_TYPE.items()}
+    topics = {event_type: renamed[topic] for event_type, topic in INPUT_TOPIC_OF_TYPE.items()}
     return {**topics, ProductUpdated.type: settings.topic_catalog}
 
 

@@ -20,7 +20,12 @@ from simulation.synthetic import CATALOG, event_lines, generate_events
 from stream.settings import Settings
 from stream.simulate import route, route_line, topic_map
 from triggers.event_fields import is_birthday
-from triggers.events import TOPIC_OF_TYPE, ProductUpdated, parse_catalog_event, parse_event
+from triggers.events import (
+    INPUT_TOPIC_OF_TYPE,
+    ProductUpdated,
+    parse_catalog_event,
+    parse_event,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -135,9 +140,15 @@ def test_same_seed_same_bytes_another_seed_differs() -> None:
 
 
 def test_simulate_keys_catalog_events_by_product_on_the_catalog_topic() -> None:
-    settings = Settings(topic_catalog="x.catalog", topic_browse="x.browse")
+    settings = Settings(
+        topic_catalog="x.catalog", topic_browse="x.browse", topic_engagement="x.engagement"
+    )
     topics = topic_map(settings)
-    assert set(topics) == {*TOPIC_OF_TYPE, ProductUpdated.type}
+    assert set(topics) == {*INPUT_TOPIC_OF_TYPE, ProductUpdated.type}
+    # Section 8's input from a file: feedback to the engagement topic, erasures to prefs.
+    feedback = {"type": "message_opened", "user_id": "u2", "trigger_id": "t", "channel": "push"}
+    assert route(feedback, topics) == (b"u2", "x.engagement")
+    assert route({"type": "user_erased", "user_id": "u3"}, topics) == (b"u3", "shop.prefs")
     catalog = {"type": "product_updated", "product_id": "p1", "event_id": "c1", "ts": 0}
     assert route(catalog, topics) == (b"p1", "x.catalog")
     wish = {"type": "wishlist_added", "user_id": "u1", "product_id": "p1"}
