@@ -8,7 +8,15 @@ from typing import Any
 import faust
 from aiokafka.helpers import create_ssl_context
 
+from stream.oauth_token import token_provider
 from stream.settings import Settings
+
+
+def oauthbearer(settings: Settings) -> bool:
+    return (
+        settings.kafka_security_protocol.startswith("SASL")
+        and settings.kafka_sasl_mechanism == "OAUTHBEARER"
+    )
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -30,7 +38,10 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     context = ssl_context(settings)
     if context is not None:
         kwargs["ssl_context"] = context
-    if settings.kafka_security_protocol.startswith("SASL"):
+    if oauthbearer(settings):
+        kwargs["sasl_mechanism"] = "OAUTHBEARER"
+        kwargs["sasl_oauth_token_provider"] = token_provider(settings)
+    elif settings.kafka_security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
         kwargs["sasl_plain_password"] = (
@@ -43,6 +54,8 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
 
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     context = ssl_context(settings)
+    if oauthbearer(settings):
+        return faust.auth.OAuthCredentials(oauth_cb=token_provider(settings), ssl_context=context)
     if settings.kafka_security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,

@@ -32,9 +32,19 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = (
+        "PLAIN"
+    )
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # OAUTHBEARER (stream.oauth_token): a static token, a token file re-read at every
+    # connection, or an OAuth 2 client-credentials token endpoint.
+    kafka_oauth_token: SecretStr | None = None
+    kafka_oauth_token_file: Path | None = None
+    kafka_oauth_token_url: str | None = None
+    kafka_oauth_client_id: str | None = None
+    kafka_oauth_client_secret: SecretStr | None = None
+    kafka_oauth_scope: str | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -161,6 +171,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _sasl_credentials(self) -> Settings:
         protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL") and self.kafka_sasl_mechanism == "OAUTHBEARER":
+            from stream.oauth_token import oauth_settings_problem
+
+            if problem := oauth_settings_problem(self):
+                raise ValueError(problem)
+            return self
         if protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
