@@ -10,6 +10,13 @@
 #
 # Environment: KAFKA_PORT (default 9092, `auto` = a free port), KAFKA_DIR (default var/kafka),
 # KAFKA_HEAP (default 512m). `start` prints NUDGE_KAFKA_BOOTSTRAP=127.0.0.1:PORT.
+# Extra (secured) listeners beside the PLAINTEXT one, all optional, unset = unchanged:
+#   KAFKA_EXTRA_LISTENERS     e.g. TLS://127.0.0.1:9093,SCRAM://127.0.0.1:9094 (listeners and
+#                             advertised.listeners)
+#   KAFKA_EXTRA_PROTOCOL_MAP  e.g. TLS:SSL,SCRAM:SASL_PLAINTEXT
+#   KAFKA_EXTRA_CONFIG        a file appended to server.properties (listener.name.* settings)
+#   KAFKA_FORMAT_ARGS         extra storage-format arguments, e.g.
+#                             --add-scram SCRAM-SHA-256=[name=alice,password=...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 lib="$root/.cache/kafka/lib"
@@ -49,11 +56,11 @@ start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport${KAFKA_EXTRA_LISTENERS:+,$KAFKA_EXTRA_LISTENERS}
+advertised.listeners=PLAINTEXT://127.0.0.1:$port${KAFKA_EXTRA_LISTENERS:+,$KAFKA_EXTRA_LISTENERS}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT${KAFKA_EXTRA_PROTOCOL_MAP:+,$KAFKA_EXTRA_PROTOCOL_MAP}
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -67,10 +74,13 @@ auto.create.topics.enable=false
 log.segment.bytes=67108864
 log.retention.hours=168
 PROPS
+  if [ -n "${KAFKA_EXTRA_CONFIG:-}" ]; then cat "$KAFKA_EXTRA_CONFIG" >> "$dir/server.properties"; fi
+  local format_args=()
+  if [ -n "${KAFKA_FORMAT_ARGS:-}" ]; then read -r -a format_args <<< "$KAFKA_FORMAT_ARGS"; fi
   local cluster_id
   cluster_id="$("$python" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
   java "${java_opts[@]}" -cp "$lib/*" kafka.tools.StorageTool format \
-    --cluster-id="$cluster_id" --config "$dir/server.properties" --ignore-formatted \
+    --cluster-id="$cluster_id" --config "$dir/server.properties" --ignore-formatted "${format_args[@]}" \
     >"$dir/logs/format.out" 2>&1 || { cat "$dir/logs/format.out" >&2; exit 1; }
   echo "$port" > "$dir/port"
   launch

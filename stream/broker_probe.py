@@ -19,6 +19,11 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
 
 API_VERSIONS = 18
 MAX_FRAME = 1 << 20  # an ApiVersions answer is a few hundred bytes
@@ -190,10 +195,14 @@ async def wait_for_broker(
     timeout: float,
     *,
     setting: str = "NUDGE_KAFKA_BOOTSTRAP",
+    auth: Mapping[str, Any] | None = None,
 ) -> None:
     """Return once one address answers as a Kafka broker; else :class:`BrokerUnusable`.
 
     Fails at once when every address is unusable for good, at ``timeout`` otherwise.
+    ``auth``: the aiokafka client arguments (``stream.kafka_auth.aiokafka_kwargs``); with
+    SASL, the broker that answered is asked to authenticate once, and a refusal (a wrong
+    password, a rejected token) fails at once, naming the settings.
     """
     deadline = time.monotonic() + timeout
     reasons: dict[tuple[str, int], str] = {}
@@ -203,17 +212,57 @@ async def wait_for_broker(
             left = deadline - time.monotonic()
             try:
                 await probe_address(host, port, context, max(0.1, min(ATTEMPT_TIMEOUT, left)))
-                return
             except _Fatal as exc:
                 reasons[host, port] = str(exc)
                 fatal += 1
             except _NotYet as exc:
                 reasons[host, port] = str(exc)
+            else:
+                if auth is not None and auth.get("sasl_mechanism"):
+                    await authenticate(host, port, auth, max(1.0, left))
+                return
         if fatal == len(addresses):
             raise BrokerUnusable(_explain(reasons, setting, waited=None))
         if time.monotonic() + RETRY_PAUSE >= deadline:
             raise BrokerUnusable(_explain(reasons, setting, waited=timeout))
         await asyncio.sleep(RETRY_PAUSE)
+
+
+async def authenticate(host: str, port: int, auth: Mapping[str, Any], timeout: float) -> None:
+    """One SASL authentication on a broker that answers Kafka; :class:`BrokerUnusable` if
+    the broker refuses the credentials (retrying cannot help). Timeouts are left to the
+    client that follows."""
+    options = {key: value for key, value in auth.items() if key != "bootstrap_servers"}
+    mechanism = options.get("sasl_mechanism")
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options), timeout
+        )
+    except (TimeoutError, ConnectionError, OSError):
+        return
+    except KafkaError as exc:
+        raise BrokerUnusable(_refused(host, port, mechanism, exc)) from None
+    except Exception as exc:  # the token provider's own error (stream.oauth_token.TokenError)
+        raise BrokerUnusable(
+            f"cannot authenticate to Kafka at {host}:{port} with SASL {mechanism}: {exc}"
+        ) from None
+    conn.close()
+
+
+def _refused(host: str, port: int, mechanism: object, exc: KafkaError) -> str:
+    if mechanism == "OAUTHBEARER":
+        check = (
+            "check the token: NUDGE_KAFKA_OAUTH_TOKEN_URL / _CLIENT_ID / _CLIENT_SECRET / "
+            "_SCOPE, NUDGE_KAFKA_OAUTH_TOKEN_FILE or NUDGE_KAFKA_OAUTH_TOKEN"
+        )
+    else:
+        check = "check NUDGE_KAFKA_SASL_USERNAME and NUDGE_KAFKA_SASL_PASSWORD"
+    detail = str(exc.args[0]) if exc.args else type(exc).__name__
+    return (
+        f"Kafka at {host}:{port} refused SASL {mechanism} authentication "
+        f"({type(exc).__name__}: {detail}): {check} (NUDGE_KAFKA_SASL_MECHANISM="
+        f"{mechanism}, NUDGE_KAFKA_SECURITY_PROTOCOL)"
+    )
 
 
 def _explain(reasons: dict[tuple[str, int], str], setting: str, waited: float | None) -> str:

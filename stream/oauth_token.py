@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+import aiokafka.conn
 from aiokafka.abc import AbstractTokenProvider
 
 if TYPE_CHECKING:
@@ -152,6 +153,28 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
         return token, max(lifetime, 1.0)
+
+
+class _OAuthAuthenticator(aiokafka.conn.OAuthAuthenticator):
+    """aiokafka 0.14's OAUTHBEARER exchange, finished as RFC 7628 (3.2.2) says.
+
+    A broker that rejects the token answers with a JSON error and waits for the client's
+    ``%x01``; aiokafka stops there and takes the connection as authenticated, so a bad
+    token surfaced as empty metadata. Sending the ``%x01`` makes the broker answer with
+    ``SaslAuthenticationFailed``, which every client reports like a wrong password.
+    """
+
+    _acknowledged = False
+
+    async def step(self, payload: bytes | None) -> tuple[bytes, bool] | None:
+        if self._token_sent and payload and not self._acknowledged:
+            self._acknowledged = True
+            return b"\x01", True
+        result: tuple[bytes, bool] | None = await super().step(payload)
+        return result
+
+
+aiokafka.conn.OAuthAuthenticator = _OAuthAuthenticator  # type: ignore[misc]
 
 
 def token_provider(settings: Settings) -> AbstractTokenProvider:

@@ -267,7 +267,10 @@ async def prepare_topics(settings: Settings, *, catalog: bool = False) -> Layout
     timeout = settings.kafka_startup_timeout_seconds
     deadline = time.monotonic() + timeout
     await wait_for_broker(
-        bootstrap_addresses(settings.kafka_bootstrap), ssl_context(settings), timeout
+        bootstrap_addresses(settings.kafka_bootstrap),
+        ssl_context(settings),
+        timeout,
+        auth=aiokafka_kwargs(settings),
     )
     admin = AIOKafkaAdminClient(
         **aiokafka_kwargs(settings),
