@@ -56,6 +56,15 @@ contact_policy:
   holdout_percent: 10
   attribution_window: 1h
 """
+#: RULES with two channels (contract 8): a decision goes on push, or on email once the
+#: shopper's feedback withdrew push (``fixed_events(feedback_every=...)``).
+CHANNEL_RULES = (
+    RULES
+    + """channels:
+  push: {}
+  email: {}
+"""
+)
 LONGEST_DELAY = timedelta(seconds=14)
 GENERATOR_START = datetime(2026, 11, 24, 1, 45, tzinfo=UTC)
 
@@ -106,10 +115,15 @@ def fixed_events(
     rate: float,
     lead: float = 3.0,
     quiet: tuple[int, float] | None = None,
+    feedback_every: int = 0,
+    erase: int | None = None,
 ) -> EventSet:
     """Synthetic shop events, re-stamped ``1/rate`` apart from ``lead`` seconds from now.
 
     ``quiet=(n, seconds)``: the shop goes quiet for ``seconds`` after its n-th event.
+    ``feedback_every=k``: every k-th event is delivery feedback of that event's shopper
+    instead (contract 8.3: on push; every third one an unsubscribe, the others delivered
+    or opened). ``erase=n``: the n-th event erases its shopper instead (contract 8.5).
     """
     start = datetime.now(UTC) + timedelta(seconds=lead)
     events = []
@@ -120,6 +134,12 @@ def fixed_events(
         if i >= count:
             break
         pause = quiet[1] if quiet is not None and i >= quiet[0] else 0.0
+        if feedback_every and i % feedback_every == feedback_every - 1:
+            kind = ("message_unsubscribed", "message_delivered", "message_opened")[i % 3]
+            common = {"event_id": f"fb-{i}", "user_id": event["user_id"]}
+            event = {**common, "type": kind, "trigger_id": f"t-{i}", "channel": "push"}
+        elif i == erase:
+            event = {"event_id": f"erase-{i}", "type": "user_erased", "user_id": event["user_id"]}
         event["ts"] = wire_time(start + timedelta(seconds=i / rate + pause))
         events.append(event)
     event_set = EventSet(path, events, rate)

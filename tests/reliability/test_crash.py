@@ -5,7 +5,8 @@ cross ``nudge.rekeyed`` and the kills land during re-keying: ``shop.browse`` wit
 partitions and random keys, ``shop.order`` with 3 and null keys, ``shop.prefs`` with the
 worker's 4 and random keys, ``shop.cart`` with 4 keyed by ``user_id`` (a direct topic, as
 before). The first kills fall on an idle machine, the later ones beside a CPU hog keeping
-both cores busy.
+both cores busy. Two channels, delivery feedback (one event in 15; unsubscribes move
+later decisions from push to email) and an erasure are in the traffic (contract 8).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 
 from tests.integration.harness import WorkerGroup, read_all
 from tests.reliability.oracle import (
+    CHANNEL_RULES,
     KILL9_TOLERANCE,
-    RULES,
     CpuHog,
     assert_matches_oracle,
     assert_most_crossed,
@@ -39,10 +40,15 @@ async def test_repeated_kill9_loses_nothing_and_sends_nothing_twice(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(CHANNEL_RULES)
     kills = scale(5, 20)
     events = fixed_events(
-        tmp_path / "events.jsonl", count=scale(900, 6000), users=scale(80, 600), rate=25
+        tmp_path / "events.jsonl",
+        count=scale(900, 6000),
+        users=scale(80, 600),
+        rate=25,
+        feedback_every=15,  # delivery feedback on the engagement topic, some moving consent
+        erase=scale(450, 3000),  # and an erasure mid-stream, between kills
     )
     group = WorkerGroup(
         kafka_bootstrap,
