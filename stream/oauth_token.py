@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -55,6 +57,11 @@ def oauth_settings_problem(settings: Settings) -> str | None:
         )
     if len(sources) > 1:
         return f"NUDGE_KAFKA_SASL_MECHANISM=OAUTHBEARER takes one token source, not {sources}"
+    if settings.kafka_oauth_extensions:
+        try:
+            extensions(settings.kafka_oauth_extensions)
+        except ValueError as exc:
+            return f"NUDGE_KAFKA_OAUTH_EXTENSIONS {exc}"
     if settings.kafka_oauth_token_url:
         if not settings.kafka_oauth_token_url.lower().startswith(("https://", "http://")):
             return "NUDGE_KAFKA_OAUTH_TOKEN_URL is not an http(s):// URL"
@@ -71,7 +78,27 @@ def oauth_settings_problem(settings: Settings) -> str | None:
     return None
 
 
-class StaticTokenProvider(AbstractTokenProvider):
+def extensions(text: str) -> dict[str, str]:
+    """``"logicalCluster=lkc-1,identityPoolId=pool-2"`` -> a dict; ValueError names a bad pair."""
+    pairs: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",") if part.strip()):
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip() or key.strip() == "auth":
+            raise ValueError(f"{entry!r} is not KEY=VALUE (e.g. logicalCluster=lkc-1)")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+class _Provider(AbstractTokenProvider):
+    """A token source and the SASL extensions sent with its tokens (``extensions()``)."""
+
+    sent_extensions: Mapping[str, str] = MappingProxyType({})
+
+    def extensions(self) -> dict[str, str]:
+        return dict(self.sent_extensions)
+
+
+class StaticTokenProvider(_Provider):
     """The token of ``NUDGE_KAFKA_OAUTH_TOKEN``."""
 
     def __init__(self, token: str) -> None:
@@ -81,7 +108,7 @@ class StaticTokenProvider(AbstractTokenProvider):
         return self._token
 
 
-class FileTokenProvider(AbstractTokenProvider):
+class FileTokenProvider(_Provider):
     """The token in a file, read again at each connection (the file may be renewed)."""
 
     def __init__(self, path: Path) -> None:
@@ -100,7 +127,7 @@ class FileTokenProvider(AbstractTokenProvider):
         return token
 
 
-class ClientCredentialsTokenProvider(AbstractTokenProvider):
+class ClientCredentialsTokenProvider(_Provider):
     """OAuth 2 client-credentials grant (RFC 6749 4.4), the token reused until near expiry."""
 
     def __init__(self, url: str, client_id: str, client_secret: str, scope: str | None) -> None:
@@ -179,6 +206,13 @@ aiokafka.conn.OAuthAuthenticator = _OAuthAuthenticator  # type: ignore[misc]
 
 def token_provider(settings: Settings) -> AbstractTokenProvider:
     """The provider the OAUTHBEARER settings describe (validated by the settings already)."""
+    provider = _source(settings)
+    if settings.kafka_oauth_extensions:
+        provider.sent_extensions = extensions(settings.kafka_oauth_extensions)
+    return provider
+
+
+def _source(settings: Settings) -> _Provider:
     if settings.kafka_oauth_token is not None:
         return StaticTokenProvider(settings.kafka_oauth_token.get_secret_value())
     if settings.kafka_oauth_token_file is not None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     kafka_oauth_client_id: str | None = None
     kafka_oauth_client_secret: SecretStr | None = None
     kafka_oauth_scope: str | None = None
+    # SASL extensions sent with the token, KEY=VALUE comma-separated (Confluent Cloud:
+    # logicalCluster=lkc-...,identityPoolId=pool-...).
+    kafka_oauth_extensions: str | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
