@@ -16,7 +16,7 @@ from typing import Protocol
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream.broker_probe import BrokerUnusable, wait_for_broker
-from stream.kafka_auth import ssl_context
+from stream.kafka_auth import aiokafka_kwargs, ssl_context
 from stream.settings import Settings, bootstrap_addresses
 
 
@@ -110,14 +110,21 @@ async def start_client(client: _Client, settings: Settings, stop: asyncio.Event)
 
 
 async def _tls_answers(settings: Settings, stop: asyncio.Event) -> bool:
-    """With TLS on, a handshake that cannot succeed (a plaintext listener, an unknown CA) is
-    named at once, where the client would retry until the deadline. False on a stop."""
+    """With TLS or SASL on, a handshake that cannot succeed (a plaintext listener, an unknown
+    CA, a refused password or token) is named at once, where the client would retry until
+    the deadline. False on a stop."""
     context = ssl_context(settings)
-    if context is None:
+    sasl = settings.kafka_security_protocol.startswith("SASL")
+    if context is None and not sasl:
         return True
     addresses = bootstrap_addresses(settings.kafka_bootstrap)
     probing = asyncio.ensure_future(
-        wait_for_broker(addresses, context, settings.kafka_startup_timeout_seconds)
+        wait_for_broker(
+            addresses,
+            context,
+            settings.kafka_startup_timeout_seconds,
+            auth=aiokafka_kwargs(settings) if sasl else None,
+        )
     )
     stopping = asyncio.ensure_future(stop.wait())
     try:

@@ -29,7 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ROOT, WorkerGroup, free_port, produce, wait_for
+from tests.integration.harness import (
+    NUDGE,
+    ROOT,
+    WorkerGroup,
+    free_port,
+    produce,
+    read_all,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -302,3 +310,31 @@ async def test_refused_credentials_fail_fast_naming_the_settings(
     assert code == 2 and elapsed < 15, (code, elapsed, log[-2000:])
     assert len(errors) == 1 and expected in errors[0], log[-2000:]
     assert WRONG_SECRET not in log and CLIENT_SECRET not in log
+
+
+async def test_commands_authenticate_with_the_same_settings(
+    secured_kafka: SecuredKafka, token_endpoint: TokenEndpoint, redis_url: str, tmp_path: Path
+) -> None:
+    """``nudge simulate`` (an aiokafka producer) over OAUTHBEARER; a wrong password: one line."""
+    group = new_group(secured_kafka, redis_url, tmp_path, {})
+    await asyncio.to_thread(group.create_input_topics)
+    base = {**group.env(0, free_port()), "NUDGE_KAFKA_STARTUP_TIMEOUT_SECONDS": "20"}
+    command = [NUDGE, "simulate", "--limit", "20", "--rate", "1000", "--users", "5"]
+    oauth = {**base, **listener_env(secured_kafka, token_endpoint, "oauth")}
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=oauth, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    topics = ("browse", "cart", "order", "prefs")
+    counts = [len(await read_all(group, key)) for key in topics]
+    assert sum(counts) == 20, counts
+    scram = {**base, **listener_env(secured_kafka, token_endpoint, "scram")}
+    scram["NUDGE_KAFKA_SASL_PASSWORD"] = WRONG_SECRET
+    started = time.monotonic()
+    refused = await asyncio.to_thread(
+        subprocess.run, command, env=scram, capture_output=True, text=True, timeout=60
+    )
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and time.monotonic() - started < 15, refused.stderr[-2000:]
+    assert len(lines) == 1 and "NUDGE_KAFKA_SASL_PASSWORD" in lines[0], lines
+    assert WRONG_SECRET not in refused.stderr + refused.stdout
