@@ -2,8 +2,9 @@
 
 One broker of the test's own (``scripts/kafka.sh`` with extra listeners) serves four
 listeners: PLAINTEXT (the test's own producer and reader), TLS (a CA and a broker
-certificate made here with ``openssl``), SCRAM-SHA-256 (a user created at format time) and
-OAUTHBEARER (Kafka's unsecured JWS validator). A ``nudge worker`` runs once over each
+certificate made here with ``openssl``), SASL_PLAINTEXT with SCRAM-SHA-256 (a user created at
+format time) and SASL_SSL with OAUTHBEARER (Kafka's unsecured JWS validator), as managed
+Kafka services run it. A ``nudge worker`` runs once over each
 secured listener, becomes ready and fires a cart reminder: every client of the worker (the
 start-up checks, Faust's consumer and producer) authenticated, since the listener accepts
 nothing else. The OAUTHBEARER run gets its token from an OAuth 2 client-credentials
@@ -159,6 +160,8 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
         "listener.name.scram.sasl.enabled.mechanisms=SCRAM-SHA-256\n"
         "listener.name.scram.scram-sha-256.sasl.jaas.config="
         "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+        f"listener.name.oauth.ssl.keystore.type=PEM\n"
+        f"listener.name.oauth.ssl.keystore.location={keystore}\n"
         "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n"
         f"listener.name.oauth.oauthbearer.sasl.jaas.config={OAUTH}.OAuthBearerLoginModule "
         'required unsecuredLoginStringClaim_sub="broker";\n'
@@ -170,7 +173,7 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
         "KAFKA_PORT": "auto",
         "KAFKA_DIR": str(workdir / "kafka"),
         "KAFKA_EXTRA_LISTENERS": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
-        "KAFKA_EXTRA_PROTOCOL_MAP": "TLS:SSL,SCRAM:SASL_PLAINTEXT,OAUTH:SASL_PLAINTEXT",
+        "KAFKA_EXTRA_PROTOCOL_MAP": "TLS:SSL,SCRAM:SASL_PLAINTEXT,OAUTH:SASL_SSL",
         "KAFKA_EXTRA_CONFIG": str(extra),
         "KAFKA_FORMAT_ARGS": (
             f"--add-scram SCRAM-SHA-256=[name={SCRAM_USER},password={SCRAM_SECRET}]"
@@ -220,7 +223,8 @@ def listener_env(kafka: SecuredKafka, endpoint: TokenEndpoint, listener: str) ->
         }
     return {
         "NUDGE_KAFKA_BOOTSTRAP": kafka.oauth,
-        "NUDGE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "NUDGE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "NUDGE_KAFKA_SSL_CAFILE": str(kafka.cafile),
         "NUDGE_KAFKA_SASL_MECHANISM": "OAUTHBEARER",
         "NUDGE_KAFKA_OAUTH_TOKEN_URL": endpoint.url,
         "NUDGE_KAFKA_OAUTH_CLIENT_ID": CLIENT_ID,
