@@ -40,7 +40,12 @@ from tests.integration.harness import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+# One broker for the module: with ``pytest -n 2 --dist loadgroup`` its tests share a process.
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.integration,
+    pytest.mark.xdist_group("secured_kafka"),
+]
 
 SCRAM_USER = "nudge-scram"
 SCRAM_SECRET = "scram-secret-4b1d77"
