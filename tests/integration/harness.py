@@ -252,6 +252,30 @@ async def produce(
     return n
 
 
+async def changelog_records(
+    group: WorkerGroup, table: str, keep: Callable[[bytes], bool]
+) -> dict[bytes, list[bytes | None]]:
+    """A table's changelog (``users``, ``products``) read to its end: the records of the
+    keys ``keep`` accepts, per key in offset order (None: a tombstone)."""
+    topic = f"nudge-{group.name}-{table}-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(group.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        rows: dict[bytes, list[bytes | None]] = {}
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    if r.key is not None and keep(r.key):
+                        rows.setdefault(r.key, []).append(r.value)
+        return rows
+    finally:
+        await consumer.stop()
+
+
 async def read_all(group: WorkerGroup, key: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
     """Every record currently in one of the group's topics (from the beginning)."""
     consumer = AIOKafkaConsumer(

@@ -22,10 +22,15 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.catalog_wire import SEP, decode_forget
-from tests.integration.harness import WorkerGroup, produce, read_all, replay_records
+from tests.integration.harness import (
+    WorkerGroup,
+    changelog_records,
+    produce,
+    read_all,
+    replay_records,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,24 +105,8 @@ def without_fired_at(records: list[dict[str, Any]]) -> list[bytes]:
 
 async def product_rows(group: WorkerGroup, user: str) -> dict[bytes, list[bytes | None]]:
     """The products changelog's records of the user's rows, per key in offset order."""
-    topic = f"nudge-{group.name}-products-changelog"
-    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(group.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        rows: dict[bytes, list[bytes | None]] = {}
-        suffix = (SEP + user).encode()
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for r in records:
-                    if r.key is not None and r.key.endswith(suffix):
-                        rows.setdefault(r.key, []).append(r.value)
-        return rows
-    finally:
-        await consumer.stop()
+    suffix = (SEP + user).encode()
+    return await changelog_records(group, "products", lambda key: key.endswith(suffix))
 
 
 async def test_live_fan_out_matches_replay(

@@ -13,12 +13,17 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.user_rows import unpack_row
-from tests.integration.harness import WorkerGroup, produce, read_all, replay_records
+from tests.integration.harness import (
+    WorkerGroup,
+    changelog_records,
+    produce,
+    read_all,
+    replay_records,
+)
 from triggers.state import UserState
 
 pytestmark = pytest.mark.integration
@@ -84,22 +89,9 @@ def kept(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
 
 
 async def changelog_rows(group: WorkerGroup, user: str) -> list[bytes | None]:
-    """Every changelog record of the user's key, in offset order."""
-    topic = f"nudge-{group.name}-users-changelog"
-    consumer = AIOKafkaConsumer(bootstrap_servers=group.kafka, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(group.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        rows: list[bytes | None] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                rows += [r.value for r in records if r.key == user.encode()]
-        return rows
-    finally:
-        await consumer.stop()
+    """Every users-changelog record of the user's key, in offset order."""
+    key = user.encode()
+    return (await changelog_records(group, "users", lambda k: k == key)).get(key, [])
 
 
 async def compaction_lag(group: WorkerGroup) -> str:
