@@ -34,14 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.worker_bench import POLL, Drain, new_group, noop_drain, processed, watch  # noqa: E402
+from bench.worker_bench import (  # noqa: E402
+    POLL,
+    Drain,
+    new_group,
+    noop_drain,
+    preload,
+    processed,
+    watch,
+)
 from simulation.synthetic import generate_events  # noqa: E402
-from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup, create_topics  # noqa: E402
+from tests.integration.harness import WorkerGroup, create_topics  # noqa: E402
 from triggers.records import record_to_json  # noqa: E402
 from triggers.replay import replay_lines  # noqa: E402
 from triggers.rules import parse_rules  # noqa: E402
@@ -132,20 +139,6 @@ def _now(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {**e, "ts": (now + timedelta(microseconds=i)).isoformat().replace("+00:00", "Z")}
         for i, e in enumerate(events)
     ]
-
-
-async def preload(group: WorkerGroup, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=group.kafka, linger_ms=20, max_batch_size=1 << 20, acks=1
-    )
-    await producer.start()
-    try:
-        for event in events:
-            topic = group.topic(TOPIC_OF_TYPE[str(event["type"])])
-            await producer.send(topic, orjson.dumps(event), key=str(event["user_id"]).encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def worker(group: WorkerGroup, n: int, name: str) -> Drain:

@@ -27,10 +27,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import orjson
-from aiokafka import AIOKafkaProducer
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,32 +40,20 @@ from bench.worker_bench import (  # noqa: E402
     Drain,
     new_group,
     noop_drain,
+    preload,
     processed,
     synthetic,
     watch,
 )
-from tests.integration.harness import TOPIC_OF_TYPE, WorkerGroup, create_topics  # noqa: E402
+from tests.integration.harness import WorkerGroup, create_topics  # noqa: E402
 
 SHOP_COUNTS = {"browse": 12, "cart": 6, "order": 3, "prefs": 6}
 
 
-async def preload(
-    group: WorkerGroup, events: list[dict[str, object]], *, random_keys: bool
-) -> None:
-    """The events on the group's topics: keyed by user, or by a random key (a session id)."""
+def session_keys() -> Callable[[dict[str, Any]], bytes]:
+    """Random keys, as a session id or a mobile SDK's would be (seeded: every run alike)."""
     rng = random.Random(7)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=group.kafka, linger_ms=20, max_batch_size=1 << 20, acks=1
-    )
-    await producer.start()
-    try:
-        for event in events:
-            topic = group.topic(TOPIC_OF_TYPE[str(event["type"])])
-            key = f"s{rng.getrandbits(40)}" if random_keys else str(event["user_id"])
-            await producer.send(topic, orjson.dumps(event), key=key.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    return lambda event: f"s{rng.getrandbits(40)}".encode()
 
 
 def rekeyed(text: str) -> float:
@@ -127,7 +114,9 @@ def main() -> int:
     shop.input_counts = dict(SHOP_COUNTS)
     for group, random_keys in ((today, False), (shop, True)):
         group.create_input_topics()
-        asyncio.run(preload(group, events, random_keys=random_keys))
+        asyncio.run(
+            preload(group, events, session_keys()) if random_keys else preload(group, events)
+        )
         outputs = [group.topic(k) for k in ("triggers", "audit", "dlq")]
         asyncio.run(create_topics(kafka, outputs, group.partitions))
 

@@ -102,7 +102,16 @@ def synthetic(users: int, limit: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
-async def preload(group: WorkerGroup, events: list[dict[str, object]]) -> None:
+def user_key(event: dict[str, Any]) -> bytes:
+    return str(event["user_id"]).encode()
+
+
+async def preload(
+    group: WorkerGroup,
+    events: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], bytes] = user_key,
+) -> None:
+    """The events on the group's topics (each type's), keyed by ``key`` (the user id)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=group.kafka, linger_ms=20, max_batch_size=1 << 20, acks=1
     )
@@ -110,7 +119,7 @@ async def preload(group: WorkerGroup, events: list[dict[str, object]]) -> None:
     try:
         for event in events:
             topic = group.topic(TOPIC_OF_TYPE[str(event["type"])])
-            await producer.send(topic, orjson.dumps(event), key=str(event["user_id"]).encode())
+            await producer.send(topic, orjson.dumps(event), key=key(event))
         await producer.flush()
     finally:
         await producer.stop()
