@@ -156,6 +156,7 @@ def create_app(settings: Settings, rules: Rules, *, layout: Layout) -> NudgeApp:
     )
     # Faust's transport with input partitions sought right after rebalances (see module).
     app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
+    kafka_transport.pace_metadata_updates()  # no busy loop while the broker is away
     table_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
     registry = CollectorRegistry()
     metrics = NudgeMetrics.create(registry, rules)

@@ -1,5 +1,5 @@
-"""Faust's aiokafka transport, with two changes: partitions restart where they must, and
-the producer is idempotent.
+"""Faust's aiokafka transport, with three changes: partitions restart where they must, the
+producer is idempotent, and metadata updates are paced.
 
 After each rebalance (and whenever Faust's fetch loop finds flow stopped) Faust seeks
 its partitions "to their committed offsets", because it may have fetched records it
@@ -19,13 +19,21 @@ starts when nothing was committed.
 The producer is idempotent (as Java clients are by default since Kafka 3.0): when a
 broker restarts, a produce request whose acknowledgement was lost is retried, and
 without idempotence the retry could write a reminder, or a state change, twice.
+
+And metadata updates are paced (:func:`pace_metadata_updates`): with the broker away,
+aiokafka's fetch loop asked for metadata in a busy loop (a core at 100 %, issue 23).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.client import AIOKafkaClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -53,3 +61,43 @@ class Producer(faust_aiokafka.Producer):
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
     Producer = Producer
+
+
+#: Failed metadata updates are retried after this much, doubling while they fail.
+METADATA_BACKOFF_SECONDS = (0.1, 2.0)
+
+
+@dataclass
+class _Pace:
+    last: float = 0.0
+    delay: float = METADATA_BACKOFF_SECONDS[0]
+
+
+def pace_metadata_updates() -> None:
+    """aiokafka asks for metadata again at once when an update finds no leader or no
+    broker (aiokafka#496): with the broker away or shutting down, the consumer's fetch
+    loop then spins on a core, and a producer waiting for a topic's metadata does too.
+    Here every client's metadata updates are at least 0.1 s apart, and a failed one waits
+    0.1 s, doubling to 2 s while they keep failing (back to 0.1 s after a success).
+    Idempotent; the worker calls it once (``stream.app``)."""
+    original = AIOKafkaClient._metadata_update
+    if getattr(original, "paced", False):
+        return
+    paces: weakref.WeakKeyDictionary[AIOKafkaClient, _Pace] = weakref.WeakKeyDictionary()
+
+    async def paced(self: AIOKafkaClient, cluster_metadata: Any, topics: Any) -> bool:
+        pace = paces.setdefault(self, _Pace())
+        wait = pace.last + METADATA_BACKOFF_SECONDS[0] - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        updated = bool(await original(self, cluster_metadata, topics))
+        if updated:
+            pace.delay = METADATA_BACKOFF_SECONDS[0]
+        else:
+            await asyncio.sleep(pace.delay)
+            pace.delay = min(METADATA_BACKOFF_SECONDS[1], pace.delay * 2)
+        pace.last = time.monotonic()
+        return updated
+
+    paced.paced = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = paced  # type: ignore[method-assign]
