@@ -22,7 +22,7 @@ import orjson
 from stream.catalog_fanout import CatalogFanout, CatalogTopics
 from stream.catalog_wire import partition_of
 from stream.rekeying import Rekeying
-from tests.unit.shell_fakes import TOPICS, FakeEvent, FakeMessage, Journal, Sent
+from tests.unit.shell_fakes import TOPICS, FakeMessage, Journal, Sent
 from tests.unit.shell_harness import Shell
 from tests.unit.timelines import iso, wire
 from triggers.events import INPUT_TOPIC_OF_TYPE
@@ -135,7 +135,7 @@ class CatalogShell(Shell):
         p = partition_of(product.encode(), len(self.partitions))
         self.produce(CAT.catalog, value, p, product.encode())
 
-    def _sync(self) -> None:
+    def deliver(self) -> None:
         """The internal topics' records, as the broker holds them, become readable input."""
         for sent in self.broker.sends:
             if sent.topic in INTERNAL:
@@ -145,14 +145,8 @@ class CatalogShell(Shell):
                         FakeMessage(sent.topic, sent.partition, sent.offset, sent.key, sent.value)
                     )
 
-    def unread(
-        self, topics: Iterable[str] | None = None, limit: int | None = None
-    ) -> list[FakeEvent]:
-        self._sync()
-        return super().unread(topics, limit)
-
     async def list_end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        self._sync()
+        self.deliver()
         return await super().list_end_offsets(tps)
 
     async def pump(self, rounds: int = 4) -> None:
@@ -232,20 +226,3 @@ class RekeyedCatalogShell(CatalogShell):
         self.lines.append((ts, 1, value))
         key = self.rng.choice([None, b"k%d" % self.rng.randrange(100), product.encode()])
         self.produce(CAT.catalog, value, self.rng.randrange(self.catalog_partitions), key)
-
-    def unread(
-        self, topics: Iterable[str] | None = None, limit: int | None = None
-    ) -> list[FakeEvent]:
-        self._sync()
-        wanted = set(topics) if topics is not None else set(self.consumed())
-        owned = set(self.owned_tps())
-        batch = []
-        for (topic, partition), log in sorted(self.inputs.items()):
-            if topic not in wanted or (topic, partition) not in owned:
-                continue
-            start = self.positions.get((topic, partition), 0)
-            taken = [m for m in log if m.offset >= start][:limit]
-            batch += [FakeEvent(m) for m in taken]
-            if taken:
-                self.positions[(topic, partition)] = taken[-1].offset + 1
-        return batch

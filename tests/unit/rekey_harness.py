@@ -9,13 +9,13 @@ every user partition. :meth:`Shell.replay` stays the oracle: the events in event
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from stream.rekeying import Rekeying
-from tests.unit.shell_fakes import TOPICS, Crash, FakeEvent, FakeMessage
+from tests.unit.shell_fakes import TOPICS, Crash, FakeMessage
 from tests.unit.shell_harness import Shell
 from tests.unit.timelines import wire
 from triggers.events import TOPIC_OF_TYPE
@@ -82,7 +82,7 @@ class RekeyShell(Shell):
         self.events.append(value)
         self.produce(TOPIC_OF_TYPE[kind], value, partition, None)
 
-    def _sync(self) -> None:
+    def deliver(self) -> None:
         for sent in self.broker.sends:
             if sent.topic == REKEYED:
                 log = self.inputs.setdefault((sent.topic, sent.partition), [])
@@ -91,25 +91,8 @@ class RekeyShell(Shell):
                         FakeMessage(sent.topic, sent.partition, sent.offset, sent.key, sent.value)
                     )
 
-    def unread(
-        self, topics: Iterable[str] | None = None, limit: int | None = None
-    ) -> list[FakeEvent]:
-        self._sync()
-        wanted = set(topics) if topics is not None else set(self.consumed())
-        owned = set(self.owned_tps())
-        batch = []
-        for (topic, partition), log in sorted(self.inputs.items()):
-            if topic not in wanted or (topic, partition) not in owned:
-                continue
-            start = self.positions.get((topic, partition), 0)
-            taken = [m for m in log if m.offset >= start][:limit]
-            batch += [FakeEvent(m) for m in taken]
-            if taken:
-                self.positions[(topic, partition)] = taken[-1].offset + 1
-        return batch
-
     async def list_end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        self._sync()
+        self.deliver()
         return await super().list_end_offsets(tps)
 
     async def tick(self, partition: int = 0) -> None:

@@ -274,10 +274,12 @@ class Shell:
         self, topics: Iterable[str] | None = None, limit: int | None = None
     ) -> list[FakeEvent]:
         """The unread messages of ``topics`` (all), topic by topic as a fetch returns them."""
+        self.deliver()
         wanted = set(topics) if topics is not None else set(self.consumed())
+        owned = set(self.owned_tps())
         batch = []
         for (topic, partition), log in sorted(self.inputs.items()):
-            if topic not in wanted or partition not in self.partitions:
+            if topic not in wanted or (topic, partition) not in owned:
                 continue
             start = self.positions.get((topic, partition), 0)
             taken = [m for m in log if m.offset >= start][:limit]
@@ -285,6 +287,10 @@ class Shell:
             if taken:
                 self.positions[(topic, partition)] = taken[-1].offset + 1
         return batch
+
+    def deliver(self) -> None:
+        """Records the worker sent to topics it reads itself become readable input (none
+        here; the re-keying and catalog shells have such topics)."""
 
     async def poll(self, topics: Iterable[str] | None = None, limit: int | None = None) -> None:
         """One batch: the unread messages of ``topics`` (all by default)."""
