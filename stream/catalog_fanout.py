@@ -61,7 +61,7 @@ from stream.catalog_wire import (
 )
 from stream.product_rows import FanOut, ProductStore, Rows
 from stream.rekeying import Rekeying
-from stream.watermark import EndOffset, Gate, Marks
+from stream.watermark import EndOffset, Gate, Marks, through_gates
 from triggers.catalog import CatalogChanged
 from triggers.catalog_interest import CatalogBook
 from triggers.event_engagement import UserErased
@@ -373,27 +373,17 @@ class CatalogFanout:
         ]
         self._store.write([(p, key, value, (await d).offset) for p, key, value, d in pending])
 
+    def _last_change(self, item: Any) -> bool:
+        """One of a fan-out message's changes is applied: is it the message's last?"""
+        pending = self._pending[item.message.partition]
+        left = pending.pop(id(item), 1) - 1
+        if left > 0:
+            pending[id(item)] = left
+        return left <= 0
+
     def acks(self, batch: Sequence[Any]) -> list[Any]:
         """The batch's acknowledgements with the fan-out's, each topic partition in order."""
-        fanout = self.topics.fanout
-        out = []
-        for item in batch:
-            message = item.message
-            if message.topic == fanout:  # one of its changes applied: done with the last
-                gate = self._gates.get(message.partition)
-                if gate is None:
-                    continue
-                pending = self._pending[message.partition]
-                left = pending.get(id(item), 1) - 1
-                if left > 0:
-                    pending[id(item)] = left
-                    continue
-                pending.pop(id(item), None)
-                gate.done(item)
-            else:
-                out.append(item)
-        for gate in self._gates.values():
-            out += gate.ready()
+        out = through_gates(batch, self.topics.fanout, self._gates, self._last_change)
         out += self._acks
         self._batch()
         return out

@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 
 from stream.catalog_wire import partition_of
-from stream.watermark import UNORDERED, EndOffset, Gate, Marks, Watermark
+from stream.watermark import UNORDERED, EndOffset, Gate, Marks, Watermark, through_gates
 
 log = logging.getLogger("nudge.rekeying")
 
@@ -261,17 +261,7 @@ class Rekeying:
     def acks(self, batch: Sequence[Any]) -> list[Any]:
         """The batch's acknowledgements with the re-keyed topic's (each topic partition in
         offset order) and the sources of other counts'."""
-        out = []
-        for item in batch:
-            message = item.message
-            if message.topic == self.topic:
-                gate = self._gates.get(message.partition)
-                if gate is not None:
-                    gate.done(item)
-            else:
-                out.append(item)
-        for gate in self._gates.values():
-            out += gate.ready()
+        out = through_gates(batch, self.topic, self._gates)
         out += self._acks
         self._batch()
         return out

@@ -239,6 +239,29 @@ class Gate:
         return out
 
 
+def through_gates(
+    batch: Sequence[Any],
+    topic: str,
+    gates: Mapping[int, Gate],
+    finished: Callable[[Any], bool] = lambda item: True,
+) -> list[Any]:
+    """A batch's acknowledgements: a message of ``topic`` goes through its partition's gate
+    once ``finished`` says it is (one of a partition no longer owned is dropped), any other
+    as it is; then what every gate lets through, in offset order."""
+    out = []
+    for item in batch:
+        message = item.message
+        if message.topic != topic:
+            out.append(item)
+            continue
+        gate = gates.get(message.partition)
+        if gate is not None and finished(item):
+            gate.done(item)
+    for gate in gates.values():
+        out += gate.ready()
+    return out
+
+
 class Marks:
     """The watermarks ``sources`` partitions announce: their least, once all have spoken.
 
